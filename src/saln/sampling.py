@@ -1,0 +1,215 @@
+"""SelectiveBatchSampler: model-free selection ahead of the loader.
+
+The sampler decides which samples of each super-batch are trained on *before* any image is
+loaded, so a ``DataLoader(batch_sampler=...)`` never decodes or augments a dropped sample. A
+whole epoch's selections are computed in one batched call when the epoch starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from saln.selection.base import (
+    SELECTORS,
+    BatchView,
+    Selector,
+    check_keep,
+    is_model_free,
+    keep_count,
+)
+
+
+class FeatureSource(Protocol):
+    def get(self, indices: np.ndarray) -> torch.Tensor: ...
+
+
+class _ArrayFeatures:
+    """Adapts an (N, d) array or tensor, indexed by global index, to ``get(indices)``."""
+
+    def __init__(self, table: np.ndarray | torch.Tensor) -> None:
+        self.table = table
+
+    def get(self, indices: np.ndarray) -> torch.Tensor:
+        rows = self.table[
+            torch.as_tensor(indices) if isinstance(self.table, torch.Tensor) else indices
+        ]
+        return torch.as_tensor(np.asarray(rows) if not isinstance(rows, torch.Tensor) else rows)
+
+
+def as_feature_source(features: Any) -> FeatureSource | None:
+    if features is None or hasattr(features, "get"):
+        return features
+    if isinstance(features, (np.ndarray, torch.Tensor)):
+        if features.ndim != 2:
+            raise ValueError(f"features must be an (N, d) table, got shape {tuple(features.shape)}")
+        return _ArrayFeatures(features)
+    raise TypeError(
+        "features must be an (N, d) array/tensor or have .get(indices), "
+        f"got {type(features).__name__}"
+    )
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, epoch, stream); independent of rank."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+class SelectiveBatchSampler(Sampler[list[int]]):
+    """Yields only the kept global indices of each super-batch of ``batch_size``.
+
+    ``sampler_or_len``: the number of samples (indices ``0..N-1``), a sequence of global indices
+    (e.g. a training split), or any Sampler whose order is used as is. Each epoch a seeded
+    permutation is cut into super-batches; a model-free ``selector`` keeps
+    ``int(n * (1 - filter_ratio))`` rows of each (or exactly ``keep`` if given). With
+    ``world_size > 1`` super-batches are dealt round-robin, so each is selected once, by the rank
+    that trains it. Call ``set_epoch(e)`` before each epoch, as with ``DistributedSampler``.
+    """
+
+    def __init__(
+        self,
+        sampler_or_len: int | Sequence[int] | np.ndarray | Sampler[int],
+        batch_size: int,
+        selector: Selector | str | None = "saln",
+        features: Any = None,
+        filter_ratio: float = 0.8,
+        drop_last: bool = False,
+        seed: int = 0,
+        *,
+        keep: int | None = None,
+        labels: np.ndarray | torch.Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.source = sampler_or_len
+        self.batch_size = batch_size
+        self.selector = SELECTORS.build(selector) if isinstance(selector, str) else selector
+        self.keep = (
+            keep_count(batch_size, filter_ratio) if keep is None else check_keep(keep, batch_size)
+        )
+        self.filter_ratio = filter_ratio
+        self.features = as_feature_source(features)
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels))
+        self.drop_last, self.seed = drop_last, seed
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device)
+        self.epoch = 0
+        self._plan: tuple[int, list[list[int]]] | None = None
+        self.last_stats: dict[str, Any] = {}
+        self._check_selector()
+
+    def _check_selector(self) -> None:
+        if self.selector is None:
+            return
+        if not is_model_free(self.selector):
+            raise ValueError(
+                f"selector {self.selector.name!r} needs the learner's losses; model-aware "
+                "selectors run in the training step, not in the sampler"
+            )
+        if "features" in self.selector.needs and self.features is None:
+            raise ValueError(
+                f"selector {self.selector.name!r} needs reference features: pass features= "
+                "(an (N, d) array or a FeatureStore from saln.extract_features)"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> np.ndarray:
+        if isinstance(self.source, Sampler):
+            if hasattr(self.source, "set_epoch"):
+                self.source.set_epoch(self.epoch)
+            return np.fromiter(iter(self.source), dtype=np.int64)
+        pool = np.arange(self.source) if isinstance(self.source, int) else np.asarray(self.source)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return pool[torch.randperm(len(pool), generator=gen).numpy()].astype(np.int64)
+
+    def _super_batches(self) -> list[np.ndarray]:
+        order = self._order()
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if (
+            batches
+            and (self.drop_last or self.world_size > 1)
+            and len(batches[-1]) < self.batch_size
+        ):
+            batches.pop()  # a short tail would give ranks unequal work; it reshuffles next epoch
+        usable = len(batches) - len(batches) % self.world_size
+        return batches[self.rank : usable : self.world_size]
+
+    def _keep_for(self, n: int) -> int:
+        # A short last batch keeps the same share, at least one row.
+        return self.keep if n == self.batch_size else max(1, n * self.keep // self.batch_size)
+
+    def plan_epoch(self) -> list[list[int]]:
+        """The kept global indices of every super-batch of this rank, computed once per epoch."""
+        if self._plan is not None and self._plan[0] == self.epoch:
+            return self._plan[1]
+        start = time.perf_counter()
+        batches = self._super_batches()
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
+        full = [b for b in batches if len(b) == self.batch_size]
+        kept = self._select_full(full, gen) + [
+            self._select_one(b, gen) for b in batches[len(full) :]
+        ]
+        self.last_stats["selection_seconds"] = time.perf_counter() - start
+        self._plan = (self.epoch, kept)
+        return kept
+
+    def _select_full(self, full: list[np.ndarray], gen: torch.Generator) -> list[list[int]]:
+        if not full:
+            return []
+        if self.selector is None or self.keep == self.batch_size:
+            return [b.tolist() for b in full]
+        stacked = np.stack(full)
+        select_many = getattr(self.selector, "select_many", None)
+        if select_many is None:
+            return [self._select_one(b, gen) for b in full]
+        feats = self._features(stacked)
+        positions, stats = select_many(feats, self.keep, generator=gen)
+        self.last_stats = {k: v for k, v in stats.items() if isinstance(v, torch.Tensor)}
+        rows = torch.as_tensor(positions).cpu().numpy()
+        return np.take_along_axis(stacked, rows, axis=1).tolist()
+
+    def _select_one(self, batch: np.ndarray, gen: torch.Generator) -> list[int]:
+        keep = self._keep_for(len(batch))
+        if self.selector is None or keep == len(batch):
+            return batch.tolist()
+        indices = torch.from_numpy(batch)
+        view = BatchView(
+            indices=indices,
+            labels=self.labels[indices]
+            if self.labels is not None
+            else torch.full_like(indices, -1),
+            features=self._features(batch) if "features" in self.selector.needs else None,
+            epoch=self.epoch,
+        )
+        positions = self.selector.select(view, keep, generator=gen).positions
+        return batch[positions.cpu().numpy()].tolist()
+
+    def _features(self, indices: np.ndarray) -> torch.Tensor:
+        if self.features is None:
+            return torch.zeros(*indices.shape, 1)
+        flat = self.features.get(indices.reshape(-1))
+        return flat.reshape(*indices.shape, flat.shape[-1]).to(self.device, torch.float32)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.plan_epoch()
+
+    def __len__(self) -> int:
+        n = self.source if isinstance(self.source, int) else len(self.source)  # type: ignore[arg-type]
+        batches = (
+            n // self.batch_size
+            if self.drop_last or self.world_size > 1
+            else -(-n // self.batch_size)
+        )
+        return batches // self.world_size

@@ -1,0 +1,34 @@
+"""Per-batch selection: the contract, the registry and every selector."""
+
+from saln.selection import jest, loss, rho, spectral, uniform  # noqa: F401  (registers)
+from saln.selection.base import (
+    SELECTORS,
+    BatchView,
+    Selection,
+    Selector,
+    check_filter_ratio,
+    is_model_free,
+    keep_count,
+)
+from saln.selection.spectral import (
+    fiedler_vector,
+    reference_select,
+    spectral_gap,
+    spectral_select,
+    spectral_select_with_stats,
+)
+
+__all__ = [
+    "SELECTORS",
+    "BatchView",
+    "Selection",
+    "Selector",
+    "check_filter_ratio",
+    "fiedler_vector",
+    "is_model_free",
+    "keep_count",
+    "reference_select",
+    "spectral_gap",
+    "spectral_select",
+    "spectral_select_with_stats",
+]

@@ -1,0 +1,109 @@
+"""The selector contract: what a selector sees (BatchView), returns (Selection) and declares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from saln.registry import Registry
+
+# Inputs a selector may declare in ``needs``; the engine computes only these.
+KNOWN_NEEDS = frozenset({"features", "losses", "ref_losses"})
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """One loaded (super-)batch as a selector sees it. Row ``i`` of every tensor is sample ``i``."""
+
+    indices: torch.Tensor  # int64 global dataset indices, shape (n,)
+    labels: torch.Tensor  # int64 class labels, shape (n,)
+    features: torch.Tensor | None = None  # fixed reference features, (n, d)
+    losses: torch.Tensor | None = None  # learner cross-entropy per row, (n,)
+    ref_losses: torch.Tensor | None = None  # reference-model cross-entropy per row, (n,)
+    epoch: int = 0
+    step: int = 0
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Kept rows: unique int64 positions into the batch, highest priority first."""
+
+    positions: torch.Tensor
+    weights: torch.Tensor | None = None
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """A per-batch selection rule. ``needs`` names the BatchView fields it reads."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs(self) -> frozenset[str]: ...
+
+    def select(
+        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
+    ) -> Selection: ...
+
+
+def is_model_free(selector: Selector) -> bool:
+    """Model-free selectors depend only on which samples are in the batch (run in the sampler)."""
+    return not (selector.needs & {"losses", "ref_losses"})
+
+
+SELECTORS: Registry[Selector] = Registry("selector")
+
+
+def check_filter_ratio(filter_ratio: float) -> float:
+    if not isinstance(filter_ratio, (int, float)) or isinstance(filter_ratio, bool):
+        raise TypeError(f"filter_ratio must be a number in [0, 1), got {filter_ratio!r}")
+    if not 0.0 <= float(filter_ratio) < 1.0:
+        raise ValueError(
+            f"filter_ratio={filter_ratio} is outside [0, 1): it is the fraction of each batch "
+            "that is dropped (0.8 keeps 20%); use 0 to keep everything"
+        )
+    return float(filter_ratio)
+
+
+def keep_count(n: int, filter_ratio: float) -> int:
+    """Rows kept from a batch of ``n``: ``int(n * (1 - filter_ratio))`` as in the paper.
+
+    A relative 1e-9 guards against float round-off (``10 * (1 - 0.8)`` is 1.9999999999999996,
+    which the paper's formula truncates to 1 although 2 rows are meant). Raises when nothing
+    would be kept, where the paper's ``argsort(...)[-0:]`` silently keeps every row.
+    """
+    filter_ratio = check_filter_ratio(filter_ratio)
+    keep = math.floor(n * (1.0 - filter_ratio) * (1 + 1e-9))
+    if keep < 1:
+        raise ValueError(
+            f"filter_ratio={filter_ratio} keeps 0 of a batch of {n} rows; "
+            f"use a larger batch (>= {math.ceil(1 / (1 - filter_ratio))}) or a smaller filter_ratio"
+        )
+    return min(keep, n)
+
+
+def check_keep(keep: int, n: int) -> int:
+    if isinstance(keep, bool) or not isinstance(keep, int):
+        raise TypeError(f"keep must be an int, got {type(keep).__name__}")
+    if not 1 <= keep <= n:
+        raise ValueError(f"keep={keep} must be between 1 and the batch size {n}")
+    return keep
+
+
+def require(batch: BatchView, selector: Selector) -> None:
+    """Fail clearly when a BatchView lacks an input the selector declared in ``needs``."""
+    missing = [name for name in sorted(selector.needs) if getattr(batch, name) is None]
+    if missing:
+        raise ValueError(
+            f"selector {selector.name!r} needs {', '.join(missing)} in the BatchView; "
+            f"it declares needs={sorted(selector.needs)}"
+        )

@@ -1,0 +1,181 @@
+"""Fiedler-vector solvers for batched cosine-similarity graph Laplacians.
+
+Every solver takes validated feature rows ``x`` of shape (b, n, d) (cosine similarity is scale-
+free, so each solver normalises the way that is cheapest for it) and returns the Fiedler vectors
+(b, n) and the eigenvalue pairs (lambda_2, lambda_3), shape (b, 2), for the spectral gap.
+``L = D - S`` with ``S = xn @ xn^T`` and ``D = diag(S.sum(1))``; its smallest eigenvalue is 0 with
+the constant eigenvector, so the Fiedler vector is the eigenvector of the second-smallest one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from saln.registry import Registry
+
+# A solver maps features (b, n, d) to (Fiedler vectors (b, n), (lambda_2, lambda_3) (b, 2)).
+SOLVERS: Registry[tuple[torch.Tensor, torch.Tensor]] = Registry("solver")
+
+# Krylov dimension. 32 steps with full re-orthogonalisation selected the exact solver's set on
+# clustered features and CIFAR-10 pixels (tests/test_spectral.py, benchmarks/bench_selection.py);
+# 16 did not (DESIGN.md section 5). On CUDA the batched tridiagonal eigh is truly batched only
+# up to 32x32, so 32 is also the ceiling there.
+LANCZOS_STEPS = 32
+
+_blas_limited = False
+_blas_lock = threading.Lock()
+
+
+def limit_blas_threads_once() -> None:
+    """Run NumPy/SciPy BLAS single-threaded, once per process.
+
+    Small dense problems lose from threading, and with two cores NumPy's and SciPy's OpenBLAS
+    pools starve each other (a 0.6 ms call measured 108 ms). Limiting per call costs more than
+    the solve itself, so the limit is set once for the process.
+    """
+    global _blas_limited
+    with _blas_lock:
+        if not _blas_limited:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1, user_api="blas")
+            _blas_limited = True
+
+
+def raise_non_finite(x: torch.Tensor) -> None:
+    """Name the rows that hold NaN/inf (called only once a row norm came out non-finite)."""
+    where = (~torch.isfinite(x).all(-1)).nonzero().tolist()
+    if not where:
+        raise ValueError("features are too large: a row norm overflows float32; rescale them")
+    shown = ", ".join(str(tuple(w) if x.shape[0] > 1 else w[1]) for w in where[:10])
+    more = f" (+{len(where) - 10} more)" if len(where) > 10 else ""
+    raise ValueError(
+        f"features contain NaN or inf at rows {shown}{more}; "
+        "re-extract the features or drop those samples"
+    )
+
+
+def normalise_rows(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise rows; a zero row stays zero, so it has zero similarity to everything.
+
+    A row norm is non-finite exactly when its row holds NaN or inf, so this is also the
+    finiteness check, at no extra cost.
+    """
+    norm = x.norm(dim=-1, keepdim=True)
+    if not bool(torch.isfinite(norm).all()):
+        raise_non_finite(x)
+    return x / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+def dense_laplacian(x: torch.Tensor) -> torch.Tensor:
+    """Laplacians ``D - S`` of the cosine-similarity graphs of raw rows x, (b, n, n).
+
+    On CPU: NumPy's ``x @ x.T`` (a SYRK, half a GEMM's work; faster than torch's matmul) on the
+    raw rows, then ``S_ij / (|x_i| |x_j|)`` with the norms read off the diagonal, which saves a
+    normalisation pass over x; the degree goes onto the diagonal in place.
+    """
+    if x.is_cuda:
+        xn = normalise_rows(x)
+        sim = xn @ xn.transpose(-1, -2)
+        return torch.diag_embed(sim.sum(-1)) - sim
+    limit_blas_threads_once()
+    rows = x.float().numpy()
+    n = rows.shape[1]
+    laps = np.empty((rows.shape[0], n, n), dtype=np.float32)
+    for lap, row in zip(laps, rows, strict=True):
+        np.matmul(row, row.T, out=lap)
+        squared_norms = lap.diagonal().copy()
+        if not np.isfinite(squared_norms).all():
+            raise_non_finite(x)
+        inv = np.zeros_like(squared_norms)
+        np.divide(1.0, np.sqrt(squared_norms), out=inv, where=squared_norms > 0)
+        lap *= inv[:, None]
+        lap *= inv[None, :]
+        degree = lap.sum(axis=1)
+        np.negative(lap, out=lap)
+        lap.flat[:: n + 1] += degree
+    return torch.from_numpy(laps)
+
+
+@SOLVERS.register("exact")
+def solve_exact(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact solve: SciPy's subset ``eigh`` in float32 on CPU, batched float64 eigh on CUDA."""
+    if x.is_cuda:
+        values, vectors = torch.linalg.eigh(dense_laplacian(x.double()))
+        return vectors[..., 1].to(x.dtype), values[..., 1:3].to(x.dtype)
+    laps = dense_laplacian(x).numpy()
+    vecs = np.empty(laps.shape[:2], dtype=np.float32)
+    vals = np.empty((laps.shape[0], 2), dtype=np.float32)
+    for i, lap in enumerate(laps):
+        w, v = scipy.linalg.eigh(
+            lap, subset_by_index=[1, 2], overwrite_a=True, check_finite=False, driver="evr"
+        )
+        vecs[i], vals[i] = v[:, 0], w
+    return torch.from_numpy(vecs), torch.from_numpy(vals)
+
+
+Operator = Callable[[torch.Tensor], torch.Tensor]  # (b, 1, n) -> (b, 1, n)
+
+
+def laplacian_operator(x: torch.Tensor) -> Operator:
+    """``v -> L v``. CUDA: factored ``deg*v - (v xn) xn^T`` (S never formed, DESIGN.md section 5);
+    CPU: the dense Laplacian, since forming S by SYRK is cheaper than 64 memory-bound passes."""
+    if not x.is_cuda:
+        lap = dense_laplacian(x)
+        return lambda v: v @ lap
+    xn = normalise_rows(x)
+    xt = xn.transpose(-1, -2)
+    deg = xn.sum(-2, keepdim=True) @ xt  # (b, 1, n): S @ 1
+    return lambda v: deg * v - (v @ xn) @ xt
+
+
+def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Remove span(basis) (b, m, n) from row vectors v (b, 1, n), twice ("twice is enough")."""
+    for _ in range(2):
+        v = v - (v @ basis.transpose(-1, -2)) @ basis
+    return v
+
+
+def lanczos_fiedler(
+    x: torch.Tensor, steps: int = LANCZOS_STEPS, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched Lanczos for the Fiedler pair of every batch of rows ``x`` (b, n, d).
+
+    The Krylov space is kept orthogonal to the constant vector (L's null vector), so the
+    smallest Ritz pair approximates (lambda_2, Fiedler). Full re-orthogonalisation keeps float32
+    honest: a dense positive similarity graph has a narrow spectrum, where plain Lanczos ghosts.
+    """
+    b, n, _ = x.shape
+    steps = max(2, min(steps, n - 1))
+    apply = laplacian_operator(x)
+    basis = torch.empty(b, steps + 1, n, dtype=x.dtype, device=x.device)
+    basis[:, :1] = n**-0.5
+    tri = torch.zeros(b, steps, steps, dtype=torch.float64, device=x.device)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    q = torch.rand(b, 1, n, generator=gen, device=x.device, dtype=x.dtype) - 0.5
+    q = _orthogonalise(q, basis[:, :1])
+    for j in range(steps):
+        # w below was already orthogonalised against the basis, so q needs only normalising.
+        # A breakdown (invariant subspace found) leaves q ~ 0: the tiny clamp keeps it finite and
+        # its zero off-diagonal decouples T, whose eigenvalues stay valid.
+        q = q / q.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+        basis[:, j + 1 : j + 2] = q
+        w = apply(q)
+        tri[:, j, j] = (w * q).sum((-1, -2)).double()
+        if j + 1 < steps:
+            w = _orthogonalise(w, basis[:, : j + 2])
+            tri[:, j, j + 1] = tri[:, j + 1, j] = w.norm(dim=(-1, -2)).double()
+            q = w
+    theta, ritz = torch.linalg.eigh(tri)
+    fiedler = (ritz[:, :, :1].transpose(-1, -2).to(x.dtype) @ basis[:, 1:]).squeeze(-2)
+    return fiedler, theta[:, :2].to(x.dtype)
+
+
+@SOLVERS.register("lanczos")
+def solve_lanczos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return lanczos_fiedler(x)

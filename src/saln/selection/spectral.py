@@ -1,0 +1,181 @@
+"""SALN: spectral analysis joint batch selection (pure functions + the selector wrapper).
+
+Method card. For a batch of n feature rows: cosine-similarity graph, Laplacian ``D - S``,
+Fiedler vector, keep the ``keep`` rows with the largest |Fiedler| entries. Cost: one (n x d)
+normalisation plus the eigen-solve; model-free, so a whole epoch is solved in one batched call
+in the sampler, before any image is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from saln.selection.base import (
+    SELECTORS,
+    BatchView,
+    Selection,
+    check_keep,
+    keep_count,
+    require,
+)
+from saln.selection.solvers import SOLVERS
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+# Below this many rows a batch has no meaningful Fiedler vector (n=2 has a single nonzero mode).
+MIN_SPECTRAL_ROWS = 3
+# On one CPU core SciPy's exact subset solve is as fast as Lanczos up to n = 256 and is exact;
+# Lanczos wins from 512 rows (benchmarks/results/selection_cpu.json).
+AUTO_LANCZOS_MIN_ROWS_CPU = 512
+
+
+def as_feature_tensor(features: Any) -> torch.Tensor:
+    """Validate features and return a float tensor of shape (b, n, d) (a view where possible)."""
+    if isinstance(features, np.ndarray):
+        if features.dtype == object or not np.issubdtype(features.dtype, np.number):
+            raise TypeError(
+                f"features must be numeric, got dtype {features.dtype}; convert with .astype(float)"
+            )
+        if np.iscomplexobj(features):
+            raise TypeError("features must be real-valued, got a complex array")
+        tensor = torch.from_numpy(np.ascontiguousarray(features))
+    elif isinstance(features, torch.Tensor):
+        tensor = features
+    else:
+        raise TypeError(
+            f"features must be a numpy array or torch tensor, got {type(features).__name__}"
+        )
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise TypeError(f"features must be real numbers, got dtype {tensor.dtype}")
+    if tensor.ndim not in (2, 3):
+        raise ValueError(
+            f"features must be 2-D (n, d) or 3-D batched (b, n, d), got shape {tuple(tensor.shape)}"
+        )
+    if tensor.shape[-1] == 0:
+        raise ValueError("features have zero columns (d == 0)")
+    if not tensor.is_floating_point() or tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()
+    batched = tensor if tensor.ndim == 3 else tensor.unsqueeze(0)
+    return batched
+
+
+def resolve_solver(solver: str, n: int, device: torch.device) -> str:
+    """``auto``: batched Lanczos on CUDA; on CPU exact below 512 rows, Lanczos from there."""
+    if solver != "auto":
+        SOLVERS.get(solver)  # raises with the valid names
+        return solver
+    if device.type == "cuda" or n >= AUTO_LANCZOS_MIN_ROWS_CPU:
+        return "lanczos"
+    return "exact"
+
+
+def _solve(x: torch.Tensor, solver: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fiedler vectors (b, n) and (lambda_2, lambda_3) (b, 2) of validated features (b, n, d)."""
+    n = x.shape[1]
+    if n < MIN_SPECTRAL_ROWS:
+        raise ValueError(f"a batch of {n} rows has no Fiedler vector; it needs at least 3 rows")
+    return SOLVERS.get(resolve_solver(solver, n, x.device))(x)
+
+
+def _like_input(result: torch.Tensor, features: Any, batched: bool) -> Any:
+    result = result if batched else result[0]
+    return result.cpu().numpy() if isinstance(features, np.ndarray) else result
+
+
+def fiedler_vector(features: ArrayT, *, solver: str = "auto") -> ArrayT:
+    """The Fiedler vector of each batch's cosine-similarity Laplacian: shape (n,) or (b, n).
+
+    Its sign is arbitrary (only |v| is used for selection). Accepts NumPy or torch, CPU or CUDA.
+    """
+    vectors, _ = _solve(as_feature_tensor(features), solver)
+    return _like_input(vectors, features, features.ndim == 3)
+
+
+def priority_order(scores: torch.Tensor) -> torch.Tensor:
+    """Positions by descending score; ties go to the lower position (stable sort)."""
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices
+
+
+def spectral_gap(values: torch.Tensor) -> torch.Tensor:
+    """Relative gap ``(l3 - l2) / l2`` per batch; near 0 means the Fiedler vector is not unique."""
+    l2, l3 = values[..., 0], values[..., 1]
+    return (l3 - l2) / l2.abs().clamp_min(torch.finfo(values.dtype).tiny)
+
+
+def spectral_select(
+    features: ArrayT, filter_ratio: float = 0.8, *, keep: int | None = None, solver: str = "auto"
+) -> ArrayT:
+    """Positions of the kept rows, largest |Fiedler| first: (keep,) or (b, keep), int64.
+
+    ``keep`` defaults to ``int(n * (1 - filter_ratio))``; pass it to fix the kept count instead.
+    """
+    positions, _ = spectral_select_with_stats(features, filter_ratio, keep=keep, solver=solver)
+    return positions
+
+
+def spectral_select_with_stats(
+    features: ArrayT, filter_ratio: float = 0.8, *, keep: int | None = None, solver: str = "auto"
+) -> tuple[ArrayT, dict[str, Any]]:
+    """Like :func:`spectral_select`, also returning per-batch stats (gap, |Fiedler|, fallback)."""
+    x = as_feature_tensor(features)
+    batched = features.ndim == 3
+    b, n, _ = x.shape
+    keep = keep_count(n, filter_ratio) if keep is None else check_keep(keep, n)
+    if keep == n or n < MIN_SPECTRAL_ROWS:
+        # Nothing to choose (keep all), or too few rows for a Fiedler vector: keep the first
+        # ``keep`` positions, deterministically, and say so.
+        order = torch.arange(n, device=x.device).expand(b, n)[:, :keep].contiguous()
+        reason = "keep_all" if keep == n else "n<3:first_positions"
+        return _like_input(order, features, batched), {"fallback": reason}
+    vectors, values = _solve(x, solver)
+    magnitude = vectors.abs()
+    order = priority_order(magnitude)[:, :keep].contiguous()
+    stats = {"gap": spectral_gap(values), "abs_fiedler": magnitude, "fallback": None}
+    return _like_input(order, features, batched), stats
+
+
+def reference_select(features: np.ndarray, filter_ratio: float = 0.8) -> np.ndarray:
+    """The paper's Algorithm 1 in NumPy, one batch: the oracle for tests and the benchmark baseline.
+
+    Cosine similarity, ``L = diag(S.sum(1)) - S``, ``np.linalg.eigh``, eigenvector 1, largest
+    |v| first. Unlike the paper's listing, ``keep == 0`` raises instead of keeping everything.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"reference_select takes one batch (n, d), got shape {x.shape}")
+    keep = keep_count(x.shape[0], filter_ratio)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    xn = x / np.where(norms > 0, norms, 1.0)
+    sim = xn @ xn.T
+    lap = np.diag(sim.sum(axis=1)) - sim
+    _, vectors = np.linalg.eigh(lap)
+    fiedler = np.abs(vectors[:, 1])
+    return np.argsort(-fiedler, kind="stable")[:keep].astype(np.int64)
+
+
+@SELECTORS.register("saln")
+@dataclass(frozen=True)
+class SpectralSelector:
+    """SALN on fixed reference features (model-free)."""
+
+    solver: str = "auto"
+    name: str = "saln"
+    needs: frozenset[str] = frozenset({"features"})
+
+    def select(
+        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
+    ) -> Selection:
+        require(batch, self)
+        assert batch.features is not None
+        positions, stats = spectral_select_with_stats(batch.features, keep=keep, solver=self.solver)
+        return Selection(positions=positions, stats=stats)
+
+    def select_many(
+        self, features: torch.Tensor, keep: int, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """A whole epoch of equal-sized batches (b, n, d) in one batched call."""
+        return spectral_select_with_stats(features, keep=keep, solver=self.solver)

@@ -1,0 +1,42 @@
+"""uniform: the same-size random control.
+
+Method card. ``keep`` positions uniformly at random from a seeded generator. Cost: none beyond
+a permutation. Every comparison runs it at the same filter ratio: a selector that does not
+beat it has shown nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from saln.selection.base import SELECTORS, BatchView, Selection, check_keep
+
+
+def uniform_select(
+    n: int, keep: int, *, batches: int = 1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(batches, keep) positions drawn uniformly without replacement, independently per row."""
+    check_keep(keep, n)
+    return torch.rand(batches, n, generator=generator).argsort(dim=-1)[:, :keep]
+
+
+@SELECTORS.register("uniform")
+@dataclass(frozen=True)
+class UniformSelector:
+    name: str = "uniform"
+    needs: frozenset[str] = frozenset()
+
+    def select(
+        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
+    ) -> Selection:
+        positions = uniform_select(len(batch), keep, generator=generator)[0]
+        return Selection(positions=positions.to(batch.indices.device))
+
+    def select_many(
+        self, features: torch.Tensor, keep: int, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        b, n = features.shape[:2]
+        return uniform_select(n, keep, batches=b, generator=generator), {}

@@ -1,0 +1,68 @@
+"""Shared fixtures: small real data from ../shared/data, seeded synthetic features."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_ARCHIVE = Path(
+    os.environ.get("SALN_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
+)
+
+
+def clustered_features(
+    batches: int, n: int, d: int, *, clusters: int = 6, seed: int = 0
+) -> np.ndarray:
+    """Non-negative, clustered features like pooled ReLU activations: (batches, n, d) float32."""
+    rng = np.random.default_rng(seed)
+    centres = rng.gamma(1.0, 1.0, size=(clusters, d))
+    out = np.empty((batches, n, d), dtype=np.float32)
+    for b in range(batches):
+        members = rng.integers(0, clusters, n)
+        noise = rng.gamma(1.0, 0.7, size=(n, d))
+        out[b] = np.maximum((centres[members] + noise) * rng.random((n, d)), 0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAR-10 subset in ImageFolder layout: 30 train and 10 test JPEGs per class."""
+    if not CIFAR_ARCHIVE.exists():
+        pytest.skip(f"real CIFAR-10 archive not found at {CIFAR_ARCHIVE} (set SALN_CIFAR_ARCHIVE)")
+    root = tmp_path_factory.mktemp("cifar") / "cifar10-jpeg"
+    quota = {"train": 30, "test": 10}
+    taken: dict[tuple[str, str], int] = {}
+    with tarfile.open(CIFAR_ARCHIVE) as archive:
+        for member in archive:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) < 4:
+                continue
+            split, cls = parts[-3], parts[-2]
+            if taken.get((split, cls), 0) >= quota.get(split, 0):
+                continue
+            taken[(split, cls)] = taken.get((split, cls), 0) + 1
+            target = root / split / cls / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            extracted = archive.extractfile(member)
+            assert extracted is not None
+            target.write_bytes(extracted.read())
+            if len(taken) == 20 and all(taken[k] >= quota[k[0]] for k in taken):
+                break
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_pixels(cifar_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened pixels in [0, 1] (300, 3072) and labels of the train subset."""
+    from PIL import Image
+
+    files = sorted((cifar_root / "train").glob("*/*.jpg"))
+    classes = sorted({f.parent.name for f in files})
+    pixels = np.stack([np.asarray(Image.open(f), dtype=np.float32).ravel() / 255 for f in files])
+    labels = np.array([classes.index(f.parent.name) for f in files])
+    return pixels, labels

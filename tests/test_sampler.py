@@ -1,0 +1,115 @@
+"""SelectiveBatchSampler: only kept indices reach the loader, reproducibly, once per batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import saln
+from tests.conftest import clustered_features
+
+N, BATCH = 200, 40
+
+
+@pytest.fixture
+def table() -> np.ndarray:
+    return clustered_features(1, N, 12, seed=2)[0]
+
+
+class RecordingDataset(Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen: list[int] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        self.seen.append(index)
+        return index
+
+
+def test_yields_exactly_the_spectral_selection_of_each_super_batch(table: np.ndarray) -> None:
+    sampler = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=4)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == N // BATCH
+    gen = torch.Generator().manual_seed(saln.sampling.epoch_seed(4, 0))
+    order = torch.randperm(N, generator=gen).numpy()
+    for i, kept in enumerate(batches):
+        super_batch = order[i * BATCH : (i + 1) * BATCH]
+        expected = super_batch[saln.spectral_select(table[super_batch], 0.8)]
+        assert kept == expected.tolist()
+
+
+def test_dataloader_never_loads_a_dropped_sample(table: np.ndarray) -> None:
+    data = RecordingDataset(N)
+    sampler = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=0)
+    loaded = [b.tolist() for b in DataLoader(data, batch_sampler=sampler)]
+    assert sorted(data.seen) == sorted(i for b in loaded for i in b)
+    assert len(data.seen) == (N // BATCH) * saln.keep_count(BATCH, 0.8)
+
+
+def test_epochs_reshuffle_and_seeds_reproduce(table: np.ndarray) -> None:
+    a = saln.SelectiveBatchSampler(N, BATCH, "uniform", None, 0.5, seed=1)
+    b = saln.SelectiveBatchSampler(N, BATCH, "uniform", None, 0.5, seed=1)
+    first = list(a)
+    assert first == list(b)
+    a.set_epoch(1)
+    assert list(a) != first
+    c = saln.SelectiveBatchSampler(N, BATCH, "uniform", None, 0.5, seed=2)
+    assert list(c) != first
+
+
+def test_subset_indices_and_short_last_batch() -> None:
+    pool = np.arange(1000, 1105)
+    sampler = saln.SelectiveBatchSampler(pool, 20, "uniform", None, 0.8)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 6
+    assert [len(b) for b in batches] == [4] * 5 + [1]
+    assert all(1000 <= i < 1105 for b in batches for i in b)
+    assert len(list(saln.SelectiveBatchSampler(pool, 20, "uniform", drop_last=True))) == 5
+
+
+def test_no_selector_keeps_everything() -> None:
+    batches = list(saln.SelectiveBatchSampler(50, 10, None, filter_ratio=0.0))
+    assert sorted(i for b in batches for i in b) == list(range(50))
+
+
+def test_fixed_keep_overrides_the_ratio(table: np.ndarray) -> None:
+    sampler = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, keep=10)
+    assert all(len(b) == 10 for b in sampler)
+
+
+def test_ranks_get_disjoint_super_batches_covering_one_process(table: np.ndarray) -> None:
+    single = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=3, drop_last=True)
+    ranks = [
+        saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=3, rank=r, world_size=2)
+        for r in range(2)
+    ]
+    per_rank = [list(s) for s in ranks]
+    assert all(len(p) == len(s) == 2 for p, s in zip(per_rank, ranks))
+    merged = [b for pair in zip(*per_rank) for b in pair]
+    assert merged == list(single)[:4]
+
+
+def test_model_aware_selector_is_refused() -> None:
+    with pytest.raises(ValueError, match="model-aware selectors run in the training step"):
+        saln.SelectiveBatchSampler(N, BATCH, "loss")
+
+
+def test_missing_features_are_explained() -> None:
+    with pytest.raises(ValueError, match="needs reference features"):
+        saln.SelectiveBatchSampler(N, BATCH, "saln", None)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5])
+def test_bad_batch_size(batch_size: object) -> None:
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        saln.SelectiveBatchSampler(N, batch_size, "uniform")  # type: ignore[arg-type]
+
+
+def test_batch_too_small_for_the_ratio(table: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="keeps 0 of a batch of 4 rows"):
+        saln.SelectiveBatchSampler(N, 4, "saln", table, 0.8)

@@ -1,0 +1,203 @@
+"""SALN maths against the paper-faithful oracle and against known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import saln
+from saln.selection.spectral import priority_order, spectral_select_with_stats
+from tests.conftest import clustered_features
+
+SOLVERS = ["exact", "lanczos"]
+SMALL_GAP = 1e-3  # below this relative gap the Fiedler vector is not unique
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = set(a.tolist()), set(b.tolist())
+    return len(sa & sb) / len(sa | sb)
+
+
+def assert_agrees_with_oracle(batches: np.ndarray, solver: str) -> None:
+    positions, stats = spectral_select_with_stats(batches, 0.8, solver=solver)
+    gaps = stats["gap"].numpy()
+    scores = []
+    for batch, pos, gap in zip(batches, positions, gaps):
+        oracle = saln.reference_select(batch, 0.8)
+        score = jaccard(pos, oracle)
+        scores.append(score)
+        if gap > SMALL_GAP and solver == "exact":
+            assert set(pos.tolist()) == set(oracle.tolist()), f"gap {gap:.2e}"
+        if score < 1.0:
+            assert gap < 0.02, f"{solver} disagrees (J={score:.3f}) on a batch with gap {gap:.3f}"
+    assert np.mean(scores) >= 0.99
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("n", [64, 200])
+def test_matches_oracle_on_clustered_features(solver: str, n: int) -> None:
+    assert_agrees_with_oracle(clustered_features(12, n, 256, seed=n), solver)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_matches_oracle_on_real_cifar_pixels(
+    solver: str, cifar_pixels: tuple[np.ndarray, np.ndarray]
+) -> None:
+    pixels, _ = cifar_pixels
+    rng = np.random.default_rng(0)
+    batches = np.stack([pixels[rng.permutation(len(pixels))[:64]] for _ in range(15)])
+    assert_agrees_with_oracle(batches, solver)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_fiedler_vector_is_the_second_eigenvector(solver: str) -> None:
+    x = clustered_features(1, 80, 32, seed=3)[0].astype(np.float64)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = xn @ xn.T
+    lap = np.diag(sim.sum(1)) - sim
+    values = scipy.linalg.eigvalsh(lap)
+    v = saln.fiedler_vector(x.astype(np.float32), solver=solver).astype(np.float64)
+    v /= np.linalg.norm(v)
+    assert abs(v.sum()) < 1e-3  # orthogonal to the constant null vector
+    rayleigh = v @ lap @ v
+    assert rayleigh == pytest.approx(values[1], rel=1e-3)
+    assert np.linalg.norm(lap @ v - rayleigh * v) < 1e-2 * values[1]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_fiedler_sign_splits_two_clusters(solver: str) -> None:
+    rng = np.random.default_rng(1)
+    a = np.abs(rng.normal(size=(30, 16))) + np.r_[np.full(8, 4.0), np.zeros(8)]
+    b = np.abs(rng.normal(size=(25, 16))) + np.r_[np.zeros(8), np.full(8, 4.0)]
+    v = saln.fiedler_vector(np.vstack([a, b]).astype(np.float32), solver=solver)
+    assert len(set(np.sign(v[:30]))) == 1 and len(set(np.sign(v[30:]))) == 1
+    assert np.sign(v[0]) != np.sign(v[30])
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_gap_matches_eigenvalues(solver: str) -> None:
+    x = clustered_features(1, 60, 32, seed=5)[0]
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = xn.astype(np.float64) @ xn.T.astype(np.float64)
+    w = scipy.linalg.eigvalsh(np.diag(sim.sum(1)) - sim)
+    _, stats = spectral_select_with_stats(x, 0.5, solver=solver)
+    assert float(stats["gap"][0]) == pytest.approx((w[2] - w[1]) / w[1], rel=1e-2, abs=1e-4)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_batched_equals_loop_and_order_is_by_priority(solver: str) -> None:
+    batches = clustered_features(5, 50, 24, seed=7)
+    batched = saln.spectral_select(batches, 0.6, solver=solver)
+    for batch, row in zip(batches, batched):
+        np.testing.assert_array_equal(row, saln.spectral_select(batch, 0.6, solver=solver))
+        magnitude = np.abs(saln.fiedler_vector(batch, solver=solver))
+        assert np.all(np.diff(magnitude[row]) <= 0)
+
+
+def test_containers_and_dtypes_follow_the_input() -> None:
+    x = clustered_features(1, 20, 8)[0]
+    out_np = saln.spectral_select(x)
+    out_t = saln.spectral_select(torch.from_numpy(x))
+    assert isinstance(out_np, np.ndarray) and out_np.dtype == np.int64
+    assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.int64
+    assert out_np.shape == (4,)
+    np.testing.assert_array_equal(out_np, out_t.numpy())
+    assert saln.spectral_select(x.astype(np.float16)).shape == (4,)
+    assert saln.spectral_select((x * 100).astype(np.int32)).shape == (4,)
+
+
+def test_ties_break_to_the_lower_position() -> None:
+    scores = torch.tensor([0.5, 0.9, 0.5, 0.9, 0.1])
+    assert priority_order(scores).tolist() == [1, 3, 0, 2, 4]
+
+
+def test_keep_count_follows_the_paper_without_round_off() -> None:
+    assert saln.keep_count(256, 0.8) == 51
+    assert saln.keep_count(64, 0.8) == 12
+    assert saln.keep_count(10, 0.8) == 2  # 10 * (1 - 0.8) is 1.9999999999999996 in floats
+    assert saln.keep_count(7, 0.0) == 7
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
+def test_filter_ratio_outside_range_is_rejected(ratio: float) -> None:
+    with pytest.raises(ValueError, match=r"filter_ratio=.* outside \[0, 1\)"):
+        saln.spectral_select(clustered_features(1, 10, 4)[0], ratio)
+
+
+def test_keep_zero_is_an_error_not_keep_everything() -> None:
+    with pytest.raises(ValueError, match="keeps 0 of a batch of 4 rows"):
+        saln.spectral_select(clustered_features(1, 4, 4)[0], 0.8)
+    with pytest.raises(ValueError, match="keeps 0"):
+        saln.reference_select(clustered_features(1, 4, 4)[0], 0.8)
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4, 5)])
+def test_wrong_rank_is_rejected(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"must be 2-D .* or 3-D"):
+        saln.spectral_select(np.ones(shape, dtype=np.float32))
+
+
+def test_nan_and_inf_rows_are_named() -> None:
+    x = clustered_features(1, 10, 4)[0]
+    x[3, 1] = np.nan
+    x[7, 0] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or inf at rows 3, 7"):
+        saln.spectral_select(x, 0.5)
+    batched = clustered_features(2, 10, 4)
+    batched[1, 2, 2] = np.nan
+    with pytest.raises(ValueError, match=r"rows \(1, 2\)"):
+        saln.spectral_select(batched, 0.5)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array([["a", "b"], ["c", "d"], ["e", "f"]]),
+        np.ones((4, 3), dtype=bool),
+        np.ones((4, 3), dtype=complex),
+        torch.ones(4, 3, dtype=torch.bool),
+        [[1.0, 2.0]],
+    ],
+)
+def test_non_numeric_features_are_rejected(bad: object) -> None:
+    with pytest.raises(TypeError, match="features must be"):
+        saln.spectral_select(bad, 0.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_zero_rows_give_no_nan(solver: str) -> None:
+    x = clustered_features(1, 20, 6)[0]
+    x[[2, 9]] = 0
+    v = saln.fiedler_vector(x, solver=solver)
+    assert np.isfinite(v).all()
+    assert len(set(saln.spectral_select(x, 0.5, solver=solver).tolist())) == 10
+
+
+def test_tiny_batches_take_a_recorded_fallback() -> None:
+    positions, stats = spectral_select_with_stats(np.ones((2, 3), dtype=np.float32), 0.5)
+    assert positions.tolist() == [0] and stats["fallback"] == "n<3:first_positions"
+
+
+def test_filter_ratio_zero_keeps_all() -> None:
+    positions, stats = spectral_select_with_stats(clustered_features(1, 9, 3)[0], 0.0)
+    assert sorted(positions.tolist()) == list(range(9)) and stats["fallback"] == "keep_all"
+
+
+def test_unknown_solver_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown solver 'eig'; valid names: exact, lanczos"):
+        saln.spectral_select(clustered_features(1, 10, 4)[0], 0.5, solver="eig")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_cuda_selects_what_cpu_selects(solver: str) -> None:
+    x = torch.from_numpy(clustered_features(8, 128, 64, seed=11))
+    cpu, stats = spectral_select_with_stats(x, 0.8, solver="exact")
+    gpu = saln.spectral_select(x.cuda(), 0.8, solver=solver)
+    assert gpu.device.type == "cuda"
+    for a, b, gap in zip(cpu, gpu.cpu(), stats["gap"]):
+        if gap > SMALL_GAP:
+            assert set(a.tolist()) == set(b.tolist())
