@@ -29,31 +29,39 @@ def clustered_features(
     return out
 
 
+def unpack_cifar_subset(
+    dest: Path, per_class: dict[str, int], archive: Path = CIFAR_ARCHIVE
+) -> Path:
+    """Copy the first ``per_class[split]`` JPEGs of every class out of the real CIFAR-10 archive,
+    in ImageFolder layout under ``dest/cifar10-jpeg``."""
+    root = dest / "cifar10-jpeg"
+    taken: dict[tuple[str, str], int] = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) < 4:
+                continue
+            split, cls = parts[-3], parts[-2]
+            if taken.get((split, cls), 0) >= per_class.get(split, 0):
+                continue
+            taken[(split, cls)] = taken.get((split, cls), 0) + 1
+            target = root / split / cls / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            target.write_bytes(extracted.read())
+            full = [k for k, v in taken.items() if v >= per_class.get(k[0], 0)]
+            if len(full) == 10 * len(per_class):
+                break
+    return root
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CIFAR-10 subset in ImageFolder layout: 30 train and 10 test JPEGs per class."""
     if not CIFAR_ARCHIVE.exists():
         pytest.skip(f"real CIFAR-10 archive not found at {CIFAR_ARCHIVE} (set SALN_CIFAR_ARCHIVE)")
-    root = tmp_path_factory.mktemp("cifar") / "cifar10-jpeg"
-    quota = {"train": 30, "test": 10}
-    taken: dict[tuple[str, str], int] = {}
-    with tarfile.open(CIFAR_ARCHIVE) as archive:
-        for member in archive:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) < 4:
-                continue
-            split, cls = parts[-3], parts[-2]
-            if taken.get((split, cls), 0) >= quota.get(split, 0):
-                continue
-            taken[(split, cls)] = taken.get((split, cls), 0) + 1
-            target = root / split / cls / parts[-1]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            extracted = archive.extractfile(member)
-            assert extracted is not None
-            target.write_bytes(extracted.read())
-            if len(taken) == 20 and all(taken[k] >= quota[k[0]] for k in taken):
-                break
-    return root
+    return unpack_cifar_subset(tmp_path_factory.mktemp("cifar"), {"train": 30, "test": 10})
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,117 @@
+"""Feature-extraction throughput against the encoder's pure inference throughput, in one run.
+
+    python benchmarks/bench_features.py [--images 1000] [--image-size 128] [--out PATH]
+
+Extraction runs the real path (real CIFAR-10 JPEGs from ../shared/data, decode, eval
+transform, encoder, float16 cache write) with each loader; pure inference runs the same encoder
+on random tensors of the same shape already on the device. The ratio is what the data path
+costs: 1.0 means extraction is as fast as the model allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import CIFAR_ARCHIVE, unpack_cifar_subset
+
+from benchmarks.common import RESULTS, machine, write_json
+from saln.data import build_dataset
+from saln.data.gpu import normalise
+from saln.features import extract_features
+from saln.models import build_encoder
+
+
+def inference_rate(encoder: str, n: int, size: int, batch: int, device: torch.device) -> float:
+    module = build_encoder(encoder, image_size=size).module.to(device)
+    x = normalise(torch.rand(batch, 3, size, size, device=device))  # image-like values
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
+    if device.type == "cuda":
+        module, x = (
+            module.to(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+        )
+    with torch.inference_mode(), autocast:
+        module(x)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(max(1, n // batch)):
+            module(x).float().cpu()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return max(1, n // batch) * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=1000, help="CIFAR-10 train images to extract")
+    parser.add_argument("--image-size", type=int, default=128, help="encoder input, pixels")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per forward")
+    parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--archive", type=Path, default=CIFAR_ARCHIVE, help="cifar10-jpeg.tar.gz")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    payload: dict[str, Any] = {
+        "benchmark": "features",
+        "machine": machine(),
+        "device": str(device),
+        "encoder": args.encoder,
+        "image_size": args.image_size,
+        "images": args.images,
+        "batch_size": args.batch_size,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = unpack_cifar_subset(Path(tmp), {"train": args.images // 10}, args.archive)
+        (root / "test").mkdir()
+        for cls in (root / "train").iterdir():
+            (root / "test" / cls.name).mkdir()
+            (root / "test" / cls.name / "x.jpg").hardlink_to(next(cls.iterdir()))
+        source = build_dataset(f"imagefolder:{root}").train
+        rows = []
+        for loader in ("resident", "dataloader"):
+            shape = (args.encoder, len(source), args.image_size, args.batch_size, device)
+            before = inference_rate(*shape)
+            start = time.perf_counter()
+            extract_features(
+                source,
+                args.encoder,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                device=device,
+                cache_dir=Path(tmp) / loader,
+                loader=loader,
+                progress=False,
+            )
+            rate = len(source) / (time.perf_counter() - start)
+            pure = (before + inference_rate(*shape)) / 2  # bracket the extraction: drift cancels
+            rows.append(
+                {
+                    "loader": loader,
+                    "extraction_img_per_s": rate,
+                    "pure_inference_img_per_s": pure,
+                    "ratio": rate / pure,
+                }
+            )
+            print(
+                f"{loader:10s} extraction {rate:8.1f} img/s | inference {pure:8.1f} img/s | ratio {rate / pure:.2f}",
+                flush=True,
+            )
+        payload["rows"] = rows
+    out = write_json(payload, args.out or RESULTS / f"features_{device.type}.json")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

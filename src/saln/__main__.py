@@ -1,0 +1,5 @@
+import sys
+
+from saln.cli import main
+
+sys.exit(main())

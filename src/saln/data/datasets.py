@@ -1,0 +1,226 @@
+"""Datasets behind a registry. Each yields a train and a test ``ImageSource``.
+
+A sample's *global index* is its position in the training source; splits, features, selection
+and reference losses are all keyed by it. The official test split is kept apart, untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from saln.registry import Registry
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read as asked; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One split: labels, class names, and images by position (RGB PIL), decoded on demand.
+
+    ``array`` (N, H, W, 3) uint8 is set when the images already sit in memory (CIFAR-10, digits),
+    so the resident path can skip decoding.
+    """
+
+    name: str
+    classes: list[str]
+    labels: np.ndarray
+    loader: Callable[[int], Image.Image]
+    files: Sequence[str] = ()
+    array: np.ndarray | None = None
+    root: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> Image.Image:
+        return self.loader(index)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of the data for cache invalidation: name, root, count, labels and files."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        for path in self.files:
+            digest.update(path.encode())
+        if self.array is not None and not self.files:
+            digest.update(hashlib.sha256(self.array.tobytes()).digest())
+        return {
+            "name": self.name,
+            "root": self.root,
+            "count": len(self),
+            "classes": len(self.classes),
+            "content_sha256": digest.hexdigest(),
+        }
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    name: str
+    train: ImageSource
+    test: ImageSource
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+DATASETS: Registry[DatasetBundle] = Registry("dataset")
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode one image file as RGB, naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"cannot read image {path}: {err}; remove or replace the file") from None
+
+
+def _array_source(
+    name: str, root: str, classes: list[str], images: np.ndarray, labels: Any
+) -> ImageSource:
+    images = np.ascontiguousarray(images)
+    return ImageSource(
+        name=name,
+        classes=classes,
+        labels=np.asarray(labels, dtype=np.int64),
+        loader=lambda i: Image.fromarray(images[i]),
+        array=images,
+        root=root,
+    )
+
+
+def _file_source(
+    name: str, root: str, classes: list[str], files: list[str], labels: Any
+) -> ImageSource:
+    return ImageSource(
+        name=name,
+        classes=classes,
+        labels=np.asarray(labels, dtype=np.int64),
+        loader=lambda i: open_rgb(files[i]),
+        files=[os.path.relpath(f, root) for f in files],
+        root=root,
+    )
+
+
+def check_classes(source: ImageSource) -> ImageSource:
+    counts = np.bincount(source.labels, minlength=len(source.classes))
+    empty = [source.classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(
+            f"{source.name}: class(es) {', '.join(empty)} have no samples; "
+            "add images for them or remove their folders"
+        )
+    return source
+
+
+@DATASETS.register("cifar10")
+def cifar10(root: str, download: bool = False, **_: Any) -> DatasetBundle:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train = CIFAR10(root, train=True, download=download)
+        test = CIFAR10(root, train=False, download=download)
+    except RuntimeError:
+        raise DataError(
+            f"CIFAR-10 not found under {root!r}: torchvision expects "
+            f"{os.path.join(root, 'cifar-10-batches-py')}/data_batch_1..5 and test_batch. "
+            "Pass --download to fetch it, or use --dataset imagefolder:PATH for a folder "
+            "of images (PATH/train/<class>/*, PATH/test/<class>/*)"
+        ) from None
+    return DatasetBundle(
+        "cifar10",
+        _array_source("cifar10/train", root, list(train.classes), train.data, train.targets),
+        _array_source("cifar10/test", root, list(test.classes), test.data, test.targets),
+    )
+
+
+@DATASETS.register("pets")
+def pets(root: str, download: bool = False, **_: Any) -> DatasetBundle:
+    from torchvision.datasets import OxfordIIITPet
+
+    def split(name: str) -> ImageSource:
+        data = OxfordIIITPet(root, split=name, target_types="category", download=download)
+        files = [str(p) for p in data._images]
+        return _file_source(f"pets/{name}", root, list(data.classes), files, data._labels)
+
+    try:
+        return DatasetBundle("pets", split("trainval"), split("test"))
+    except RuntimeError:
+        raise DataError(
+            f"Oxford-IIIT Pet not found under {root!r}: torchvision expects "
+            f"{os.path.join(root, 'oxford-iiit-pet')}/images/*.jpg and "
+            "annotations/{trainval,test}.txt. Pass --download to fetch it"
+        ) from None
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(root: str, path: str = "", **_: Any) -> DatasetBundle:
+    """``imagefolder:PATH``: PATH/train/<class>/* and PATH/test/<class>/* (torchvision layout)."""
+    from torchvision.datasets import ImageFolder
+
+    base = Path(path or root)
+    layout = f"{base}/train/<class>/*.jpg and {base}/test/<class>/*.jpg"
+
+    def split(name: str) -> ImageSource:
+        folder = base / name
+        if not folder.is_dir():
+            raise DataError(f"no folder {folder}: imagefolder expects {layout}")
+        try:
+            data = ImageFolder(str(folder), allow_empty=True)
+        except FileNotFoundError as err:
+            raise DataError(f"{folder}: {err}; imagefolder expects {layout}") from None
+        files = [p for p, _ in data.samples]
+        source = _file_source(
+            f"imagefolder/{name}", str(base), list(data.classes), files, data.targets
+        )
+        return check_classes(source)
+
+    train, test = split("train"), split("test")
+    if train.classes != test.classes:
+        raise DataError(
+            f"train and test classes differ under {base}: "
+            f"{sorted(set(train.classes) ^ set(test.classes))}"
+        )
+    return DatasetBundle(f"imagefolder:{base}", train, test)
+
+
+@DATASETS.register("digits")
+def digits(root: str = "", **_: Any) -> DatasetBundle:
+    """scikit-learn's bundled 8x8 digits as RGB uint8 images: the default that needs no download.
+
+    sklearn has no official test split; a fixed, stratified 20% (seed 0) plays that role.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    grey = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(rgb)), test_size=0.2, random_state=0, stratify=data.target
+    )
+    classes = [str(c) for c in data.target_names]
+    return DatasetBundle(
+        "digits",
+        _array_source("digits/train", "sklearn", classes, rgb[train_idx], data.target[train_idx]),
+        _array_source("digits/test", "sklearn", classes, rgb[test_idx], data.target[test_idx]),
+    )
+
+
+def build_dataset(spec: str, root: str = "data", download: bool = False) -> DatasetBundle:
+    """``spec`` is a registered name, optionally with an argument: ``imagefolder:PATH``."""
+    name, _, argument = spec.partition(":")
+    factory = DATASETS.get(name)
+    if name == "imagefolder" and not argument:
+        raise DataError("imagefolder needs a path: --dataset imagefolder:PATH")
+    return factory(root=root, download=download, path=argument)

@@ -1,0 +1,123 @@
+"""Two ways to turn lists of global indices into training batches, behind one registry.
+
+Both take the index lists that ``SelectiveBatchSampler`` produces, so dropped samples are never
+decoded or augmented: ``resident`` (decoded uint8 images held on the device, batched
+augmentation) and ``dataloader`` (a torch DataLoader with per-image v2 transforms in workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple, Protocol
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from saln.data.datasets import ImageSource
+from saln.data.gpu import BatchAugment, decode_all
+from saln.data.transforms import eval_transform, train_transform
+from saln.registry import Registry
+
+# Sources up to this size (decoded, uint8) are held in memory by the ``auto`` loader choice.
+RESIDENT_MAX_BYTES = 2 * 1024**3
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # float, normalised, (B, 3, S, S) on the target device
+    labels: torch.Tensor  # int64 (B,)
+    indices: torch.Tensor  # int64 global indices (B,)
+
+
+class Pipeline(Protocol):
+    def batches(
+        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int
+    ) -> Iterator[Batch]: ...
+
+
+PIPELINES: Registry[Pipeline] = Registry("loader")
+
+
+class IndexedDataset(Dataset[tuple[torch.Tensor, int, int]]):
+    """(image tensor, label, global index) for the DataLoader path."""
+
+    def __init__(self, source: ImageSource, train: bool, image_size: int) -> None:
+        self.source = source
+        self.transform = train_transform(image_size) if train else eval_transform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image = self.transform(self.source.image(index))
+        return image, int(self.source.labels[index]), index
+
+
+@PIPELINES.register("dataloader")
+class LoaderPipeline:
+    def __init__(
+        self, source: ImageSource, image_size: int, device: torch.device, workers: int = 2
+    ) -> None:
+        self.datasets = {t: IndexedDataset(source, t, image_size) for t in (True, False)}
+        self.device, self.workers = device, workers
+
+    def batches(
+        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int
+    ) -> Iterator[Batch]:
+        torch.manual_seed(seed)  # the in-process (workers=0) transforms draw from here
+        loader = DataLoader(
+            self.datasets[train],
+            batch_sampler=[list(b) for b in index_batches],
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),  # seeds the workers reproducibly
+        )
+        for images, labels, indices in loader:
+            yield Batch(
+                images.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True),
+                indices,
+            )
+
+
+@PIPELINES.register("resident")
+class ResidentPipeline:
+    def __init__(
+        self, source: ImageSource, image_size: int, device: torch.device, workers: int = 0
+    ) -> None:
+        self.images = decode_all(source, image_size).to(device)
+        self.labels = torch.from_numpy(source.labels).to(device)
+        self.augment = {t: BatchAugment(image_size, t) for t in (True, False)}
+        self.device = device
+
+    def batches(
+        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int
+    ) -> Iterator[Batch]:
+        gen = torch.Generator().manual_seed(seed)
+        for batch in index_batches:
+            indices = torch.as_tensor(batch, dtype=torch.int64)
+            on_device = indices.to(self.device, non_blocking=True)
+            images = self.augment[train](self.images[on_device], gen)
+            yield Batch(images, self.labels[on_device], indices)
+
+
+def resident_bytes(source: ImageSource, image_size: int) -> int:
+    if source.array is not None:
+        return int(source.array.nbytes)
+    return len(source) * 3 * image_size * image_size
+
+
+def choose_pipeline(name: str, source: ImageSource, image_size: int) -> str:
+    """``auto``: resident when the decoded images fit in RESIDENT_MAX_BYTES, else dataloader."""
+    if name != "auto":
+        PIPELINES.get(name)
+        return name
+    return "resident" if resident_bytes(source, image_size) <= RESIDENT_MAX_BYTES else "dataloader"
+
+
+def build_pipeline(
+    name: str, source: ImageSource, image_size: int, device: torch.device, workers: int = 2
+) -> Pipeline:
+    chosen = choose_pipeline(name, source, image_size)
+    return PIPELINES.build(
+        chosen, source=source, image_size=image_size, device=device, workers=workers
+    )

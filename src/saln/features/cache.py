@@ -1,0 +1,145 @@
+"""The reference-feature cache: an (N, d) float16 .npy, memory-mapped, plus JSON metadata.
+
+Writes are atomic: the array goes to a temporary file that is renamed into place, and the
+metadata (the commit marker, with the array's checksum) is written last, so a killed write
+leaves nothing that loads. A load checks that the metadata matches what is asked for (dataset
+fingerprint, encoder, weights, transform, image size) and that the array is intact; anything
+else is a miss, and the caller re-extracts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saln.io import check_writable, write_json_atomic
+
+FORMAT_VERSION = 1
+IDENTITY_KEYS = ("format", "dataset", "encoder", "weights_sha256", "transform", "image_size", "dim")
+
+
+class FeatureStore:
+    """Features aligned with a dataset's global indices; ``get(indices)`` returns a tensor."""
+
+    def __init__(self, array: np.ndarray, meta: dict[str, Any], path: Path | None = None) -> None:
+        self.array, self.meta, self.path = array, meta, path
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.array.shape[1])
+
+    def get(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
+        rows = np.asarray(indices, dtype=np.int64)
+        return torch.from_numpy(np.ascontiguousarray(self.array[rows]))
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self.array)
+
+
+def cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    return cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load(
+    cache_dir: Path, key: str, identity: dict[str, Any], verify: bool = True
+) -> FeatureStore | None:
+    """The cached store if it exists, matches ``identity`` and is intact; else None (warns why)."""
+    array_path, meta_path = cache_paths(Path(cache_dir), key)
+    if not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        warnings.warn(
+            f"feature cache metadata {meta_path} is unreadable; re-extracting", stacklevel=2
+        )
+        return None
+    stale = [k for k in IDENTITY_KEYS if meta.get(k) != identity.get(k)]
+    if stale:
+        warnings.warn(
+            f"feature cache {meta_path.name} is stale ({', '.join(stale)} changed); re-extracting",
+            stacklevel=2,
+        )
+        return None
+    problem = _integrity_problem(array_path, meta, verify)
+    if problem:
+        warnings.warn(f"feature cache {array_path} is {problem}; re-extracting", stacklevel=2)
+        return None
+    array = np.load(array_path, mmap_mode="r")
+    return FeatureStore(array, meta, array_path)
+
+
+def _integrity_problem(array_path: Path, meta: dict[str, Any], verify: bool) -> str | None:
+    if not array_path.exists():
+        return "missing"
+    if array_path.stat().st_size != meta.get("file_bytes"):
+        return "truncated or resized"
+    if verify and file_sha256(array_path) != meta.get("sha256"):
+        return "corrupted (checksum mismatch)"
+    try:
+        array = np.load(array_path, mmap_mode="r")
+    except ValueError:
+        return "corrupted (bad header)"
+    if list(array.shape) != [meta.get("count"), meta.get("dim")]:
+        return f"of shape {array.shape}, not ({meta.get('count')}, {meta.get('dim')})"
+    return None
+
+
+def write(
+    cache_dir: Path,
+    key: str,
+    identity: dict[str, Any],
+    count: int,
+    chunks: Callable[[], Iterator[tuple[int, np.ndarray]]],
+    extra: dict[str, Any] | None = None,
+) -> FeatureStore:
+    """Write ``count`` rows given as (start, block) pairs, atomically; return the loaded store."""
+    cache_dir = check_writable(Path(cache_dir), "cache dir")
+    array_path, meta_path = cache_paths(cache_dir, key)
+    tmp = cache_dir / f".{key}.{os.getpid()}.npy.tmp"
+    try:
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.float16, shape=(count, identity["dim"])
+        )
+        for start, block in chunks():
+            out[start : start + len(block)] = block
+        out.flush()
+        del out
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        meta_path.unlink(missing_ok=True)  # old metadata must never vouch for a new array
+        os.replace(tmp, array_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    meta = {
+        **identity,
+        **(extra or {}),
+        "count": count,
+        "dtype": "float16",
+        "file_bytes": array_path.stat().st_size,
+        "sha256": file_sha256(array_path),
+    }
+    write_json_atomic(meta_path, meta)
+    store = load(cache_dir, key, identity, verify=False)
+    assert store is not None
+    return store

@@ -1,0 +1,154 @@
+"""The feature cache: round trip, invalidation on every field, atomicity, corruption; and that
+the offline pretrained encoder's features are genuinely pretrained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from saln.data import build_dataset
+from saln.features import cache, extract_features
+from saln.features.extract import cache_key, identity
+from saln.models import build_encoder
+
+
+@pytest.fixture(scope="module")
+def digits_source():  # type: ignore[no-untyped-def]
+    return build_dataset("digits").train
+
+
+def extract(source, tmp: Path, **kw):  # type: ignore[no-untyped-def]
+    return extract_features(
+        source,
+        kw.pop("encoder", "pixels"),
+        image_size=kw.pop("image_size", 8),
+        cache_dir=tmp,
+        progress=False,
+        **kw,
+    )
+
+
+def test_round_trip_is_aligned_with_global_indices(digits_source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store = extract(digits_source, tmp_path)
+    assert len(store) == len(digits_source) and store.dim == 3 * 8 * 8
+    expected = digits_source.array[[0, 9, 400]].transpose(0, 3, 1, 2).reshape(3, -1) / 255.0
+    assert np.allclose(store.get([0, 9, 400]).float().numpy(), expected, atol=2e-3)
+    assert isinstance(store.array, np.memmap)
+    again = extract(digits_source, tmp_path)
+    assert "extraction_seconds" in store.meta and again.path == store.path
+
+
+def test_cache_hit_does_not_recompute(
+    digits_source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    extract(digits_source, tmp_path)
+    monkeypatch.setattr(cache, "write", lambda *a, **k: pytest.fail("re-extracted a valid cache"))
+    extract(digits_source, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "field", ["format", "dataset", "encoder", "weights_sha256", "transform", "image_size", "dim"]
+)
+def test_every_identity_field_invalidates(digits_source, tmp_path: Path, field: str) -> None:  # type: ignore[no-untyped-def]
+    store = extract(digits_source, tmp_path)
+    encoder = build_encoder("pixels", image_size=8)
+    ident = identity(digits_source, encoder, 8)
+    key = cache_key(digits_source, "pixels", 8)
+    assert cache.load(tmp_path, key, ident) is not None
+    changed = dict(ident, **{field: "something else"})
+    with pytest.warns(UserWarning, match=f"stale \\({field} changed\\)"):
+        assert cache.load(tmp_path, key, changed) is None
+    assert store.path is not None
+
+
+def test_changed_dataset_content_re_extracts(tmp_path: Path, cifar_root: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(cifar_root, copy)
+    first = extract(build_dataset(f"imagefolder:{copy}").train, tmp_path / "c", image_size=32)
+    next(iter((copy / "train" / "cat").glob("*.jpg"))).unlink()
+    with pytest.warns(UserWarning, match="dataset changed"):
+        second = extract(build_dataset(f"imagefolder:{copy}").train, tmp_path / "c", image_size=32)
+    assert len(first) == 300 and len(second) == 299
+
+
+def test_killed_write_leaves_nothing_that_loads(digits_source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    encoder = build_encoder("pixels", image_size=8)
+    ident = identity(digits_source, encoder, 8)
+
+    def dies_midway() -> Iterator[tuple[int, np.ndarray]]:
+        yield 0, np.ones((10, ident["dim"]), dtype=np.float16)
+        raise KeyboardInterrupt  # as if the process were killed
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.write(tmp_path, "k", ident, len(digits_source), dies_midway)
+    assert cache.load(tmp_path, "k", ident) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete_meta"])
+def test_corruption_is_detected_and_re_extracted(
+    digits_source, tmp_path: Path, damage: str
+) -> None:  # type: ignore[no-untyped-def]
+    store = extract(digits_source, tmp_path)
+    reference = store.get(np.arange(20)).clone()
+    assert store.path is not None
+    path = store.path
+    del store
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        data[-100] ^= 0xFF
+        path.write_bytes(data)
+    else:
+        path.with_suffix(".json").unlink()
+    if damage == "delete_meta":
+        fresh = extract(digits_source, tmp_path)
+    else:
+        with pytest.warns(UserWarning, match="truncated|corrupted"):
+            fresh = extract(digits_source, tmp_path)
+    assert torch.equal(fresh.get(np.arange(20)), reference)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["sha256"] == cache.file_sha256(path)
+
+
+def test_unwritable_cache_dir_is_named(digits_source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"cache dir .*file/sub is not writable.*--cache-dir"):
+        extract(digits_source, blocker / "sub")
+
+
+@pytest.mark.slow
+def test_pretrained_encoder_separates_classes_better_than_random(
+    cifar_root: Path, tmp_path: Path
+) -> None:
+    """efficientnet_lite0's ImageNet features make cat vs. ship (real CIFAR-10 JPEGs) linearly
+    separable far better than the same network with random weights."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    source = build_dataset(f"imagefolder:{cifar_root}").train
+    pick = np.flatnonzero(np.isin(source.labels, [3, 8]))  # cat, ship
+    scores = {}
+    for pretrained in (True, False):
+        torch.manual_seed(0)
+        store = extract_features(
+            source,
+            "efficientnet_lite0",
+            image_size=96,
+            pretrained=pretrained,
+            cache_dir=tmp_path / str(pretrained),
+            progress=False,
+        )
+        x = store.get(pick).float().numpy()
+        model = LogisticRegression(max_iter=2000, C=0.5)
+        scores[pretrained] = cross_val_score(model, x, source.labels[pick], cv=5).mean()
+    assert scores[True] >= 0.85 and scores[True] - scores[False] >= 0.15, scores
