@@ -105,7 +105,8 @@ def main() -> None:
                 }
             )
             print(
-                f"{loader:10s} extraction {rate:8.1f} img/s | inference {pure:8.1f} img/s | ratio {rate / pure:.2f}",
+                f"{loader:10s} extraction {rate:8.1f} img/s | inference {pure:8.1f} img/s"
+                f" | ratio {rate / pure:.2f}",
                 flush=True,
             )
         payload["rows"] = rows
