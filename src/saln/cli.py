@@ -6,9 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from saln.registry import Registry
+from saln.config import Config, load, parse_override
 
-COMMANDS: Registry[None] = Registry("command")
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -59,7 +58,88 @@ def run_features(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS = [add_features_parser]
+# Shortcut flags -> dotted config keys; anything else goes through --set section.key=value.
+TRAIN_FLAGS = {
+    "dataset": ("data.dataset", str, "cifar10 | pets | digits | imagefolder:PATH"),
+    "data_root": ("data.data_root", str, "where torchvision datasets live"),
+    "method": (
+        "train.method",
+        str,
+        "standard | standard_matched | uniform | saln | loss | rho_loss | jest",
+    ),
+    "filter_ratio": ("train.filter_ratio", float, "fraction of each loaded batch that is dropped"),
+    "epochs": ("train.epochs", int, "training epochs"),
+    "seed": ("train.seed", int, "seed of the learner init, order and augmentation"),
+    "batch_size": ("train.batch_size", int, "loaded batch (the paper's convention)"),
+    "learner_batch_size": (
+        "train.learner_batch_size",
+        int,
+        "rows trained per step (JEST's convention)",
+    ),
+    "lr": ("optim.lr", float, "learning rate"),
+    "learner": ("model.learner", str, "learner architecture"),
+    "encoder": ("features.encoder", str, "reference-feature encoder for saln"),
+    "device": ("train.device", str, "auto | cpu | cuda"),
+}
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML config (see configs/)")
+    for flag, (key, kind, text) in TRAIN_FLAGS.items():
+        p.add_argument(
+            f"--{flag.replace('_', '-')}",
+            dest=flag,
+            type=kind,
+            default=None,
+            help=f"{text} [{key}]",
+        )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config value, e.g. --set optim.schedule=cosine (repeatable)",
+    )
+    p.add_argument("--download", action="store_true", help="fetch missing datasets/weights")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, object] = dict(parse_override(item) for item in args.set)
+    for flag, (key, _, _) in TRAIN_FLAGS.items():
+        if getattr(args, flag, None) is not None:
+            overrides[key] = getattr(args, flag)
+    if args.download:
+        overrides["data.download"] = True
+    if args.no_progress:
+        overrides["train.progress"] = False
+    return load(args.config, overrides)
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one method and record the run")
+    add_config_arguments(p)
+    p.add_argument("--out", default=None, help="run directory (default runs/<method>-seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from saln.train import fit
+
+    config = config_from_args(args)
+    out = args.out or f"runs/{config.train.method}-seed{config.train.seed}"
+    summary = fit(config, out, resume=args.resume, overwrite=args.overwrite)
+    print(
+        f"{summary['method']}: best val acc {summary['best_val_acc']:.4f}, test acc "
+        f"{summary['test_acc_best']:.4f} (best-val model) / {summary['test_acc_last']:.4f} (last), "
+        f"train time {summary['train_time_s']:.1f} s -> {out}"
+    )
+    return 0
+
+
+PARSERS = [add_features_parser, add_train_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         # Our errors name the problem and the fix; a traceback would only bury that.
         print(f"saln {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -105,6 +105,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         self.device = torch.device(device)
         self.epoch = 0
         self._plan: tuple[int, list[list[int]]] | None = None
+        self.last_super_batches: list[np.ndarray] = []
         self.last_stats: dict[str, Any] = {}
         self._check_selector()
 
@@ -156,6 +157,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
             return self._plan[1]
         start = time.perf_counter()
         batches = self._super_batches()
+        self.last_super_batches = batches
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
         full = [b for b in batches if len(b) == self.batch_size]
         kept = self._select_full(full, gen) + [
@@ -177,6 +179,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         feats = self._features(stacked)
         positions, stats = select_many(feats, self.keep, generator=gen)
         self.last_stats = {k: v for k, v in stats.items() if isinstance(v, torch.Tensor)}
+        self.last_stats["positions"] = torch.as_tensor(positions)
         rows = torch.as_tensor(positions).cpu().numpy()
         return np.take_along_axis(stacked, rows, axis=1).tolist()
 

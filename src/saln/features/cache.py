@@ -31,6 +31,7 @@ class FeatureStore:
 
     def __init__(self, array: np.ndarray, meta: dict[str, Any], path: Path | None = None) -> None:
         self.array, self.meta, self.path = array, meta, path
+        self.fresh = False  # True when this process extracted it (not a cache hit)
 
     def __len__(self) -> int:
         return int(self.array.shape[0])

@@ -109,4 +109,5 @@ def extract_features(
     seconds = time.perf_counter() - start
     store.meta.update(extraction_seconds=seconds, images_per_second=len(source) / seconds)
     cache.write_json_atomic(cache.cache_paths(Path(cache_dir), key)[1], store.meta)
+    store.fresh = True
     return store

@@ -1,0 +1,153 @@
+"""The run directory: config.yaml, env.json, split.json, metrics.jsonl, summary.json, ...
+
+One writer, atomic files, and a clear rule for an existing directory: the same config resumes
+(``--resume``) or is complete; a different config is refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from saln.config import Config, ConfigError, from_dict
+from saln.io import check_writable, write_json_atomic, write_text_atomic
+
+RUN_FILES = (
+    "config.yaml",
+    "env.json",
+    "split.json",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoint.pt",
+    "best_model.pt",
+    "selection_counts.npy",
+    "spectral.json",
+    "selection_example.json",
+)
+# Settings that change how a run is shown, not what it computes.
+COSMETIC = {("train", "progress"), ("train", "tensorboard")}
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    diffs = []
+    for section in sorted(set(a) | set(b)):
+        for key in sorted(set(a.get(section, {})) | set(b.get(section, {}))):
+            if (section, key) in COSMETIC:
+                continue
+            old, new = a.get(section, {}).get(key), b.get(section, {}).get(key)
+            if old != new:
+                diffs.append(f"{section}.{key}: {old!r} -> {new!r}")
+    return diffs
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import torchvision
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+        "argv": sys.argv,
+        "git_sha": _git_sha(),
+    }
+    if device.type == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    return env
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return self.file("config.yaml").exists()
+
+    def is_complete(self) -> bool:
+        return self.file("summary.json").exists()
+
+    def config(self) -> Config:
+        return from_dict(yaml.safe_load(self.file("config.yaml").read_text()))
+
+    def prepare(self, config: Config, *, resume: bool = False, overwrite: bool = False) -> str:
+        """Returns "fresh", "resume" or "complete"; refuses what would lose or mix results."""
+        check_writable(self.path, "out dir")
+        if overwrite:
+            self.clear()
+        elif self.exists():
+            diffs = config_differences(
+                yaml.safe_load(self.file("config.yaml").read_text()), config.to_dict()
+            )
+            if diffs:
+                raise ConfigError(
+                    f"{self.path} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                    "use --overwrite to replace it, or another --out"
+                )
+            if self.is_complete():
+                return "complete"
+            if not resume:
+                raise ConfigError(
+                    f"{self.path} holds an unfinished run of this config; pass --resume to "
+                    "continue it or --overwrite to start over"
+                )
+            return "resume"
+        write_text_atomic(self.file("config.yaml"), config.to_yaml())
+        return "fresh"
+
+    def clear(self) -> None:
+        for name in RUN_FILES:
+            self.file(name).unlink(missing_ok=True)
+
+    def write_json(self, name: str, payload: Any) -> None:
+        write_json_atomic(self.file(name), payload)
+
+    def read_json(self, name: str) -> Any:
+        path = self.file(name)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.file("metrics.jsonl"), "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
+        write_text_atomic(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.file("metrics.jsonl")
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def summary(self) -> dict[str, Any] | None:
+        return self.read_json("summary.json")

@@ -1,0 +1,323 @@
+"""The training loop: one readable function per level (fit -> epoch -> step)."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saln.config import Config
+from saln.io import write_bytes_atomic
+from saln.report.store import RunStore, environment
+from saln.sampling import epoch_seed
+from saln.selection import BatchView
+from saln.train import checkpoint, diagnostics
+from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
+from saln.train.setup import RunContext, build_run, eval_batches
+from saln.train.step import evaluate_batches, score_losses, train_step
+from saln.train.timing import PhaseTimer
+from saln.train.tracking import EpochAccumulator, SelectionTracker, selection_summary
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def fit(
+    config: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: list[Callback] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """Train one method as configured, recording everything under ``out``; returns the summary."""
+    store = RunStore(out)
+    state = store.prepare(config, resume=resume, overwrite=overwrite)
+    if state == "complete":
+        return store.summary() or {}
+    ctx = build_run(config, rank, world_size)
+    store.write_json("env.json", environment(ctx.device))
+    ctx.split.save(store.file("split.json"))
+    hooks = _default_callbacks(ctx, store) + list(callbacks or [])
+    tracker = SelectionTracker(ctx.bundle.train.labels, len(ctx.bundle.classes))
+    history, best, trained_classes = (
+        _restore(ctx, store, tracker) if state == "resume" else ([], (-1.0, -1), None)
+    )
+    trained_classes = (
+        trained_classes
+        if trained_classes is not None
+        else np.zeros(len(ctx.bundle.classes), np.int64)
+    )
+    for hook in hooks:
+        hook.on_fit_start(
+            {"method": ctx.method.name, "epochs": ctx.epochs, "resumed_at": len(history)}
+        )
+    try:
+        for epoch in range(len(history), ctx.epochs):
+            started = time.perf_counter()
+            row, timer = run_epoch(ctx, epoch, tracker, hooks, store)
+            trained_classes += np.asarray(row["class_histogram"])
+            with timer.phase("checkpoint", host=True):
+                if row["val_acc"] > best[0]:
+                    best = (row["val_acc"], epoch)
+                    checkpoint.save_best(store.path, checkpoint.cpu_state(ctx.model))
+                checkpoint.save(
+                    store.path,
+                    _checkpoint_state(ctx, tracker, [*history, row], best, trained_classes),
+                )
+            row.update(
+                {f"time_{k}": v for k, v in timer.totals().items()},
+                epoch_wall_s=time.perf_counter() - started,
+            )
+            history.append(row)
+            store.append_metrics(row)
+            for hook in hooks:
+                hook.on_epoch_end(epoch, row)
+        summary = _finish(ctx, store, history, best, tracker, trained_classes)
+    except BaseException as err:
+        for hook in hooks:
+            hook.on_exception(err)
+        raise
+    for hook in hooks:
+        hook.on_fit_end(summary)
+    return summary
+
+
+def run_epoch(
+    ctx: RunContext, epoch: int, tracker: SelectionTracker, hooks: list[Callback], store: RunStore
+) -> tuple[dict[str, Any], PhaseTimer]:
+    seed, timer = ctx.config.train.seed, PhaseTimer(ctx.device)
+    torch.manual_seed(epoch_seed(seed, epoch, 4))
+    ctx.sampler.set_epoch(epoch)
+    with timer.phase("selection", host=True):
+        plan = ctx.sampler.plan_epoch()
+    for hook in hooks:
+        hook.on_epoch_start(epoch, len(plan))
+    gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 3))
+    acc, last_epoch = EpochAccumulator(ctx.device), epoch == ctx.epochs - 1
+    tracker.start_epoch()
+    ctx.model.train()
+    batches = iter(ctx.train_data.batches(plan, train=True, seed=epoch_seed(seed, epoch, 2)))
+    check_every = 1 if ctx.device.type == "cpu" else ctx.config.train.check_every
+    for step in range(len(plan)):
+        with timer.phase("data", host=True):
+            images, labels, indices = next(batches)
+        loaded = len(ctx.sampler.last_super_batches[step])  # before any selection
+        if ctx.model_aware:
+            with timer.phase("selection"):
+                positions = select_rows(
+                    ctx,
+                    images,
+                    labels,
+                    indices,
+                    gen,
+                    epoch,
+                    step,
+                    store if last_epoch and step == 0 else None,
+                )
+            images, labels, indices = images[positions], labels[positions], indices[positions.cpu()]
+        with timer.phase("step"):
+            loss_sum, correct = train_step(
+                ctx.model, ctx.optimizer, images, labels, ctx.config.train.amp
+            )
+            acc.add(loss_sum, correct, len(indices), step)
+            tracker.record(indices)
+        for hook in hooks:
+            hook.on_batch_selected(epoch, step, loaded, len(indices))
+            hook.on_train_batch_end(epoch, step, len(indices))
+        if (step + 1) % check_every == 0:
+            _raise_if_diverged(acc, epoch, store)
+    _raise_if_diverged(acc, epoch, store)
+    ctx.scheduler.step()
+    if last_epoch and not ctx.model_aware and ctx.sampler.last_super_batches:
+        store.write_json(
+            "selection_example.json", diagnostics.example_from_sampler(ctx.sampler, plan[0])
+        )
+        record = diagnostics.spectral_record(ctx.sampler)
+        if record:
+            store.write_json("spectral.json", record)
+    with timer.phase("eval"):
+        val_loss, val_acc, _ = evaluate(ctx, ctx.split.val)
+    train_loss, train_acc = acc.means()
+    times = timer.totals()
+    trained_time = times.get("data", 0) + times.get("selection", 0) + times.get("step", 0)
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "examples": acc.rows,
+        "steps": acc.steps,
+        "lr": ctx.optimizer.param_groups[0]["lr"],
+        "train_rows_per_s": acc.rows / max(trained_time, 1e-9),
+        **tracker.end_epoch(),
+        **diagnostics.spectral_epoch_stats(ctx.sampler),
+    }
+    for hook in hooks:
+        hook.on_eval_end(epoch, {"val_loss": val_loss, "val_acc": val_acc})
+    return row, timer
+
+
+def select_rows(
+    ctx: RunContext,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+    gen: torch.Generator,
+    epoch: int,
+    step: int,
+    record: RunStore | None,
+) -> torch.Tensor:
+    """Model-aware selection: score the loaded rows without grad, keep the selector's choice."""
+    assert ctx.selector is not None
+    losses = score_losses(ctx.model, images, labels, ctx.config.train.amp)
+    ref = ctx.ref_losses[indices.to(ctx.device)] if ctx.ref_losses is not None else None
+    view = BatchView(
+        indices=indices, labels=labels, losses=losses, ref_losses=ref, epoch=epoch, step=step
+    )
+    keep = (
+        ctx.keep
+        if len(indices) == ctx.loaded_batch
+        else max(1, len(indices) * ctx.keep // ctx.loaded_batch)
+    )
+    positions = ctx.selector.select(view, keep, generator=gen).positions.to(images.device)
+    if record is not None:
+        scores = losses - ref if ref is not None else losses
+        record.write_json(
+            "selection_example.json", diagnostics.example_from_step(indices, positions, scores)
+        )
+    return positions
+
+
+def evaluate(
+    ctx: RunContext, indices: np.ndarray, test: bool = False
+) -> tuple[float, float, torch.Tensor]:
+    data = ctx.test_data if test else ctx.train_data
+    batches = eval_batches(data, indices, ctx.config.train.eval_batch_size)
+    return evaluate_batches(ctx.model, batches, ctx.config.train.amp)
+
+
+def _raise_if_diverged(acc: EpochAccumulator, epoch: int, store: RunStore) -> None:
+    step = acc.bad_step()
+    if step is not None:
+        kept = (
+            f"the checkpoint of epoch {epoch} is kept"
+            if epoch
+            else "no epoch completed, so no checkpoint"
+        )
+        raise TrainingDiverged(
+            f"the training loss became NaN/inf at epoch {epoch + 1}, step {step + 1}; {kept} in "
+            f"{store.path}. Lower optim.lr or check the data"
+        )
+
+
+def _default_callbacks(ctx: RunContext, store: RunStore) -> list[Callback]:
+    hooks: list[Callback] = []
+    if ctx.config.train.progress and ctx.rank == 0:
+        hooks.append(ProgressBar(ctx.method.name, ctx.epochs))
+    if ctx.config.train.tensorboard and ctx.rank == 0:
+        hooks.append(TensorBoardLogger(store.file("tensorboard")))
+    return hooks
+
+
+def _checkpoint_state(
+    ctx: RunContext,
+    tracker: SelectionTracker,
+    history: list[dict[str, Any]],
+    best: tuple[float, int],
+    trained_classes: np.ndarray,
+) -> dict[str, Any]:
+    return {
+        "model": checkpoint.cpu_state(ctx.model),
+        "optimizer": ctx.optimizer.state_dict(),
+        "scheduler": ctx.scheduler.state_dict(),
+        "history": history,
+        "best": best,
+        "tracker": tracker.state(),
+        "trained_classes": trained_classes.copy(),
+        "world_size": ctx.world_size,
+    }
+
+
+def _restore(
+    ctx: RunContext, store: RunStore, tracker: SelectionTracker
+) -> tuple[list[dict[str, Any]], tuple[float, int], np.ndarray | None]:
+    state = checkpoint.load(store.path)
+    if state is None:
+        return [], (-1.0, -1), None
+    ctx.model.load_state_dict(state["model"])
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    ctx.scheduler.load_state_dict(state["scheduler"])
+    tracker.load(state["tracker"])
+    done = len(state["history"])
+    recorded = store.metrics()
+    history = recorded[:done] if len(recorded) >= done else state["history"]
+    store.rewrite_metrics(history)
+    return history, tuple(state["best"]), np.asarray(state["trained_classes"])
+
+
+def _finish(
+    ctx: RunContext,
+    store: RunStore,
+    history: list[dict[str, Any]],
+    best: tuple[float, int],
+    tracker: SelectionTracker,
+    trained_classes: np.ndarray,
+) -> dict[str, Any]:
+    """Test the last and the best-val model (the test split's only use) and write summary.json."""
+    test_loss_last, test_acc_last, _ = evaluate(ctx, np.arange(len(ctx.bundle.test)), test=True)
+    ctx.model.load_state_dict(checkpoint.load_best(store.path))
+    test_loss_best, test_acc_best, _ = evaluate(ctx, np.arange(len(ctx.bundle.test)), test=True)
+    buffer = io.BytesIO()
+    np.save(buffer, tracker.epochs_kept)
+    write_bytes_atomic(store.file("selection_counts.npy"), buffer.getvalue())
+    totals = {
+        k: sum(r.get(f"time_{k}", 0.0) for r in history)
+        for k in ("data", "selection", "step", "eval", "checkpoint")
+    }
+    train_time = totals["data"] + totals["selection"] + totals["step"]
+    one_off = {k: v for k, v in ctx.one_off.items() if k.endswith("_s")}
+    last = history[-1]
+    summary = {
+        "method": ctx.method.name,
+        "seed": ctx.config.train.seed,
+        "dataset": ctx.config.data.dataset,
+        "split_seed": ctx.config.data.split_seed,
+        "convention": ctx.convention,
+        "filter_ratio": ctx.config.train.filter_ratio if ctx.selector is not None else 0.0,
+        "loaded_batch": ctx.loaded_batch,
+        "kept_batch": ctx.keep,
+        "epochs": ctx.epochs,
+        "device": str(ctx.device),
+        "world_size": ctx.world_size,
+        "final_train_loss": last["train_loss"],
+        "final_train_acc": last["train_acc"],
+        "final_val_loss": last["val_loss"],
+        "final_val_acc": last["val_acc"],
+        "best_val_acc": best[0],
+        "best_epoch": best[1] + 1,
+        "test_acc_last": test_acc_last,
+        "test_loss_last": test_loss_last,
+        "test_acc_best": test_acc_best,
+        "test_loss_best": test_loss_best,
+        "examples_trained": sum(r["examples"] for r in history),
+        "steps": sum(r["steps"] for r in history),
+        "time": totals,
+        "train_time_s": train_time,
+        "wall_time_s": sum(r["epoch_wall_s"] for r in history),
+        "one_off": one_off,
+        "feature_cache_hit": bool(ctx.one_off.get("feature_cache_hit", 0.0)),
+        "total_time_s": train_time + sum(one_off.values()),
+        "selection_share_of_step": totals["selection"] / max(totals["step"], 1e-9),
+        **selection_summary(tracker, ctx.split.train, trained_classes),
+    }
+    store.write_json("summary.json", summary)
+    return summary

@@ -1,0 +1,77 @@
+"""The reference ("irreducible loss") model for RHO-LOSS and JEST.
+
+Trained with plain training on the holdout part of the training split that no learner sees;
+its per-sample losses on the whole training source are computed once, cached on disk, and
+looked up by global index. Training and scoring time are one-off costs of the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from saln.config import Config
+from saln.data import DatasetBundle, Split
+from saln.data.loaders import Pipeline
+from saln.io import save_torch_atomic
+from saln.sampling import epoch_seed
+from saln.train.step import evaluate_batches, train_step
+
+
+def reference_key(config: Config, bundle: DatasetBundle, split: Split) -> str:
+    identity = {
+        "dataset": bundle.train.fingerprint(),
+        "holdout": hashlib.sha256(split.reference.tobytes()).hexdigest(),
+        "learner": config.reference.learner or config.model.learner,
+        "epochs": config.reference.epochs,
+        "optim": config.to_dict()["optim"],
+        "batch_size": config.train.batch_size,
+        "image_size": config.data.image_size,
+        "seed": config.train.seed,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def reference_losses(
+    config: Config, bundle: DatasetBundle, split: Split, data: Pipeline, device: torch.device
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-sample reference losses over the training source, and their one-off costs."""
+    from saln.train.setup import build_optimizer, chunks, eval_batches, new_learner
+
+    path = Path(config.features.cache_dir) / f"reference-{reference_key(config, bundle, split)}.pt"
+    if path.exists():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        return cached["losses"], {k: float(v) for k, v in cached["costs"].items()}
+    start = time.perf_counter()
+    torch.manual_seed(config.train.seed + 10_007)  # independent of the learner's initialisation
+    model = new_learner(
+        config, len(bundle.classes), device, arch=config.reference.learner or config.model.learner
+    )
+    optimizer, scheduler = build_optimizer(model, config, config.reference.epochs)
+    model.train()
+    for epoch in range(config.reference.epochs):
+        gen = torch.Generator().manual_seed(epoch_seed(config.train.seed, epoch, 7))
+        order = split.reference[torch.randperm(len(split.reference), generator=gen).numpy()]
+        for batch in data.batches(
+            chunks(order, config.train.batch_size),
+            train=True,
+            seed=epoch_seed(config.train.seed, epoch, 8),
+        ):
+            train_step(model, optimizer, batch.images, batch.labels, config.train.amp)
+        scheduler.step()
+    trained = time.perf_counter()
+    everything = np.arange(len(bundle.train))
+    _, _, losses = evaluate_batches(
+        model, eval_batches(data, everything, config.train.eval_batch_size), config.train.amp
+    )
+    costs = {
+        "reference_training_s": trained - start,
+        "reference_scoring_s": time.perf_counter() - trained,
+    }
+    save_torch_atomic(path, {"losses": losses, "costs": costs})
+    return losses, costs

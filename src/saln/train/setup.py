@@ -1,0 +1,245 @@
+"""Everything a run needs, built once from its config: data, split, selection, learner."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from saln.config import Config, ConfigError
+from saln.data import DatasetBundle, Split, build_dataset, build_pipeline, stratified_split
+from saln.data.loaders import Pipeline
+from saln.features import FeatureStore, extract_features
+from saln.models import WeightsError, build_learner
+from saln.sampling import SelectiveBatchSampler
+from saln.selection import Selector, is_model_free, keep_count
+from saln.train.methods import METHODS, Method
+
+
+@dataclass
+class RunContext:
+    config: Config
+    device: torch.device
+    bundle: DatasetBundle
+    split: Split
+    method: Method
+    selector: Selector | None
+    loaded_batch: int  # rows loaded per step
+    keep: int  # rows trained per step
+    epochs: int
+    sampler: SelectiveBatchSampler
+    train_data: Pipeline  # the training source (train/val/holdout rows)
+    test_data: Pipeline
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    features: FeatureStore | None = None
+    ref_losses: torch.Tensor | None = None  # by global index, on device
+    one_off: dict[str, float] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def model_aware(self) -> bool:
+        return self.selector is not None and not is_model_free(self.selector)
+
+    @property
+    def convention(self) -> str:
+        return "paper" if self.config.train.learner_batch_size is None else "fixed_learner_batch"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but CUDA is not available; use cpu or auto")
+    return device
+
+
+def batch_shape(config: Config, method: Method) -> tuple[int, int]:
+    """(rows loaded per step, rows trained per step) under the configured batch convention."""
+    t = config.train
+    ratio = t.filter_ratio if method.selector is not None else 0.0
+    if t.learner_batch_size is not None:  # JEST's convention: fixed trained rows, more loaded
+        return math.ceil(t.learner_batch_size / (1 - ratio) - 1e-9), t.learner_batch_size
+    try:
+        return t.batch_size, keep_count(t.batch_size, ratio)
+    except ValueError as err:
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} with train.filter_ratio={ratio}: {err}"
+        ) from None
+
+
+def build_optimizer(
+    model: nn.Module, config: Config, epochs: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    o = config.optim
+    optimizer: torch.optim.Optimizer
+    if o.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=o.lr,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+            nesterov=o.nesterov,
+        )
+    else:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=o.lr, betas=(o.momentum, 0.999), weight_decay=o.weight_decay
+        )
+    schedules: dict[str, Any] = {
+        "constant": lambda: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0),
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs),
+        "step": lambda: torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, [max(1, epochs // 2), max(1, 3 * epochs // 4)], gamma=0.1
+        ),
+    }
+    return optimizer, schedules[o.schedule]()
+
+
+def new_learner(
+    config: Config, num_classes: int, device: torch.device, arch: str | None = None
+) -> nn.Module:
+    m = config.model
+    model = build_learner(
+        arch or m.learner,
+        num_classes,
+        pretrained=m.pretrained if arch is None else False,
+        weights=m.weights if arch is None else None,
+        download=config.data.download,
+    )
+    model = model.to(device)
+    if device.type == "cuda" and config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def chunks(indices: np.ndarray, size: int) -> list[list[int]]:
+    return [indices[i : i + size].tolist() for i in range(0, len(indices), size)]
+
+
+def eval_batches(
+    data: Pipeline, indices: np.ndarray, size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for batch in data.batches(chunks(indices, size), train=False, seed=0):
+        yield batch.images, batch.labels
+
+
+def load_features(
+    config: Config, bundle: DatasetBundle, device: torch.device, method: Method
+) -> FeatureStore:
+    f = config.features
+    try:
+        return extract_features(
+            bundle.train,
+            f.encoder,
+            image_size=f.image_size,
+            batch_size=f.batch_size,
+            device=device,
+            cache_dir=f.cache_dir,
+            pretrained=f.pretrained,
+            weights=f.weights,
+            download=config.data.download,
+            loader=config.data.loader,
+            workers=config.data.workers,
+            progress=config.train.progress,
+        )
+    except WeightsError as err:
+        raise ConfigError(
+            f"method {method.name!r} needs reference features from encoder "
+            f"{f.encoder!r}, which cannot be built: {err}"
+        ) from None
+
+
+def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
+    from saln.train.reference import reference_losses
+
+    t = config.train
+    device = resolve_device(t.device)
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    method = METHODS.build(t.method)
+    selector = method.build_selector(config)
+    loaded, keep = batch_shape(config, method)
+    bundle = build_dataset(config.data.dataset, config.data.data_root, config.data.download)
+    split = stratified_split(
+        bundle.train.labels,
+        config.data.val_fraction,
+        config.data.reference_fraction,
+        config.data.split_seed,
+    )
+    torch.manual_seed(t.seed)  # the same initial learner for every method of a seed
+    model = new_learner(config, len(bundle.classes), device)
+    epochs = method.epochs(config)
+    optimizer, scheduler = build_optimizer(model, config, epochs)
+    train_data = build_pipeline(
+        config.data.loader, bundle.train, config.data.image_size, device, config.data.workers
+    )
+    test_data = build_pipeline(
+        config.data.loader, bundle.test, config.data.image_size, device, config.data.workers
+    )
+    one_off: dict[str, float] = {}
+    features = None
+    if selector is not None and "features" in selector.needs:
+        start = time.perf_counter()
+        features = load_features(config, bundle, device, method)
+        # A cache hit still reports what the extraction cost when it ran: it is paid once
+        # per dataset and encoder, and belongs in the method's total time.
+        seconds = features.meta.get("extraction_seconds", time.perf_counter() - start)
+        one_off["feature_extraction_s"] = float(seconds)
+        one_off["feature_cache_hit"] = float(not features.fresh)
+    ref_losses = None
+    if selector is not None and "ref_losses" in selector.needs:
+        if len(split.reference) == 0:
+            raise ConfigError(
+                f"method {method.name!r} needs a reference model trained on a holdout: "
+                "set data.reference_fraction > 0"
+            )
+        table, costs = reference_losses(config, bundle, split, train_data, device)
+        ref_losses = table.to(device)
+        one_off.update(costs)
+    model_free = selector is not None and is_model_free(selector)
+    sampler = SelectiveBatchSampler(
+        split.train,
+        loaded,
+        selector if model_free else None,
+        features,
+        t.filter_ratio if model_free else 0.0,
+        seed=t.seed,
+        keep=keep if model_free else loaded,
+        labels=bundle.train.labels,
+        rank=rank,
+        world_size=world_size,
+        device=device if model_free else "cpu",
+    )
+    if t.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    return RunContext(
+        config,
+        device,
+        bundle,
+        split,
+        method,
+        selector,
+        loaded,
+        keep,
+        epochs,
+        sampler,
+        train_data,
+        test_data,
+        model,
+        optimizer,
+        scheduler,
+        features,
+        ref_losses,
+        one_off,
+        rank,
+        world_size,
+    )

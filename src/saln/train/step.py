@@ -1,0 +1,77 @@
+"""One training step, and the model-aware scoring pass that precedes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[object]:
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@contextmanager
+def frozen_batchnorm(model: nn.Module) -> Iterator[None]:
+    """Score with batch statistics, as training sees them, without moving the running stats
+    (momentum 0 leaves them unchanged)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+
+
+def score_losses(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, autocast: bool
+) -> torch.Tensor:
+    """Per-row cross-entropy of the learner, no grad: what loss/RHO-LOSS/JEST select by."""
+    with torch.no_grad(), frozen_batchnorm(model), autocast_for(images.device, autocast):
+        logits = model(images)
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    autocast: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward/backward/update on the kept rows; returns (summed loss, correct) on device."""
+    with autocast_for(images.device, autocast):
+        logits = model(images)
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        correct = (logits.argmax(1) == labels).sum()
+    return loss.detach() * labels.numel(), correct
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], autocast: bool
+) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, per-row losses) over all batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    losses, hits = [], []
+    for images, labels in batches:
+        with autocast_for(images.device, autocast):
+            logits = model(images)
+        losses.append(F.cross_entropy(logits.float(), labels, reduction="none"))
+        hits.append(logits.argmax(1) == labels)
+    model.train(was_training)
+    loss, hit = torch.cat(losses), torch.cat(hits)
+    return float(loss.mean()), float(hit.float().mean()), loss.cpu()

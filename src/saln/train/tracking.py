@@ -1,0 +1,90 @@
+"""What each epoch trained on: accuracy/loss accumulators and selection diagnostics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class EpochAccumulator:
+    """Sums on the device; the first non-finite step is found without a host sync per step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.rows = 0
+        self.steps = 0
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
+
+    def add(self, loss_sum: torch.Tensor, correct: torch.Tensor, rows: int, step: int) -> None:
+        bad = ~torch.isfinite(loss_sum) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.loss += loss_sum
+        self.correct += correct
+        self.rows += rows
+        self.steps += 1
+
+    def bad_step(self) -> int | None:
+        step = int(self.first_bad)
+        return None if step < 0 else step
+
+    def means(self) -> tuple[float, float]:
+        return float(self.loss) / max(self.rows, 1), float(self.correct) / max(self.rows, 1)
+
+
+class SelectionTracker:
+    """Per sample: epochs in which it was trained; per epoch: the class histogram trained."""
+
+    def __init__(self, labels: np.ndarray, num_classes: int) -> None:
+        self.labels, self.num_classes = labels, num_classes
+        self.epochs_kept = np.zeros(len(labels), dtype=np.int32)
+        self._this_epoch = np.zeros(len(labels), dtype=bool)
+        self._classes = np.zeros(num_classes, dtype=np.int64)
+
+    def start_epoch(self) -> None:
+        self._this_epoch[:] = False
+        self._classes[:] = 0
+
+    def record(self, indices: torch.Tensor) -> None:
+        rows = indices.numpy()
+        self._this_epoch[rows] = True
+        self._classes += np.bincount(self.labels[rows], minlength=self.num_classes)
+
+    def end_epoch(self) -> dict[str, Any]:
+        self.epochs_kept += self._this_epoch
+        return {
+            "distinct_trained_epoch": int(self._this_epoch.sum()),
+            "distinct_trained_total": int((self.epochs_kept > 0).sum()),
+            "class_histogram": self._classes.tolist(),
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"epochs_kept": self.epochs_kept.copy()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.epochs_kept = np.asarray(state["epochs_kept"], dtype=np.int32)
+
+
+def entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def selection_summary(
+    tracker: SelectionTracker, train: np.ndarray, trained_classes: np.ndarray
+) -> dict[str, Any]:
+    """Share of the training split ever trained on, how often the most-kept samples were kept,
+    and class balance (entropy, nats) of the trained rows against the split's."""
+    kept = tracker.epochs_kept[train]
+    top = np.sort(kept)[::-1][: max(1, len(kept) // 100)]
+    split_classes = np.bincount(tracker.labels[train], minlength=tracker.num_classes)
+    return {
+        "share_ever_trained": float((kept > 0).mean()),
+        "max_epochs_kept": int(kept.max()),
+        "top1pct_mean_epochs_kept": float(top.mean()),
+        "class_entropy_trained": entropy(trained_classes),
+        "class_entropy_split": entropy(split_classes),
+        "min_class_share_trained": float(trained_classes.min() / max(trained_classes.sum(), 1)),
+    }

@@ -1,0 +1,75 @@
+"""Config: YAML <- overrides, strict keys and types, the shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from saln import config as cfg
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_follow_the_paper() -> None:
+    c = cfg.Config()
+    assert (c.optim.optimizer, c.optim.lr, c.optim.momentum) == ("sgd", 0.001, 0.9)
+    assert (c.train.epochs, c.train.filter_ratio, c.train.batch_size) == (25, 0.8, 64)
+
+
+def test_yaml_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\n  method: loss\noptim:\n  lr: 1\n")
+    c = cfg.load(path, {"train.epochs": 3})
+    assert c.train.epochs == 3 and c.train.method == "loss" and c.optim.lr == 1.0
+
+
+def test_round_trip_through_yaml() -> None:
+    c = cfg.load(None, {"train.learner_batch_size": 16, "model.weights": "w.pt"})
+    import yaml
+
+    assert cfg.from_dict(yaml.safe_load(c.to_yaml())) == c
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.epoch": 3}, r"unknown config key 'train.epoch'; did you mean 'epochs'"),
+        ({"trian.epochs": 3}, r"unknown config section 'trian'; did you mean 'train'"),
+        ({"optim.lr": "fast"}, r"optim.lr must be float, got 'fast'"),
+        ({"train.epochs": 2.5}, r"train.epochs must be int"),
+        ({"train.amp": "yes"}, r"train.amp must be bool"),
+        ({"train.filter_ratio": 1.0}, r"filter_ratio=1.0 must be in \[0, 1\)"),
+        ({"train.epochs": 0}, r"train.epochs must be positive"),
+        (
+            {"optim.schedule": "linear"},
+            r"optim.schedule='linear' is not one of constant, cosine, step",
+        ),
+        ({"epochs": 3}, r"must be section.key"),
+    ],
+)
+def test_invalid_keys_and_values_are_named(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.load(None, overrides)
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(cfg.ConfigError, match="does not exist"):
+        cfg.load(tmp_path / "nope.yaml")
+    broken = tmp_path / "b.yaml"
+    broken.write_text("train: [1, 2\n")
+    with pytest.raises(cfg.ConfigError, match="not valid YAML"):
+        cfg.load(broken)
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "paper_cifar10.yaml", "paper_pets.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    c = cfg.load(REPO / "configs" / name)
+    assert c.train.filter_ratio == 0.8
+
+
+def test_override_parsing() -> None:
+    assert cfg.parse_override("optim.lr=0.1") == ("optim.lr", 0.1)
+    assert cfg.parse_override("model.weights=null") == ("model.weights", None)
+    with pytest.raises(cfg.ConfigError, match=r"section.key=value"):
+        cfg.parse_override("optim.lr")

@@ -1,0 +1,283 @@
+"""The engine: every method trains, selection sizes, holdout isolation, resume, timing, records."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from saln import config as cfg
+from saln.train import METHODS, Callback, TrainingDiverged, fit
+from saln.train.engine import evaluate
+from saln.train.setup import build_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path: Path, method: str, **overrides: Any) -> cfg.Config:
+    """Digits at 16 px, a small CNN, pixel features: seconds per run."""
+    base = {
+        "data.image_size": 16,
+        "data.val_fraction": 0.15,
+        "data.reference_fraction": 0.15,
+        "features.encoder": "pixels",
+        "features.image_size": 8,
+        "features.cache_dir": str(tmp_path / "cache"),
+        "optim.lr": 0.05,
+        "train.method": method,
+        "train.epochs": 2,
+        "train.batch_size": 50,
+        "train.progress": False,
+        "reference.epochs": 2,
+    }
+    return cfg.load(None, {**base, **overrides})
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def on_batch_selected(self, epoch: int, step: int, loaded: int, kept: int) -> None:
+        self.sizes.append((loaded, kept))
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains_and_lowers_the_loss(tmp_path: Path, method: str) -> None:
+    config = tiny(tmp_path, method, **{"train.epochs": 4})
+    ctx = build_run(config)
+    initial_loss, _, _ = evaluate(ctx, ctx.split.val)  # the same initial learner as the run's
+    recorder = Recorder()
+    summary = fit(config, tmp_path / "run", callbacks=[recorder])
+    assert summary["final_val_loss"] < initial_loss - 0.1
+    selecting = METHODS.build(method).selector is not None
+    loaded, kept = (50, 10) if selecting else (50, 50)
+    full = [s for s in recorder.sizes if s[0] == loaded]
+    assert full and all(k == kept for _, k in full), recorder.sizes[:5]
+    assert summary["kept_batch"] == kept and summary["loaded_batch"] == loaded
+    expected_epochs = 1 if method == "standard_matched" else 4  # round(4 * 0.2) = 1
+    assert summary["epochs"] == expected_epochs
+
+
+@pytest.mark.parametrize("method", ["standard", "saln", "jest"])
+def test_fixed_learner_batch_convention(tmp_path: Path, method: str) -> None:
+    recorder = Recorder()
+    summary = fit(
+        tiny(tmp_path, method, **{"train.learner_batch_size": 12}),
+        tmp_path / "run",
+        callbacks=[recorder],
+    )
+    loaded = 12 if method == "standard" else math.ceil(12 / 0.2)
+    assert summary["convention"] == "fixed_learner_batch"
+    assert all(k == 12 for n, k in recorder.sizes if n == loaded)
+    n_train = len(json.loads((tmp_path / "run" / "split.json").read_text())["train"])
+    assert summary["steps"] == 2 * math.ceil(n_train / loaded)
+
+
+def test_holdout_and_val_never_reach_the_learner(tmp_path: Path) -> None:
+    fit(tiny(tmp_path, "rho_loss"), tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    counts = np.load(tmp_path / "run" / "selection_counts.npy")
+    assert counts[split["reference"]].sum() == 0 and counts[split["val"]].sum() == 0
+    assert counts[split["train"]].sum() > 0
+
+
+class KillAt(Callback):
+    def __init__(self, epoch: int, step: int) -> None:
+        self.epoch, self.step = epoch, step
+
+    def on_train_batch_end(self, epoch: int, step: int, rows: int) -> None:
+        if (epoch, step) == (self.epoch, self.step):
+            raise KeyboardInterrupt("killed")
+
+
+@pytest.mark.parametrize("method", ["saln", "loss"])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path: Path, method: str) -> None:
+    config = tiny(tmp_path, method, **{"train.epochs": 3})
+    whole = fit(config, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tmp_path / "killed", callbacks=[KillAt(epoch=1, step=3)])
+    assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 1
+    with pytest.raises(cfg.ConfigError, match=r"unfinished run .* --resume"):
+        fit(config, tmp_path / "killed")
+    resumed = fit(config, tmp_path / "killed", resume=True)
+    rows = [
+        [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        for d in ("whole", "killed")
+    ]
+    for key in ("train_loss", "val_loss", "val_acc", "examples", "distinct_trained_total"):
+        assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]], key
+    assert whole["test_acc_last"] == resumed["test_acc_last"]
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_timings_add_up_to_the_wall_time(tmp_path: Path) -> None:
+    fit(tiny(tmp_path, "loss", **{"train.epochs": 3}), tmp_path / "run")
+    for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        parts = sum(row[f"time_{k}"] for k in ("data", "selection", "step", "eval", "checkpoint"))
+        assert abs(parts - row["epoch_wall_s"]) <= 0.05 * row["epoch_wall_s"], row
+
+
+def test_records_have_the_documented_fields(tmp_path: Path) -> None:
+    summary = fit(tiny(tmp_path, "saln"), tmp_path / "run")
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["method"] == "saln"
+    env = json.loads((run / "env.json").read_text())
+    assert {"torch", "device", "git_sha", "python"} <= set(env)
+    split = json.loads((run / "split.json").read_text())
+    assert {"train", "val", "reference", "seed"} <= set(split)
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert {
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "time_data",
+        "time_selection",
+        "time_step",
+        "time_eval",
+        "examples",
+        "steps",
+        "train_rows_per_s",
+        "distinct_trained_total",
+        "class_histogram",
+        "gap_median",
+    } <= set(row)
+    assert sum(row["class_histogram"]) == row["examples"]
+    assert {
+        "best_val_acc",
+        "final_val_acc",
+        "test_acc_last",
+        "test_acc_best",
+        "test_loss_best",
+        "one_off",
+        "train_time_s",
+        "total_time_s",
+        "examples_trained",
+        "steps",
+        "share_ever_trained",
+        "class_entropy_trained",
+    } <= set(summary)
+    assert "feature_extraction_s" in summary["one_off"]
+    spectral = json.loads((run / "spectral.json").read_text())
+    assert len(spectral["abs_fiedler_kept"]) > 0
+    example = json.loads((run / "selection_example.json").read_text())
+    assert len(example["kept_positions"]) == 10 and len(example["indices"]) == 50
+
+
+def test_a_different_config_in_the_out_dir_is_refused(tmp_path: Path) -> None:
+    fit(tiny(tmp_path, "uniform"), tmp_path / "run")
+    with pytest.raises(
+        cfg.ConfigError, match=r"different config \(optim.lr: 0.05 -> 0.1\).*--overwrite"
+    ):
+        fit(tiny(tmp_path, "uniform", **{"optim.lr": 0.1}), tmp_path / "run")
+    again = fit(tiny(tmp_path, "uniform"), tmp_path / "run")  # same config: already complete
+    assert again["method"] == "uniform"
+    replaced = fit(tiny(tmp_path, "uniform", **{"optim.lr": 0.1}), tmp_path / "run", overwrite=True)
+    assert replaced["method"] == "uniform"
+
+
+class Poison(Callback):
+    def __init__(self, model_ref: list[torch.nn.Module]) -> None:
+        self.model_ref = model_ref
+
+    def on_train_batch_end(self, epoch: int, step: int, rows: int) -> None:
+        if (epoch, step) == (1, 2):
+            with torch.no_grad():
+                next(self.model_ref[0].parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from saln.train import engine
+
+    holder: list[torch.nn.Module] = []
+    real = engine.build_run
+    monkeypatch.setattr(
+        engine, "build_run", lambda *a, **k: (ctx := real(*a, **k), holder.append(ctx.model))[0]
+    )
+    with pytest.raises(
+        TrainingDiverged, match=r"NaN/inf at epoch 2, step 4; the checkpoint of epoch 1"
+    ):
+        fit(
+            tiny(tmp_path, "standard", **{"train.epochs": 3}),
+            tmp_path / "run",
+            callbacks=[Poison(holder)],
+        )
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert len(state["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_methods_whose_inputs_cannot_be_built_say_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(
+        cfg.ConfigError, match="method 'saln' needs reference features from encoder 'resnet50'"
+    ):
+        fit(tiny(tmp_path, "saln", **{"features.encoder": "resnet50"}), tmp_path / "a")
+    with pytest.raises(
+        cfg.ConfigError, match=r"method 'jest' needs a reference model .*reference_fraction"
+    ):
+        fit(tiny(tmp_path, "jest", **{"data.reference_fraction": 0.0}), tmp_path / "b")
+
+
+def test_a_filter_ratio_that_keeps_no_row_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(
+        cfg.ConfigError, match=r"batch_size=4 with train.filter_ratio=0.8: .*keeps 0"
+    ):
+        fit(tiny(tmp_path, "saln", **{"train.batch_size": 4}), tmp_path / "run")
+
+
+def test_cli_train_end_to_end(tmp_path: Path) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "saln",
+        "train",
+        "--method",
+        "uniform",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "data.image_size=16",
+        "--no-progress",
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "uniform: best val acc" in done.stdout
+    bad = subprocess.run(
+        [*args[:4], "--set", "train.epoch=2"], capture_output=True, text=True, timeout=300
+    )
+    assert (
+        bad.returncode == 2
+        and "did you mean 'epochs'" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
+
+
+def test_custom_loop_example_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "custom_loop.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    accuracy = float(done.stdout.strip().rsplit(" ", 1)[-1])
+    assert accuracy > 0.6  # four balanced classes: chance is 0.25
