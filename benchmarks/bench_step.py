@@ -18,10 +18,10 @@ from statistics import mean
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, machine, write_json  # noqa: E402
-from saln import config as cfg  # noqa: E402
-from saln.report.store import RunStore  # noqa: E402
-from saln.train import METHODS, fit  # noqa: E402
+from benchmarks.common import RESULTS, machine, write_json
+from saln import config as cfg
+from saln.report.store import RunStore
+from saln.train import METHODS, fit
 
 
 def epoch_times(run: Path) -> dict[str, float]:
@@ -34,11 +34,15 @@ def epoch_times(run: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS.names()))
-    parser.add_argument("--set", action="append", default=[], help="config overrides section.key=value")
+    parser.add_argument(
+        "--set", action="append", default=[], help="config overrides section.key=value"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     overrides: dict[str, Any] = dict(cfg.parse_override(s) for s in args.set)
@@ -52,17 +56,29 @@ def main() -> None:
             rows[method] = {
                 **times,
                 "selection_share_of_step": times["selection"] / times["step"],
-                "one_off": summary["one_off"], "kept_batch": summary["kept_batch"],
-                "loaded_batch": summary["loaded_batch"], "device": summary["device"],
+                "one_off": summary["one_off"],
+                "kept_batch": summary["kept_batch"],
+                "loaded_batch": summary["loaded_batch"],
+                "device": summary["device"],
             }
     base = rows.get("standard", {}).get("train")
     for method, row in rows.items():
         row["epoch_time_vs_standard"] = row["train"] / base if base else None
-        print(f"{method:17s} epoch {row['train']:.3f} s | vs standard {row['epoch_time_vs_standard'] or float('nan'):.2f}"
-              f" | selection/step {row['selection_share_of_step']:.2f}", flush=True)
+        print(
+            f"{method:17s} epoch {row['train']:.3f} s"
+            f" | vs standard {row['epoch_time_vs_standard'] or float('nan'):.2f}"
+            f" | selection/step {row['selection_share_of_step']:.2f}",
+            flush=True,
+        )
     device = next(iter(rows.values()))["device"].split(":")[0]
-    payload = {"benchmark": "step", "machine": machine(), "config": args.config, "overrides": args.set,
-               "epochs": args.epochs, "methods": rows}
+    payload = {
+        "benchmark": "step",
+        "machine": machine(),
+        "config": args.config,
+        "overrides": args.set,
+        "epochs": args.epochs,
+        "methods": rows,
+    }
     out = write_json(payload, args.out or RESULTS / f"step_{device}.json")
     print(f"wrote {out}")
 

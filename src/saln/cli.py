@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from saln.config import Config, load, parse_override
 
@@ -139,7 +140,100 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS = [add_features_parser, add_train_parser]
+DEMO_CONFIG = "configs/demo.yaml"
+
+
+def default_config() -> str:
+    """configs/demo.yaml from the working directory, else from the source checkout."""
+    from pathlib import Path
+
+    for candidate in (Path(DEMO_CONFIG), Path(__file__).resolve().parents[2] / DEMO_CONFIG):
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"{DEMO_CONFIG} not found here; pass --config FILE")
+
+
+def csv_list(kind: type) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}"
+            ) from None
+
+    return parse
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    from saln.report.compare import DEFAULT_METHODS
+
+    p = sub.add_parser(
+        "compare", help="train every method x seed and write the report (the main job)"
+    )
+    add_config_arguments(p)
+    p.add_argument(
+        "--methods",
+        type=csv_list(str),
+        default=list(DEFAULT_METHODS),
+        help=f"comma-separated (default {','.join(DEFAULT_METHODS)})",
+    )
+    p.add_argument(
+        "--seeds", type=csv_list(int), default=[0], help="comma-separated seeds (default 0)"
+    )
+    p.add_argument(
+        "--out", default="runs/compare", help="comparison directory (runs/ and the report)"
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="target val accuracy (default: standard's best minus 0.01)",
+    )
+    p.add_argument("--nproc", type=int, default=1, help="processes per run, launched with torchrun")
+    p.set_defaults(handler=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from saln.report.compare import print_table, run_comparison
+
+    if args.config is None:
+        args.config = default_config()
+    config = config_from_args(args)
+    overrides = config.to_dict()
+    flat = {f"{s}.{k}": v for s, values in overrides.items() for k, v in values.items()}
+    report = run_comparison(None, args.methods, args.seeds, args.out, flat, args.target, args.nproc)
+    print_table(report)
+    print(f"report: {report['report']} (also report.html, summary.csv, summary.json)")
+    return 0
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="rebuild a report from stored runs (no training)")
+    p.add_argument(
+        "runs", nargs="+", help="run directories, or comparison directories holding runs/"
+    )
+    p.add_argument(
+        "--out", default=None, help="where to write the report (default: the first path)"
+    )
+    p.add_argument("--target", type=float, default=None, help="target val accuracy")
+    p.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from saln.report.compare import build_report, print_table
+
+    report = build_report([Path(p) for p in args.runs], args.out or args.runs[0], args.target)
+    print_table(report)
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"report: {report['report']}")
+    return 0
+
+
+PARSERS = [add_features_parser, add_train_parser, add_compare_parser, add_report_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,11 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:
-        build_parser().print_help()
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv or ["compare"])  # no arguments: the main job
+    handler: Handler = args.handler
     try:
         return handler(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:

@@ -1,0 +1,257 @@
+"""Pure aggregation of stored runs into the comparison's numbers.
+
+Means and sample standard deviations over seeds; speed-ups as per-seed ratios of training time
+(same seed, same split, same initial learner), averaged; time and examples to a target val
+accuracy; a verdict against the uniform control judged from the seeds' spread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean, stdev
+from typing import Any
+
+import yaml
+
+from saln.report.store import RunStore
+
+# Settings that must agree for runs to be comparable: same data, same split.
+SPLIT_KEYS = (
+    ("data", "dataset"),
+    ("data", "split_seed"),
+    ("data", "val_fraction"),
+    ("data", "reference_fraction"),
+    ("data", "image_size"),
+)
+VERDICT_Z = 2.0  # a difference beyond 2 standard errors of the difference counts
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+    @property
+    def method(self) -> str:
+        return str(self.summary["method"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.summary["seed"])
+
+
+@dataclass
+class RunSet:
+    runs: list[Run]
+    incomplete: list[Path] = field(default_factory=list)
+
+    def methods(self) -> list[str]:
+        order = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest"]
+        found = {r.method for r in self.runs}
+        return [m for m in order if m in found] + sorted(found - set(order))
+
+    def of(self, method: str) -> list[Run]:
+        return sorted((r for r in self.runs if r.method == method), key=lambda r: r.seed)
+
+
+def expand_run_dirs(paths: list[Path]) -> list[Path]:
+    """A run dir, a comparison dir (with runs/), or a folder of run dirs."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if (path / "config.yaml").exists():
+            found.append(path)
+        elif (path / "runs").is_dir():
+            found.extend(sorted(p for p in (path / "runs").iterdir() if p.is_dir()))
+        elif path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.is_dir()))
+        else:
+            raise ValueError(f"{path} is not a run directory or a folder of runs")
+    return found
+
+
+def load_runs(paths: list[Path]) -> RunSet:
+    """Complete runs, plus the incomplete ones named; refuses runs of different data or splits."""
+    runs, incomplete = [], []
+    for path in expand_run_dirs(paths):
+        store = RunStore(path)
+        summary = store.summary()
+        if not store.exists() or summary is None:
+            incomplete.append(path)
+            continue
+        config = yaml.safe_load(store.file("config.yaml").read_text())
+        runs.append(Run(path, config, summary, store.metrics()))
+    if not runs:
+        raise ValueError(
+            f"no complete runs among {', '.join(map(str, paths))}"
+            + (f" (incomplete: {', '.join(map(str, incomplete))})" if incomplete else "")
+        )
+    check_comparable(runs)
+    return RunSet(runs, incomplete)
+
+
+def split_digest(run: Run) -> str:
+    path = run.path / "split.json"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else "missing"
+
+
+def check_comparable(runs: list[Run]) -> None:
+    first = runs[0]
+    for run in runs[1:]:
+        diffs = [
+            f"{s}.{k}: {first.config[s][k]!r} vs {run.config[s][k]!r}"
+            for s, k in SPLIT_KEYS
+            if first.config[s][k] != run.config[s][k]
+        ]
+        if split_digest(run) != split_digest(first):
+            diffs.append("split.json differs")
+        if diffs:
+            raise ValueError(
+                f"runs {first.path} and {run.path} are not comparable ({'; '.join(diffs)}); "
+                "report runs of one dataset and split at a time"
+            )
+
+
+@dataclass(frozen=True)
+class Stat:
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return mean(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return stdev(self.values) if len(self.values) > 1 else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "std": None if math.isnan(self.std) else self.std,
+            "n": len(self.values),
+        }
+
+
+def stat(runs: list[Run], key: str) -> Stat:
+    return Stat(tuple(float(_lookup(r.summary, key)) for r in runs))
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def one_off_seconds(run: Run) -> float:
+    return float(sum(run.summary.get("one_off", {}).values()))
+
+
+def speedup(runs: list[Run], baseline: list[Run]) -> Stat:
+    """Per seed: baseline training time / this method's, for the seeds both have."""
+    base = {r.seed: r.summary["train_time_s"] for r in baseline}
+    return Stat(tuple(base[r.seed] / r.summary["train_time_s"] for r in runs if r.seed in base))
+
+
+def to_target(run: Run, target: float) -> tuple[float, int] | None:
+    """(seconds, examples) until val accuracy first reaches ``target``: cumulative training time
+    (data + selection + step) plus the run's one-off costs; None if never reached."""
+    seconds, examples = one_off_seconds(run), 0
+    for row in run.metrics:
+        seconds += row["time_data"] + row["time_selection"] + row["time_step"]
+        examples += row["examples"]
+        if row["val_acc"] >= target:
+            return seconds, examples
+    return None
+
+
+def target_stats(runs: list[Run], target: float) -> dict[str, Any]:
+    reached = [to_target(r, target) for r in runs]
+    hits = [x for x in reached if x is not None]
+    if len(hits) < len(runs):
+        return {"reached": f"{len(hits)}/{len(runs)}", "seconds": None, "examples": None}
+    return {
+        "reached": f"{len(hits)}/{len(runs)}",
+        "seconds": Stat(tuple(h[0] for h in hits)).to_json(),
+        "examples": Stat(tuple(float(h[1]) for h in hits)).to_json(),
+    }
+
+
+def verdict(runs: list[Run], control: list[Run], key: str = "test_acc_best") -> str:
+    if not control:
+        return "no uniform control"
+    a, b = stat(runs, key), stat(control, key)
+    if len(a.values) < 2 or len(b.values) < 2:
+        return "no verdict (needs >= 2 seeds)"
+    spread = math.sqrt(a.std**2 / len(a.values) + b.std**2 / len(b.values))
+    diff = a.mean - b.mean
+    if spread == 0:
+        return "indistinguishable" if diff == 0 else ("better" if diff > 0 else "worse")
+    if diff > VERDICT_Z * spread:
+        return "better"
+    if diff < -VERDICT_Z * spread:
+        return "worse"
+    return "indistinguishable"
+
+
+METRICS = {  # summary key -> column label
+    "final_train_acc": "train acc (trained rows)",
+    "final_val_acc": "val acc",
+    "best_val_acc": "best val acc",
+    "final_train_loss": "train loss (trained rows)",
+    "final_val_loss": "val loss",
+    "test_acc_last": "test acc (last)",
+    "test_acc_best": "test acc (best val)",
+    "train_time_s": "training time s",
+    "total_time_s": "total time s (incl. one-off)",
+    "examples_trained": "examples trained",
+    "steps": "steps",
+    "selection_share_of_step": "selection / step",
+    "share_ever_trained": "share of train set ever trained",
+    "max_epochs_kept": "max epochs a sample was kept",
+    "top1pct_mean_epochs_kept": "epochs kept, top 1% of samples",
+    "class_entropy_trained": "class entropy trained (nats)",
+    "class_entropy_split": "class entropy of split (nats)",
+}
+
+
+def default_target(runs: RunSet, offset: float = 0.01) -> float:
+    base = runs.of("standard") or runs.runs
+    return stat(base, "best_val_acc").mean - offset
+
+
+def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
+    target = default_target(runs) if target is None else target
+    control, standard = runs.of("uniform"), runs.of("standard")
+    table: dict[str, Any] = {}
+    for method in runs.methods():
+        group = runs.of(method)
+        row: dict[str, Any] = {key: stat(group, key).to_json() for key in METRICS}
+        row["seeds"] = [r.seed for r in group]
+        row["one_off_s"] = Stat(tuple(one_off_seconds(r) for r in group)).to_json()
+        for part in ("feature_extraction_s", "reference_training_s", "reference_scoring_s"):
+            values = tuple(r.summary.get("one_off", {}).get(part, 0.0) for r in group)
+            row[part] = Stat(values).to_json()
+        row["speedup_vs_standard"] = speedup(group, standard).to_json() if standard else None
+        row["speedup_vs_uniform"] = speedup(group, control).to_json() if control else None
+        row["to_target"] = target_stats(group, target)
+        row["verdict_vs_uniform"] = "control" if method == "uniform" else verdict(group, control)
+        row["filter_ratio"] = group[0].summary.get("filter_ratio")
+        row["convention"] = group[0].summary.get("convention")
+        table[method] = row
+    return {
+        "target_val_acc": target,
+        "methods": table,
+        "incomplete": [str(p) for p in runs.incomplete],
+        "runs": [str(r.path) for r in runs.runs],
+        "dataset": runs.runs[0].config["data"]["dataset"],
+    }
+
+
+def dump(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, indent=2, default=lambda v: None)

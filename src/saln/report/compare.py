@@ -1,0 +1,132 @@
+"""``saln compare`` and ``saln report``: run every method x seed, then write the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from saln import config as cfg
+from saln.io import check_writable, write_json_atomic, write_text_atomic
+from saln.report import aggregate, plots, render, visualize
+from saln.report.aggregate import RunSet
+
+DEFAULT_METHODS = ("standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest")
+GRID_METHODS = ("saln", "uniform", "loss", "rho_loss")
+
+
+def run_dir(out: Path, method: str, seed: int) -> Path:
+    return out / "runs" / f"{method}-seed{seed}"
+
+
+def run_comparison(
+    config_path: str | Path | None,
+    methods: list[str],
+    seeds: list[int],
+    out: str | Path,
+    overrides: dict[str, Any] | None = None,
+    target: float | None = None,
+    nproc: int = 1,
+) -> dict[str, Any]:
+    """Train every method x seed with the same split and settings (complete runs are skipped,
+    unfinished ones resumed), then build the report."""
+    from saln.train import METHODS
+
+    for method in methods:
+        METHODS.get(method)  # an unknown name fails here, listing the valid ones
+    out = check_writable(Path(out), "out dir")
+    base = cfg.load(config_path, overrides)
+    for seed in seeds:
+        for method in methods:
+            config = cfg.from_dict({"train": {"method": method, "seed": seed}}, base)
+            train_one(config, run_dir(out, method, seed), nproc)
+    return build_report([run_dir(out, m, s) for s in seeds for m in methods], out, target)
+
+
+def train_one(config: cfg.Config, path: Path, nproc: int) -> None:
+    from saln.report.store import RunStore
+    from saln.train import fit
+
+    store = RunStore(path)
+    if store.is_complete():
+        print(f"skip {path.name}: complete")
+        return
+    if nproc > 1:
+        from saln.train.distributed import launch_torchrun
+
+        launch_torchrun(config, path, nproc)
+        return
+    print(f"train {path.name}")
+    fit(config, path, resume=store.exists())
+
+
+def build_report(paths: list[Path], out: str | Path, target: float | None = None) -> dict[str, Any]:
+    out = check_writable(Path(out), "out dir")
+    runs = aggregate.load_runs(paths)
+    report = aggregate.aggregate(runs, target)
+    images, notes = draw(runs, out, report["target_val_acc"])
+    if runs.incomplete:
+        notes.append("incomplete runs left out: " + ", ".join(str(p) for p in runs.incomplete))
+    report["notes"] = notes
+    write_json_atomic(out / "summary.json", json.loads(aggregate.dump(report)))
+    write_text_atomic(out / "summary.csv", render.csv_text(report))
+    write_text_atomic(out / "report.md", render.markdown(report, images, notes))
+    write_text_atomic(out / "report.html", render.page(report, images, notes))
+    report["report"] = str(out / "report.md")
+    return report
+
+
+def draw(runs: RunSet, out: Path, target: float) -> tuple[dict[str, Path], list[str]]:
+    images = {
+        "Curves per method": plots.curves(runs, out / "curves.png"),
+        "Validation accuracy against time and examples": plots.accuracy_vs_cost(
+            runs, out / "accuracy_vs_cost.png", target
+        ),
+    }
+    notes: list[str] = []
+    first_seed = min(r.seed for r in runs.runs)
+    examples = {}
+    for method in GRID_METHODS:
+        for run in runs.of(method):
+            example = run.path / "selection_example.json"
+            if run.seed == first_seed and example.exists():
+                examples[method] = (run, json.loads(example.read_text()))
+    if examples:
+        try:
+            images["The selection of one batch"] = visualize.selection_grid(
+                examples, out / "selection_grid.png"
+            )
+        except (ValueError, OSError) as err:
+            notes.append(f"selection grid skipped: the images could not be loaded ({err})")
+    finals = {
+        m: r for m in runs.methods() for r in runs.of(m)[:1] if (r.path / "best_model.pt").exists()
+    }
+    if finals:
+        images["Final fully connected layer"] = visualize.weights_figure(
+            finals, out / "fc_weights.png"
+        )
+    spectral = [r for r in runs.of("saln") if (r.path / "spectral.json").exists()]
+    if spectral:
+        records = [json.loads((r.path / "spectral.json").read_text()) for r in spectral]
+        joined = {
+            k: [v for x in records for v in x[k]]
+            for k in ("gaps", "abs_fiedler_kept", "abs_fiedler_dropped")
+        }
+        images["SALN spectral diagnostics"] = plots.spectral(
+            joined["gaps"],
+            joined["abs_fiedler_kept"],
+            joined["abs_fiedler_dropped"],
+            out / "spectral.png",
+        )
+    return images, notes
+
+
+def print_table(report: dict[str, Any]) -> None:
+    _, columns = render.TABLES[0]
+    header = ["method"] + [c for c, _ in columns] + ["verdict vs uniform"]
+    body = [
+        [*r, report["methods"][r[0]]["verdict_vs_uniform"]] for r in render.rows(report, columns)
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+    for line in [header, *body]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))

@@ -1,0 +1,110 @@
+"""Training curves and comparison plots (matplotlib, PNG)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from saln.report.aggregate import Run, RunSet, one_off_seconds
+
+METHOD_ORDER = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest"]
+COLOURS = {method: f"C{i}" for i, method in enumerate(METHOD_ORDER)}
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write the PNG atomically (render to memory, then one atomic write)."""
+    from saln.io import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def _series(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    length = min(len(r.metrics) for r in runs)
+    values = np.array([[row[key] for row in r.metrics[:length]] for r in runs], dtype=float)
+    return np.arange(1, length + 1), values.mean(0), values.std(0)
+
+
+def curves(runs: RunSet, path: Path) -> Path:
+    """Accuracy and loss per epoch, train (rows trained) and val, one column per method."""
+    methods = runs.methods()
+    fig, axes = plt.subplots(
+        2, len(methods), figsize=(3.2 * len(methods), 5.6), squeeze=False, sharey="row"
+    )
+    for col, method in enumerate(methods):
+        group = runs.of(method)
+        for row, metric in enumerate(("acc", "loss")):
+            ax = axes[row][col]
+            for split, style in (("train", "--"), ("val", "-")):
+                x, mean, std = _series(group, f"{split}_{metric}")
+                ax.plot(x, mean, style, color=COLOURS.get(method), label=split)
+                ax.fill_between(x, mean - std, mean + std, color=COLOURS.get(method), alpha=0.15)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        axes[0][col].set_title(method)
+    axes[0][0].set_ylabel("accuracy")
+    axes[1][0].set_ylabel("loss")
+    axes[0][0].legend()
+    fig.suptitle("Train (on the rows trained) and validation curves; band = std over seeds")
+    return save(fig, path)
+
+
+def accuracy_vs_cost(runs: RunSet, path: Path, target: float) -> Path:
+    """Val accuracy against training time (with one-off costs) and against examples trained."""
+    fig, (by_time, by_examples) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method in runs.methods():
+        for i, run in enumerate(runs.of(method)):
+            seconds = one_off_seconds(run) + np.cumsum(
+                [m["time_data"] + m["time_selection"] + m["time_step"] for m in run.metrics]
+            )
+            examples = np.cumsum([m["examples"] for m in run.metrics])
+            acc = [m["val_acc"] for m in run.metrics]
+            label = method if i == 0 else None
+            by_time.plot(
+                seconds, acc, "-o", ms=3, color=COLOURS.get(method), label=label, alpha=0.85
+            )
+            by_examples.plot(
+                examples, acc, "-o", ms=3, color=COLOURS.get(method), label=label, alpha=0.85
+            )
+    for ax, xlabel in (
+        (by_time, "training time incl. one-off costs (s)"),
+        (by_examples, "examples trained"),
+    ):
+        ax.axhline(target, color="grey", ls=":", lw=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("val accuracy")
+        ax.grid(alpha=0.3)
+    by_time.legend(fontsize=8)
+    fig.suptitle(f"Validation accuracy against cost (dotted: target {target:.3f})")
+    return save(fig, path)
+
+
+def spectral(gaps: list[float], kept: list[float], dropped: list[float], path: Path) -> Path:
+    """SALN diagnostics: relative gap (l3 - l2) / l2 per batch; |Fiedler| of kept vs dropped."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    positive = np.clip(np.asarray(gaps), 1e-6, None)
+    left.hist(
+        positive, bins=np.logspace(-6, max(0.0, np.log10(positive.max()) + 0.1), 40), color="C3"
+    )
+    left.set_xscale("log")
+    left.axvline(1e-3, color="k", ls=":", lw=1)
+    left.set_xlabel("relative spectral gap (l3 - l2) / l2")
+    left.set_ylabel("batches")
+    left.set_title(f"{np.mean(np.asarray(gaps) < 1e-3):.0%} of batches below 1e-3 (non-unique)")
+    bins = np.linspace(0, max(max(kept, default=1), max(dropped, default=1)), 40)
+    right.hist(dropped, bins=bins, alpha=0.6, label="dropped", color="grey", density=True)
+    right.hist(kept, bins=bins, alpha=0.6, label="kept", color="C2", density=True)
+    right.set_xlabel("|Fiedler entry| x sqrt(n)")
+    right.set_ylabel("density")
+    right.legend()
+    fig.suptitle("SALN spectral diagnostics (final epoch)")
+    return save(fig, path)

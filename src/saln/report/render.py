@@ -1,0 +1,209 @@
+"""Report rendering: markdown, a self-contained HTML page (plots embedded), CSV."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Cell = Callable[[dict[str, Any]], str]
+
+
+def pm(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    """'mean ± std', or just the mean where there is no spread (one seed)."""
+    if (
+        not stat
+        or stat.get("mean") is None
+        or (isinstance(stat["mean"], float) and math.isnan(stat["mean"]))
+    ):
+        return "n/a"
+    mean = stat["mean"] * scale
+    if stat.get("std") is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
+
+
+def target_cell(row: dict[str, Any], field: str, digits: int) -> str:
+    info = row["to_target"]
+    if info[field] is None:
+        return f"not reached ({info['reached']} seeds)"
+    return pm(info[field], digits=digits)
+
+
+# (title, [(column, cell)]) -- one definition drives markdown, HTML and CSV alike.
+TABLES: list[tuple[str, list[tuple[str, Cell]]]] = [
+    (
+        "Accuracy, loss and time (the paper's tables; accuracy in %)",
+        [
+            ("train acc", lambda r: pm(r["final_train_acc"], 100)),
+            ("val acc", lambda r: pm(r["final_val_acc"], 100)),
+            ("train loss", lambda r: pm(r["final_train_loss"], digits=3)),
+            ("val loss", lambda r: pm(r["final_val_loss"], digits=3)),
+            ("test acc (last)", lambda r: pm(r["test_acc_last"], 100)),
+            ("test acc (best val)", lambda r: pm(r["test_acc_best"], 100)),
+            ("training time s", lambda r: pm(r["train_time_s"], digits=1)),
+        ],
+    ),
+    (
+        "Cost and speed-up",
+        [
+            (
+                "speed-up vs standard",
+                lambda r: pm(r["speedup_vs_standard"]) if r["speedup_vs_standard"] else "n/a",
+            ),
+            (
+                "speed-up vs uniform",
+                lambda r: pm(r["speedup_vs_uniform"]) if r["speedup_vs_uniform"] else "n/a",
+            ),
+            ("examples trained", lambda r: pm(r["examples_trained"], digits=0)),
+            ("steps", lambda r: pm(r["steps"], digits=0)),
+            ("feature extraction s", lambda r: pm(r["feature_extraction_s"], digits=1)),
+            ("reference model s", lambda r: pm(r["reference_training_s"], digits=1)),
+            ("selection / step", lambda r: pm(r["selection_share_of_step"])),
+            ("total time s", lambda r: pm(r["total_time_s"], digits=1)),
+        ],
+    ),
+    (
+        "Time to the target val accuracy (training time + one-off costs)",
+        [
+            ("seconds", lambda r: target_cell(r, "seconds", 1)),
+            ("examples", lambda r: target_cell(r, "examples", 0)),
+        ],
+    ),
+    (
+        "Against the uniform control at the same filter ratio (test acc of the best-val model)",
+        [
+            ("filter ratio", lambda r: f"{r['filter_ratio']}"),
+            ("verdict", lambda r: r["verdict_vs_uniform"]),
+        ],
+    ),
+    (
+        "Selection diagnostics",
+        [
+            (
+                "share of train set ever trained",
+                lambda r: pm(r["share_ever_trained"], 100, 1) + "%",
+            ),
+            ("max epochs one sample was kept", lambda r: pm(r["max_epochs_kept"], digits=0)),
+            (
+                "epochs kept, top 1% of samples",
+                lambda r: pm(r["top1pct_mean_epochs_kept"], digits=1),
+            ),
+            (
+                "class entropy trained / split (nats)",
+                lambda r: (
+                    f"{pm(r['class_entropy_trained'], digits=3)} / "
+                    f"{r['class_entropy_split']['mean']:.3f}"
+                ),
+            ),
+        ],
+    ),
+]
+
+
+def rows(report: dict[str, Any], columns: list[tuple[str, Cell]]) -> list[list[str]]:
+    return [
+        [method] + [cell(row) for _, cell in columns] for method, row in report["methods"].items()
+    ]
+
+
+def preamble(report: dict[str, Any]) -> str:
+    seeds = sorted({s for row in report["methods"].values() for s in row["seeds"]})
+    spread = (
+        "Mean ± sample std over seeds " + ", ".join(map(str, seeds)) + "."
+        if len(seeds) > 1
+        else f"One seed ({seeds[0]}): no spread, so no verdicts; use --seeds 0,1,2."
+    )
+    return (
+        f"Target val accuracy: {report['target_val_acc'] * 100:.2f}% (standard's best val accuracy "
+        f"minus one point unless set). {spread} Times are training time (data wait + selection + "
+        "step) in seconds; one-off costs (feature extraction, reference model) are listed apart "
+        "and included in total time and time-to-target."
+    )
+
+
+def markdown(report: dict[str, Any], images: dict[str, Path], notes: list[str]) -> str:
+    out = [f"# saln comparison: {report['dataset']}", "", preamble(report), ""]
+    for title, columns in TABLES:
+        out += [
+            f"## {title}",
+            "",
+            "| method | " + " | ".join(c for c, _ in columns) + " |",
+            "|---" * (len(columns) + 1) + "|",
+        ]
+        out += ["| " + " | ".join(r) + " |" for r in rows(report, columns)]
+        out.append("")
+    for title, path in images.items():
+        out += [f"## {title}", "", f"![{title}]({path.name})", ""]
+    out += [f"- {note}" for note in notes]
+    return "\n".join(out) + "\n"
+
+
+def page(report: dict[str, Any], images: dict[str, Path], notes: list[str]) -> str:
+    parts = [
+        f"<h1>saln comparison: {html.escape(report['dataset'])}</h1>",
+        f"<p>{html.escape(preamble(report))}</p>",
+    ]
+    for title, columns in TABLES:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method"] + [c for c, _ in columns])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
+            for r in rows(report, columns)
+        )
+        parts.append(
+            f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
+    for title, path in images.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(
+            f"<h2>{html.escape(title)}</h2>"
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+        )
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}"
+        "table{border-collapse:collapse;margin-bottom:1em}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>saln report</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def csv_text(report: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    keys = [
+        k
+        for k, v in next(iter(report["methods"].values())).items()
+        if isinstance(v, dict) and "mean" in v
+    ]
+    writer.writerow(
+        [
+            "method",
+            "seeds",
+            *[f"{k}_{s}" for k in keys for s in ("mean", "std")],
+            "verdict_vs_uniform",
+            "to_target_reached",
+        ]
+    )
+    for method, row in report["methods"].items():
+        values = [v for k in keys for v in (row[k]["mean"], row[k]["std"])]
+        writer.writerow(
+            [
+                method,
+                " ".join(map(str, row["seeds"])),
+                *values,
+                row["verdict_vs_uniform"],
+                row["to_target"]["reached"],
+            ]
+        )
+    return buffer.getvalue()

@@ -1,0 +1,302 @@
+"""Reports from stored runs: hand-checked numbers, refusals, compare end to end, a real browser."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from saln import config as cfg
+from saln.report.compare import build_report, run_comparison
+
+# method -> seed -> (train_time_s per epoch, val_acc per epoch, test_acc_best, one-off seconds)
+SYNTHETIC: dict[str, dict[int, tuple[float, list[float], float, float]]] = {
+    "standard": {
+        0: (10.0, [0.50, 0.80, 0.90], 0.88, 0.0),
+        1: (12.0, [0.55, 0.85, 0.92], 0.90, 0.0),
+    },
+    "uniform": {0: (2.0, [0.40, 0.70, 0.80], 0.78, 0.0), 1: (3.0, [0.45, 0.72, 0.82], 0.80, 0.0)},
+    "saln": {0: (2.5, [0.30, 0.60, 0.85], 0.70, 4.0), 1: (2.0, [0.35, 0.65, 0.86], 0.71, 4.0)},
+}
+
+
+def write_run(root: Path, method: str, seed: int, split: dict[str, Any]) -> Path:
+    per_epoch, val, test_best, one_off = SYNTHETIC[method][seed]
+    run = root / "runs" / f"{method}-seed{seed}"
+    run.mkdir(parents=True)
+    config = cfg.load(None, {"train.method": method, "train.seed": seed, "train.epochs": 3})
+    (run / "config.yaml").write_text(config.to_yaml())
+    (run / "split.json").write_text(json.dumps(split))
+    rows = []
+    for epoch, acc in enumerate(val):
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                "train_acc": acc + 0.05,
+                "val_acc": acc,
+                "train_loss": 1 - acc,
+                "val_loss": 1.1 - acc,
+                "time_data": per_epoch * 0.2,
+                "time_selection": per_epoch * 0.1,
+                "time_step": per_epoch * 0.7,
+                "examples": 100 if method == "standard" else 20,
+                "steps": 10,
+            }
+        )
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {
+        "method": method,
+        "seed": seed,
+        "final_train_acc": val[-1] + 0.05,
+        "final_val_acc": val[-1],
+        "best_val_acc": max(val),
+        "final_train_loss": 1 - val[-1],
+        "final_val_loss": 1.1 - val[-1],
+        "test_acc_last": test_best - 0.01,
+        "test_acc_best": test_best,
+        "train_time_s": 3 * per_epoch,
+        "total_time_s": 3 * per_epoch + one_off,
+        "examples_trained": 3 * rows[0]["examples"],
+        "steps": 30,
+        "selection_share_of_step": 0.1 / 0.7,
+        "share_ever_trained": 1.0 if method == "standard" else 0.5,
+        "max_epochs_kept": 3,
+        "top1pct_mean_epochs_kept": 3.0,
+        "class_entropy_trained": 2.0,
+        "class_entropy_split": 2.3,
+        "one_off": {"feature_extraction_s": one_off} if one_off else {},
+        "filter_ratio": 0.0 if method == "standard" else 0.8,
+        "convention": "paper",
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    torch.save({"fc.weight": torch.randn(10, 8), "fc.bias": torch.zeros(10)}, run / "best_model.pt")
+    if method in ("saln", "uniform"):
+        (run / "selection_example.json").write_text(
+            json.dumps({"indices": list(range(20)), "kept_positions": [1, 5, 7, 9]})
+        )
+    if method == "saln":
+        (run / "spectral.json").write_text(
+            json.dumps(
+                {
+                    "gaps": [0.01, 0.0005, 0.2],
+                    "abs_fiedler_kept": [2.0, 3.0],
+                    "abs_fiedler_dropped": [0.1, 0.2, 0.3],
+                }
+            )
+        )
+    return run
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path) -> Path:
+    split = {
+        "train": list(range(0, 100)),
+        "val": list(range(100, 120)),
+        "reference": [],
+        "seed": 0,
+        "val_fraction": 0.1,
+        "reference_fraction": 0.1,
+    }
+    for method, seeds in SYNTHETIC.items():
+        for seed in seeds:
+            write_run(tmp_path, method, seed, split)
+    return tmp_path
+
+
+def test_numbers_match_a_hand_computation(synthetic: Path) -> None:
+    report = build_report([synthetic], synthetic / "report", target=0.84)
+    m = report["methods"]
+    assert m["standard"]["test_acc_best"]["mean"] == pytest.approx(0.89)
+    assert m["standard"]["test_acc_best"]["std"] == pytest.approx(math.sqrt(2) * 0.01)
+    # speed-up: per seed standard time / method time, then the mean: (10/2 + 12/3) / 2
+    assert m["uniform"]["speedup_vs_standard"]["mean"] == pytest.approx((5 + 4) / 2)
+    assert m["saln"]["speedup_vs_uniform"]["mean"] == pytest.approx((2 / 2.5 + 3 / 2) / 2)
+    # time to 0.84: standard seed 0 at epoch 3 (30 s), seed 1 at epoch 2 (24 s)
+    assert m["standard"]["to_target"]["seconds"]["mean"] == pytest.approx(27.0)
+    assert m["standard"]["to_target"]["examples"]["mean"] == pytest.approx(250.0)
+    # saln reaches 0.85/0.86 at epoch 3: 3 * 2.5 + 4 one-off, and 3 * 2 + 4
+    assert m["saln"]["to_target"]["seconds"]["mean"] == pytest.approx((11.5 + 10.0) / 2)
+    assert m["uniform"]["to_target"] == {"reached": "0/2", "seconds": None, "examples": None}
+    # saln 0.70/0.71 vs uniform 0.78/0.80: the gap dwarfs the spread
+    assert m["saln"]["verdict_vs_uniform"] == "worse"
+    assert m["standard"]["verdict_vs_uniform"] == "better"
+    assert m["uniform"]["verdict_vs_uniform"] == "control"
+
+
+def test_default_target_is_standard_best_minus_one_point(synthetic: Path) -> None:
+    report = build_report([synthetic], synthetic / "report")
+    assert report["target_val_acc"] == pytest.approx((0.90 + 0.92) / 2 - 0.01)
+
+
+def test_report_files_have_every_table_row_and_plot(synthetic: Path) -> None:
+    out = synthetic / "report"
+    build_report([synthetic], out, target=0.84)
+    md = (out / "report.md").read_text()
+    for title in (
+        "Accuracy, loss and time",
+        "Cost and speed-up",
+        "Time to the target",
+        "Against the uniform control",
+        "Selection diagnostics",
+    ):
+        section = md.split(f"## {title}")[1].split("## ")[0]
+        assert all(f"| {m} |" in section for m in SYNTHETIC), title
+    assert "not reached (0/2 seeds)" in md
+    assert "89.00 ± 1.41" in md  # standard's test acc (best val), in %
+    images = [
+        "curves.png",
+        "accuracy_vs_cost.png",
+        "selection_grid.png",
+        "fc_weights.png",
+        "spectral.png",
+    ]
+    for name in images:
+        assert (out / name).stat().st_size > 5000, name
+        assert f"]({name})" in md
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(images)
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("method,seeds,") and len(rows) == 4
+    assert (
+        json.loads((out / "summary.json").read_text())["methods"]["saln"]["verdict_vs_uniform"]
+        == "worse"
+    )
+
+
+def test_runs_of_different_splits_or_datasets_are_refused(synthetic: Path) -> None:
+    run = synthetic / "runs" / "saln-seed1"
+    (run / "split.json").write_text(json.dumps({"train": [1]}))
+    with pytest.raises(ValueError, match=r"not comparable .*split.json differs"):
+        build_report([synthetic], synthetic / "report")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["dataset"] = "cifar10"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match=r"data.dataset: 'digits' vs 'cifar10'"):
+        build_report([synthetic], synthetic / "report")
+
+
+def test_incomplete_runs_are_named_and_left_out(synthetic: Path) -> None:
+    (synthetic / "runs" / "saln-seed1" / "summary.json").unlink()
+    (synthetic / "runs" / "empty").mkdir()
+    report = build_report([synthetic], synthetic / "report")
+    assert report["methods"]["saln"]["seeds"] == [0]
+    assert any("saln-seed1" in n and "empty" in n for n in report["notes"])
+    assert "incomplete runs left out" in (synthetic / "report" / "report.md").read_text()
+
+
+def test_nothing_to_report(tmp_path: Path) -> None:
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no complete runs"):
+        build_report([tmp_path], tmp_path / "out")
+
+
+def test_unwritable_out_dir(synthetic: Path) -> None:
+    blocker = synthetic / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"out dir .* is not writable"):
+        build_report([synthetic], blocker / "report")
+
+
+def test_unknown_method_lists_the_registered_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown method 'spectral'; valid names: jest, loss"):
+        run_comparison(None, ["standard", "spectral"], [0], tmp_path)
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"image_size": 16, "val_fraction": 0.15, "reference_fraction": 0.15},
+                "features": {
+                    "encoder": "pixels",
+                    "image_size": 8,
+                    "cache_dir": str(tmp_path / "cache"),
+                },
+                "optim": {"lr": 0.05},
+                "train": {"epochs": 2, "batch_size": 50, "progress": False},
+                "reference": {"epochs": 1},
+            }
+        )
+    )
+    return path
+
+
+def test_compare_end_to_end_then_resume_reruns_nothing_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from saln.report import compare
+
+    config, out = tiny_config(tmp_path), tmp_path / "cmp"
+    report = run_comparison(config, list(compare.DEFAULT_METHODS), [0], out)
+    assert set(report["methods"]) == set(compare.DEFAULT_METHODS)
+    assert (out / "report.html").exists() and (out / "selection_grid.png").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    trained: list[str] = []
+    import saln.train
+
+    original = saln.train.fit
+    monkeypatch.setattr(
+        saln.train, "fit", lambda c, p, **k: (trained.append(Path(p).name), original(c, p, **k))[1]
+    )
+    run_comparison(config, list(compare.DEFAULT_METHODS), [0], out)
+    assert trained == []
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    (out / "runs" / "jest-seed0" / "summary.json").unlink()  # as if killed before finishing
+    run_comparison(config, list(compare.DEFAULT_METHODS), [0], out)
+    assert trained == ["jest-seed0"]
+
+
+def test_cli_report_rebuilds_without_training(synthetic: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "saln", "report", str(synthetic), "--out", str(synthetic / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "standard" in done.stdout and (synthetic / "r" / "report.md").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Path) -> None:
+    build_report([synthetic], synthetic / "report", target=0.84)
+    page = synthetic / "report" / "report.html"
+    shot = tmp_path / "shot.png"
+    base = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count("<table") == 5 and dom.stdout.count("<img") == 5
+    console_errors = [
+        line for line in dom.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line
+    ]
+    assert not console_errors, console_errors
+    subprocess.run(
+        [*base, f"--screenshot={shot}", "--window-size=1300,2000", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 20_000
