@@ -127,11 +127,15 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from saln.train import fit
+    from saln.train import distributed, fit
 
     config = config_from_args(args)
     out = args.out or f"runs/{config.train.method}-seed{config.train.seed}"
+    info = distributed.compute_init(config.train.device)  # a no-op outside torchrun
     summary = fit(config, out, resume=args.resume, overwrite=args.overwrite)
+    distributed.shutdown()  # only on success: after an error torchrun stops the other ranks
+    if info.rank != 0:
+        return 0
     print(
         f"{summary['method']}: best val acc {summary['best_val_acc']:.4f}, test acc "
         f"{summary['test_acc_best']:.4f} (best-val model) / {summary['test_acc_last']:.4f} (last), "

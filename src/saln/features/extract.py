@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from saln.data.loaders import build_pipeline
 from saln.data.transforms import describe
 from saln.features import cache
 from saln.features.cache import FeatureStore
+from saln.io import check_writable, write_bytes_atomic, write_json_atomic
 from saln.models import Encoder, build_encoder
 
 
@@ -81,13 +83,11 @@ def extract_features(
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
 
-    def chunks() -> Iterator[tuple[int, np.ndarray]]:
-        order = [
-            list(range(i, min(i + batch_size, len(source))))
-            for i in range(0, len(source), batch_size)
-        ]
+    def encode(first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Features of rows [first, last) in order, as (start row, block) pairs."""
+        order = [list(range(i, min(i + batch_size, last))) for i in range(first, last, batch_size)]
         bar = tqdm(
-            total=len(source),
+            total=last - first,
             desc=f"features {enc.name}",
             unit="img",
             unit_scale=True,
@@ -105,9 +105,52 @@ def extract_features(
                 bar.update(len(block))
                 yield int(batch.indices[0]), block
 
-    store = cache.write(Path(cache_dir), key, ident, len(source), chunks)
+    folder = Path(cache_dir)
+    if world_size > 1:
+        store = _sharded(folder, key, ident, len(source), encode, rank, world_size)
+    else:
+        store = cache.write(folder, key, ident, len(source), lambda: encode(0, len(source)))
     seconds = time.perf_counter() - start
     store.meta.update(extraction_seconds=seconds, images_per_second=len(source) / seconds)
-    cache.write_json_atomic(cache.cache_paths(Path(cache_dir), key)[1], store.meta)
+    if rank == 0:
+        write_json_atomic(cache.cache_paths(folder, key)[1], store.meta)
     store.fresh = True
+    return store
+
+
+def _sharded(
+    folder: Path,
+    key: str,
+    ident: dict[str, Any],
+    count: int,
+    encode: Callable[[int, int], Iterator[tuple[int, np.ndarray]]],
+    rank: int,
+    world_size: int,
+) -> FeatureStore:
+    """Each rank encodes a contiguous slice into a part file; rank 0 assembles the cache
+    atomically and removes the parts; the others wait, then memory-map the result. The cache
+    directory must be shared by all ranks (one node, or a shared filesystem)."""
+    from saln.train.distributed import barrier
+
+    check_writable(folder, "cache dir")
+    per = -(-count // world_size)
+    parts = [folder / f".{key}.part{r}-of-{world_size}.npy" for r in range(world_size)]
+    first, last = min(count, rank * per), min(count, (rank + 1) * per)
+    blocks = [block for _, block in encode(first, last)]
+    buffer = io.BytesIO()
+    np.save(buffer, np.concatenate(blocks) if blocks else np.zeros((0, ident["dim"]), np.float16))
+    write_bytes_atomic(parts[rank], buffer.getvalue())
+    barrier()
+    if rank == 0:
+
+        def assembled() -> Iterator[tuple[int, np.ndarray]]:
+            for r, part in enumerate(parts):
+                yield r * per, np.load(part)
+
+        cache.write(folder, key, ident, count, assembled)
+        for part in parts:
+            part.unlink(missing_ok=True)
+    barrier()
+    store = cache.load(folder, key, ident, verify=False)
+    assert store is not None
     return store

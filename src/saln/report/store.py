@@ -83,8 +83,11 @@ def _git_sha() -> str | None:
 
 
 class RunStore:
-    def __init__(self, path: str | Path) -> None:
+    """``writer=False`` (every rank but 0 under torchrun) reads but never writes."""
+
+    def __init__(self, path: str | Path, writer: bool = True) -> None:
         self.path = Path(path)
+        self.writer = writer
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -128,20 +131,26 @@ class RunStore:
             self.file(name).unlink(missing_ok=True)
 
     def write_json(self, name: str, payload: Any) -> None:
-        write_json_atomic(self.file(name), payload)
+        if self.writer:
+            write_json_atomic(self.file(name), payload)
 
     def read_json(self, name: str) -> Any:
         path = self.file(name)
         return json.loads(path.read_text()) if path.exists() else None
 
     def append_metrics(self, row: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         with open(self.file("metrics.jsonl"), "a") as handle:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
     def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
-        write_text_atomic(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+        if self.writer:
+            write_text_atomic(
+                self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows)
+            )
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.file("metrics.jsonl")

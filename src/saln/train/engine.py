@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from saln.config import Config
+from saln.config import Config, ConfigError
 from saln.io import write_bytes_atomic
 from saln.report.store import RunStore, environment
 from saln.sampling import epoch_seed
 from saln.selection import BatchView
-from saln.train import checkpoint, diagnostics
+from saln.train import checkpoint, diagnostics, distributed
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
 from saln.train.setup import RunContext, build_run, eval_batches
 from saln.train.step import evaluate_batches, score_losses, train_step
@@ -34,15 +34,18 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     callbacks: list[Callback] | None = None,
-    rank: int = 0,
-    world_size: int = 1,
 ) -> dict[str, Any]:
-    """Train one method as configured, recording everything under ``out``; returns the summary."""
-    store = RunStore(out)
-    state = store.prepare(config, resume=resume, overwrite=overwrite)
+    """Train one method as configured, recording everything under ``out``; returns the summary.
+
+    Under torchrun (a process group is initialised) every rank calls this; rank 0 alone writes.
+    """
+    distributed.check_same_config(config)
+    rank = distributed.rank()
+    store = RunStore(out, writer=rank == 0)
+    state = distributed.on_rank0(lambda: store.prepare(config, resume=resume, overwrite=overwrite))
     if state == "complete":
         return store.summary() or {}
-    ctx = build_run(config, rank, world_size)
+    ctx = build_run(config, rank, torch.distributed.get_world_size() if distributed.active() else 1)
     store.write_json("env.json", environment(ctx.device))
     ctx.split.save(store.file("split.json"))
     hooks = _default_callbacks(ctx, store) + list(callbacks or [])
@@ -67,11 +70,15 @@ def fit(
             with timer.phase("checkpoint", host=True):
                 if row["val_acc"] > best[0]:
                     best = (row["val_acc"], epoch)
-                    checkpoint.save_best(store.path, checkpoint.cpu_state(ctx.model))
-                checkpoint.save(
-                    store.path,
-                    _checkpoint_state(ctx, tracker, [*history, row], best, trained_classes),
-                )
+                    if store.writer:
+                        checkpoint.save_best(
+                            store.path, checkpoint.cpu_state(distributed.unwrap(ctx.model))
+                        )
+                if store.writer:
+                    checkpoint.save(
+                        store.path,
+                        _checkpoint_state(ctx, tracker, [*history, row], best, trained_classes),
+                    )
             row.update(
                 {f"time_{k}": v for k, v in timer.totals().items()},
                 epoch_wall_s=time.perf_counter() - started,
@@ -110,28 +117,27 @@ def run_epoch(
         with timer.phase("data", host=True):
             images, labels, indices = next(batches)
         loaded = len(ctx.sampler.last_super_batches[step])  # before any selection
+        scale, counted = 1.0, True
         if ctx.model_aware:
             with timer.phase("selection"):
-                positions = select_rows(
-                    ctx,
-                    images,
-                    labels,
-                    indices,
-                    gen,
-                    epoch,
-                    step,
-                    store if last_epoch and step == 0 else None,
+                example_to = store if last_epoch and step == 0 else None
+                positions, scale = select_rows(
+                    ctx, images, labels, indices, gen, epoch, step, example_to
                 )
+            if len(positions) == 0:  # global mode gave this rank no rows: a zero-weight step
+                positions, scale, counted = positions.new_zeros(1), 0.0, False
             images, labels, indices = images[positions], labels[positions], indices[positions.cpu()]
         with timer.phase("step"):
             loss_sum, correct = train_step(
-                ctx.model, ctx.optimizer, images, labels, ctx.config.train.amp
+                ctx.model, ctx.optimizer, images, labels, ctx.config.train.amp, scale
             )
-            acc.add(loss_sum, correct, len(indices), step)
-            tracker.record(indices)
+            if counted:
+                acc.add(loss_sum, correct, len(indices), step)
+                tracker.record(indices)
+        trained = len(indices) if counted else 0
         for hook in hooks:
-            hook.on_batch_selected(epoch, step, loaded, len(indices))
-            hook.on_train_batch_end(epoch, step, len(indices))
+            hook.on_batch_selected(epoch, step, loaded, trained)
+            hook.on_train_batch_end(epoch, step, trained)
         if (step + 1) % check_every == 0:
             _raise_if_diverged(acc, epoch, store)
     _raise_if_diverged(acc, epoch, store)
@@ -144,8 +150,8 @@ def run_epoch(
         if record:
             store.write_json("spectral.json", record)
     with timer.phase("eval"):
-        val_loss, val_acc, _ = evaluate(ctx, ctx.split.val)
-    train_loss, train_acc = acc.means()
+        val_loss, val_acc = evaluate(ctx, ctx.split.val)
+    train_loss, train_acc, rows = acc.totals()
     times = timer.totals()
     trained_time = times.get("data", 0) + times.get("selection", 0) + times.get("step", 0)
     row = {
@@ -154,10 +160,10 @@ def run_epoch(
         "train_acc": train_acc,
         "val_loss": val_loss,
         "val_acc": val_acc,
-        "examples": acc.rows,
+        "examples": rows,
         "steps": acc.steps,
         "lr": ctx.optimizer.param_groups[0]["lr"],
-        "train_rows_per_s": acc.rows / max(trained_time, 1e-9),
+        "train_rows_per_s": rows / max(trained_time, 1e-9),
         **tracker.end_epoch(),
         **diagnostics.spectral_epoch_stats(ctx.sampler),
     }
@@ -175,34 +181,47 @@ def select_rows(
     epoch: int,
     step: int,
     record: RunStore | None,
-) -> torch.Tensor:
-    """Model-aware selection: score the loaded rows without grad, keep the selector's choice."""
+) -> tuple[torch.Tensor, float]:
+    """Model-aware selection: score the loaded rows without grad, keep the selector's choice.
+    Returns (positions, loss scale); ``global`` mode under torchrun selects over all ranks."""
     assert ctx.selector is not None
-    losses = score_losses(ctx.model, images, labels, ctx.config.train.amp)
+    losses = score_losses(distributed.unwrap(ctx.model), images, labels, ctx.config.train.amp)
     ref = ctx.ref_losses[indices.to(ctx.device)] if ctx.ref_losses is not None else None
     view = BatchView(
         indices=indices, labels=labels, losses=losses, ref_losses=ref, epoch=epoch, step=step
     )
-    keep = (
-        ctx.keep
-        if len(indices) == ctx.loaded_batch
-        else max(1, len(indices) * ctx.keep // ctx.loaded_batch)
-    )
-    positions = ctx.selector.select(view, keep, generator=gen).positions.to(images.device)
+    full = len(indices) == ctx.loaded_batch
+    keep = ctx.keep if full else max(1, len(indices) * ctx.keep // ctx.loaded_batch)
+    if ctx.world_size > 1 and ctx.config.train.selection_mode == "global":
+        positions, scale = distributed.global_select(ctx.selector, view, keep, gen)
+    else:
+        positions, scale = ctx.selector.select(view, keep, generator=gen).positions, 1.0
+    positions = positions.to(images.device)
     if record is not None:
         scores = losses - ref if ref is not None else losses
         record.write_json(
             "selection_example.json", diagnostics.example_from_step(indices, positions, scores)
         )
-    return positions
+    return positions, scale
 
 
-def evaluate(
-    ctx: RunContext, indices: np.ndarray, test: bool = False
-) -> tuple[float, float, torch.Tensor]:
+def evaluate(ctx: RunContext, indices: np.ndarray, test: bool = False) -> tuple[float, float]:
+    """Mean loss and accuracy over ``indices``, each rank scoring its shard."""
+    shard = indices[ctx.rank :: ctx.world_size]
     data = ctx.test_data if test else ctx.train_data
-    batches = eval_batches(data, indices, ctx.config.train.eval_batch_size)
-    return evaluate_batches(ctx.model, batches, ctx.config.train.amp)
+    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+    if len(shard):
+        batches = eval_batches(data, shard, ctx.config.train.eval_batch_size)
+        loss, acc, _ = evaluate_batches(
+            distributed.unwrap(ctx.model), batches, ctx.config.train.amp
+        )
+        sums += torch.tensor(
+            [loss * len(shard), acc * len(shard), len(shard)],
+            device=ctx.device,
+            dtype=torch.float64,
+        )
+    loss_sum, correct, rows = distributed.all_reduce(sums).tolist()
+    return loss_sum / rows, correct / rows
 
 
 def _raise_if_diverged(acc: EpochAccumulator, epoch: int, store: RunStore) -> None:
@@ -236,7 +255,7 @@ def _checkpoint_state(
     trained_classes: np.ndarray,
 ) -> dict[str, Any]:
     return {
-        "model": checkpoint.cpu_state(ctx.model),
+        "model": checkpoint.cpu_state(distributed.unwrap(ctx.model)),
         "optimizer": ctx.optimizer.state_dict(),
         "scheduler": ctx.scheduler.state_dict(),
         "history": history,
@@ -253,7 +272,14 @@ def _restore(
     state = checkpoint.load(store.path)
     if state is None:
         return [], (-1.0, -1), None
-    ctx.model.load_state_dict(state["model"])
+    if state.get("world_size", 1) != ctx.world_size:
+        raise ConfigError(
+            f"{store.path} was checkpointed with {state.get('world_size', 1)} process(es) and is "
+            f"resumed with {ctx.world_size}; each rank trains its own super-batches, so the global "
+            "batch is world_size x batch_size and changing it changes the run. Resume with the "
+            "same number of processes (--nproc / --nproc_per_node), or start over with --overwrite"
+        )
+    distributed.unwrap(ctx.model).load_state_dict(state["model"])
     ctx.optimizer.load_state_dict(state["optimizer"])
     ctx.scheduler.load_state_dict(state["scheduler"])
     tracker.load(state["tracker"])
@@ -273,12 +299,15 @@ def _finish(
     trained_classes: np.ndarray,
 ) -> dict[str, Any]:
     """Test the last and the best-val model (the test split's only use) and write summary.json."""
-    test_loss_last, test_acc_last, _ = evaluate(ctx, np.arange(len(ctx.bundle.test)), test=True)
-    ctx.model.load_state_dict(checkpoint.load_best(store.path))
-    test_loss_best, test_acc_best, _ = evaluate(ctx, np.arange(len(ctx.bundle.test)), test=True)
-    buffer = io.BytesIO()
-    np.save(buffer, tracker.epochs_kept)
-    write_bytes_atomic(store.file("selection_counts.npy"), buffer.getvalue())
+    everything = np.arange(len(ctx.bundle.test))
+    test_loss_last, test_acc_last = evaluate(ctx, everything, test=True)
+    distributed.barrier()  # rank 0 has written best_model.pt
+    distributed.unwrap(ctx.model).load_state_dict(checkpoint.load_best(store.path))
+    test_loss_best, test_acc_best = evaluate(ctx, everything, test=True)
+    if store.writer:
+        buffer = io.BytesIO()
+        np.save(buffer, tracker.epochs_kept)
+        write_bytes_atomic(store.file("selection_counts.npy"), buffer.getvalue())
     totals = {
         k: sum(r.get(f"time_{k}", 0.0) for r in history)
         for k in ("data", "selection", "step", "eval", "checkpoint")

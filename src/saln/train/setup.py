@@ -19,6 +19,7 @@ from saln.features import FeatureStore, extract_features
 from saln.models import WeightsError, build_learner
 from saln.sampling import SelectiveBatchSampler
 from saln.selection import Selector, is_model_free, keep_count
+from saln.train import distributed
 from saln.train.methods import METHODS, Method
 
 
@@ -133,7 +134,12 @@ def eval_batches(
 
 
 def load_features(
-    config: Config, bundle: DatasetBundle, device: torch.device, method: Method
+    config: Config,
+    bundle: DatasetBundle,
+    device: torch.device,
+    method: Method,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> FeatureStore:
     f = config.features
     try:
@@ -150,6 +156,8 @@ def load_features(
             loader=config.data.loader,
             workers=config.data.workers,
             progress=config.train.progress,
+            rank=rank,
+            world_size=world_size,
         )
     except WeightsError as err:
         raise ConfigError(
@@ -189,7 +197,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     features = None
     if selector is not None and "features" in selector.needs:
         start = time.perf_counter()
-        features = load_features(config, bundle, device, method)
+        features = load_features(config, bundle, device, method, rank, world_size)
         # A cache hit still reports what the extraction cost when it ran: it is paid once
         # per dataset and encoder, and belongs in the method's total time.
         seconds = features.meta.get("extraction_seconds", time.perf_counter() - start)
@@ -202,6 +210,8 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
                 f"method {method.name!r} needs a reference model trained on a holdout: "
                 "set data.reference_fraction > 0"
             )
+        # Rank 0 trains and caches the reference model; the others then read the cache.
+        distributed.on_rank0(lambda: reference_losses(config, bundle, split, train_data, device)[1])
         table, costs = reference_losses(config, bundle, split, train_data, device)
         ref_losses = table.to(device)
         one_off.update(costs)
@@ -221,6 +231,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     )
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
+    model = distributed.wrap(model, device)
     return RunContext(
         config,
         device,

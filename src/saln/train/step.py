@@ -46,13 +46,17 @@ def train_step(
     images: torch.Tensor,
     labels: torch.Tensor,
     autocast: bool,
+    loss_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward/backward/update on the kept rows; returns (summed loss, correct) on device."""
+    """Forward/backward/update on the kept rows; returns (summed loss, correct) on device.
+
+    ``loss_scale`` weights this rank's gradient when ranks train unequal shares of a globally
+    selected batch (see distributed.global_select)."""
     with autocast_for(images.device, autocast):
         logits = model(images)
     loss = F.cross_entropy(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * loss_scale).backward()
     optimizer.step()
     with torch.no_grad():
         correct = (logits.argmax(1) == labels).sum()

@@ -27,11 +27,26 @@ class EpochAccumulator:
         self.steps += 1
 
     def bad_step(self) -> int | None:
-        step = int(self.first_bad)
+        """The first non-finite step on any rank (a collective under torchrun)."""
+        from saln.train.distributed import all_reduce
+
+        step = int(all_reduce(self.first_bad, "max"))
         return None if step < 0 else step
 
-    def means(self) -> tuple[float, float]:
-        return float(self.loss) / max(self.rows, 1), float(self.correct) / max(self.rows, 1)
+    def totals(self) -> tuple[float, float, int]:
+        """(mean loss, accuracy, rows) over every rank's trained rows."""
+        from saln.train.distributed import all_reduce
+
+        loss, correct, rows = all_reduce(
+            torch.stack(
+                [
+                    self.loss.double(),
+                    self.correct.double(),
+                    torch.tensor(float(self.rows), device=self.loss.device, dtype=torch.float64),
+                ]
+            )
+        )
+        return float(loss) / max(float(rows), 1), float(correct) / max(float(rows), 1), int(rows)
 
 
 class SelectionTracker:
@@ -53,6 +68,10 @@ class SelectionTracker:
         self._classes += np.bincount(self.labels[rows], minlength=self.num_classes)
 
     def end_epoch(self) -> dict[str, Any]:
+        from saln.train.distributed import all_reduce_numpy
+
+        self._this_epoch = all_reduce_numpy(self._this_epoch.astype(np.int64), "max").astype(bool)
+        self._classes = all_reduce_numpy(self._classes)
         self.epochs_kept += self._this_epoch
         return {
             "distinct_trained_epoch": int(self._this_epoch.sum()),

@@ -1,0 +1,152 @@
+"""Scenarios for tests/test_distributed.py, run as ``torchrun --nproc_per_node=2 dist_worker.py``.
+
+Each scenario runs on every rank; rank 0 writes what the test checks to ``OUT/result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saln import SELECTORS, BatchView
+from saln import config as cfg
+from saln.train import METHODS, Callback, distributed, fit
+
+
+def tiny(out: Path, method: str, **overrides: Any) -> cfg.Config:
+    base = {
+        "data.image_size": 16,
+        "data.val_fraction": 0.2,
+        "data.reference_fraction": 0.1,
+        "features.encoder": "pixels",
+        "features.image_size": 8,
+        "features.cache_dir": str(out / "cache"),
+        "optim.lr": 0.05,
+        "train.method": method,
+        "train.epochs": 3,
+        "train.batch_size": 56,
+        "train.progress": False,
+        "reference.epochs": 2,
+    }
+    return cfg.load(None, {**base, **overrides})
+
+
+def all_methods(out: Path) -> dict[str, Any]:
+    from saln.train.engine import evaluate
+    from saln.train.setup import build_run
+
+    result = {}
+    for method in METHODS.names():
+        config = tiny(out, method, **{"train.epochs": 6})
+        ctx = build_run(config, distributed.rank(), 2)
+        initial, _ = evaluate(ctx, ctx.split.val)
+        summary = fit(config, out / method)
+        rows = (
+            [json.loads(x) for x in (out / method / "metrics.jsonl").read_text().splitlines()]
+            if distributed.rank() == 0
+            else []
+        )
+        result[method] = {
+            "initial_val_loss": initial,
+            "final_val_loss": summary["final_val_loss"],
+            "examples": [r["examples"] for r in rows],
+        }
+    return result
+
+
+class FailOnRank1(Callback):
+    def on_train_batch_end(self, epoch: int, step: int, rows: int) -> None:
+        if distributed.rank() == 1 and (epoch, step) == (0, 2):
+            raise RuntimeError("injected failure on rank 1 at epoch 1 step 3")
+
+
+def fail(out: Path) -> dict[str, Any]:
+    fit(tiny(out, "loss"), out / "run", callbacks=[FailOnRank1()])
+    return {}
+
+
+def mismatch(out: Path) -> dict[str, Any]:
+    lr = 0.05 if distributed.rank() == 0 else 0.1
+    fit(tiny(out, "uniform", **{"optim.lr": lr}), out / "run")
+    return {}
+
+
+class KillRank1(Callback):
+    def on_train_batch_end(self, epoch: int, step: int, rows: int) -> None:
+        if distributed.rank() == 1 and (epoch, step) == (1, 4):
+            raise KeyboardInterrupt("killed mid-epoch")
+
+
+def killed(out: Path) -> dict[str, Any]:
+    fit(tiny(out, "saln"), out / "run", callbacks=[KillRank1()])
+    return {}
+
+
+def global_select(out: Path) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(0)
+    n, keep, world, me = 40, 8, 2, distributed.rank()
+    full = BatchView(
+        indices=torch.arange(100, 100 + n * world),
+        labels=torch.randint(0, 5, (n * world,), generator=gen),
+        losses=torch.rand(n * world, generator=gen) * 3,
+        ref_losses=torch.rand(n * world, generator=gen),
+    )
+    local = BatchView(
+        indices=full.indices[me * n : (me + 1) * n],
+        labels=full.labels[me * n : (me + 1) * n],
+        losses=full.losses[me * n : (me + 1) * n],
+        ref_losses=full.ref_losses[me * n : (me + 1) * n],
+    )  # type: ignore[index]
+    result = {}
+    for name in ("loss", "rho_loss", "jest"):
+        selector = SELECTORS.build(name)
+        positions, scale = distributed.global_select(
+            selector, local, keep, torch.Generator().manual_seed(7)
+        )
+        chosen = [None, None]
+        torch.distributed.all_gather_object(chosen, (local.indices[positions].tolist(), scale))
+        single = selector.select(
+            full, keep * world, generator=torch.Generator().manual_seed(7)
+        ).positions
+        result[name] = {
+            "distributed": sorted(i for part, _ in chosen for i in part),  # type: ignore[misc]
+            "single": sorted(full.indices[single].tolist()),
+            "scales": [s for _, s in chosen],
+        }  # type: ignore[misc]
+    return result
+
+
+def features(out: Path) -> dict[str, Any]:
+    from saln.data import build_dataset
+    from saln.features import extract_features
+
+    store = extract_features(
+        build_dataset("digits").train,
+        "pixels",
+        image_size=8,
+        cache_dir=out / "sharded",
+        progress=False,
+        rank=distributed.rank(),
+        world_size=2,
+    )
+    return {
+        "path": str(store.path),
+        "rows": len(store),
+        "sum": float(np.asarray(store.array, np.float64).sum()),
+    }
+
+
+SCENARIOS = {f.__name__: f for f in (all_methods, fail, mismatch, killed, global_select, features)}
+
+if __name__ == "__main__":
+    scenario, out = sys.argv[1], Path(sys.argv[2])
+    distributed.compute_init("cpu")
+    result = SCENARIOS[scenario](out)
+    if distributed.rank() == 0:
+        (out / "result.json").write_text(json.dumps(result))
+    distributed.shutdown()

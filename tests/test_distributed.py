@@ -1,0 +1,180 @@
+"""torchrun with two CPU processes (gloo): semantics, one writer, failures, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+HERE = Path(__file__).resolve().parent
+
+
+def torchrun(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SALN_DIST_TIMEOUT_S": "60", "PYTHONPATH": str(HERE.parent)}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def scenario(
+    name: str, out: Path, ok: bool = True
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    out.mkdir(parents=True, exist_ok=True)
+    done = torchrun([str(HERE / "dist_worker.py"), name, str(out)])
+    if ok:
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done, json.loads((out / "result.json").read_text())
+    return done, {}
+
+
+def test_two_ranks_train_every_method_and_one_process_worth_of_examples(tmp_path: Path) -> None:
+    from saln.train import METHODS
+
+    _, result = scenario("all_methods", tmp_path)
+    for method in METHODS.names():
+        assert result[method]["final_val_loss"] < result[method]["initial_val_loss"] - 0.1, (
+            method,
+            result[method],
+        )
+    # 1008 training rows, super-batches of 56: 18 per epoch, 9 per rank; 11 kept of each.
+    assert result["saln"]["examples"] == [18 * 11] * 6
+    assert result["loss"]["examples"] == [18 * 11] * 6
+    assert result["standard"]["examples"] == [1008] * 6
+    assert not (tmp_path / "saln" / ".write-test").exists()
+
+
+def test_one_process_trains_the_same_examples_per_epoch(tmp_path: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    from dist_worker import tiny
+    from saln.train import fit
+
+    fit(tiny(tmp_path, "saln"), tmp_path / "single")
+    rows = [json.loads(x) for x in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["examples"] for r in rows] == [18 * 11] * 3
+
+
+def test_global_mode_selects_exactly_the_single_process_set(tmp_path: Path) -> None:
+    _, result = scenario("global_select", tmp_path)
+    for name, got in result.items():
+        assert got["distributed"] == got["single"], name
+        assert sum(got["scales"]) == pytest.approx(2.0)  # shares add up to the whole
+
+
+def test_sharded_feature_extraction_writes_the_single_process_cache(tmp_path: Path) -> None:
+    from saln.data import build_dataset
+    from saln.features import extract_features
+
+    _, result = scenario("features", tmp_path)
+    single = extract_features(
+        build_dataset("digits").train,
+        "pixels",
+        image_size=8,
+        cache_dir=tmp_path / "single",
+        progress=False,
+    )
+    sharded = np.load(result["path"])
+    assert sharded.shape == single.array.shape
+    assert np.array_equal(sharded, np.asarray(single.array))
+    assert not list((tmp_path / "sharded").glob(".*part*"))  # parts removed
+
+
+def test_a_failing_rank_ends_the_job_with_its_error(tmp_path: Path) -> None:
+    start = time.monotonic()
+    done, _ = scenario("fail", tmp_path, ok=False)
+    assert done.returncode != 0
+    assert "injected failure on rank 1" in done.stderr
+    assert time.monotonic() - start < 120
+
+
+def test_mismatched_configs_are_detected_at_start(tmp_path: Path) -> None:
+    done, _ = scenario("mismatch", tmp_path, ok=False)
+    assert done.returncode != 0
+    assert "ranks [1] were started with a config that differs from rank 0's" in done.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    from dist_worker import tiny
+
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny(tmp_path, "saln").to_yaml())
+    train = ["-m", "saln", "train", "--config", str(config)]
+    whole = torchrun([*train, "--out", str(tmp_path / "whole")])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    done, _ = scenario("killed", tmp_path, ok=False)
+    assert done.returncode != 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+    one_process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saln",
+            "train",
+            *train[3:],
+            "--out",
+            str(tmp_path / "run"),
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one_process.returncode == 2
+    assert "checkpointed with 2 process(es) and is resumed with 1" in one_process.stderr
+    resumed = torchrun([*train, "--out", str(tmp_path / "run"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = [
+        [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        for d in ("whole", "run")
+    ]
+    for key in ("train_loss", "val_loss", "examples", "distinct_trained_total"):
+        assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]], key
+
+
+def test_compare_launches_each_run_through_torchrun(tmp_path: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    from dist_worker import tiny
+
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny(tmp_path, "saln", **{"train.epochs": 2}).to_yaml())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saln",
+            "compare",
+            "--config",
+            str(config),
+            "--methods",
+            "uniform,saln",
+            "--nproc",
+            "2",
+            "--out",
+            str(tmp_path / "cmp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for method in ("uniform", "saln"):
+        summary = json.loads(
+            (tmp_path / "cmp" / "runs" / f"{method}-seed0" / "summary.json").read_text()
+        )
+        assert summary["world_size"] == 2 and summary["examples_trained"] == 2 * 18 * 11
+    assert (tmp_path / "cmp" / "report.md").exists()
