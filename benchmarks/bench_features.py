@@ -30,8 +30,10 @@ from saln.features import extract_features
 from saln.models import build_encoder
 
 
-def inference_rate(encoder: str, n: int, size: int, batch: int, device: torch.device) -> float:
-    module = build_encoder(encoder, image_size=size).module.to(device)
+def inference_rate(
+    encoder: str, n: int, size: int, batch: int, device: torch.device, pretrained: bool = True
+) -> float:
+    module = build_encoder(encoder, image_size=size, pretrained=pretrained).module.to(device)
     x = normalise(torch.rand(batch, 3, size, size, device=device))  # image-like values
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
     if device.type == "cuda":
@@ -59,6 +61,11 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128, help="encoder input, pixels")
     parser.add_argument("--batch-size", type=int, default=100, help="images per forward")
     parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument(
+        "--no-pretrained",
+        action="store_true",
+        help="random weights (throughput does not depend on them; e.g. resnet50 offline)",
+    )
     parser.add_argument("--archive", type=Path, default=CIFAR_ARCHIVE, help="cifar10-jpeg.tar.gz")
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     args = parser.parse_args()
@@ -81,7 +88,14 @@ def main() -> None:
         source = build_dataset(f"imagefolder:{root}").train
         rows = []
         for loader in ("resident", "dataloader"):
-            shape = (args.encoder, len(source), args.image_size, args.batch_size, device)
+            shape = (
+                args.encoder,
+                len(source),
+                args.image_size,
+                args.batch_size,
+                device,
+                not args.no_pretrained,
+            )
             before = inference_rate(*shape)
             start = time.perf_counter()
             extract_features(
@@ -93,6 +107,7 @@ def main() -> None:
                 cache_dir=Path(tmp) / loader,
                 loader=loader,
                 progress=False,
+                pretrained=not args.no_pretrained,
             )
             rate = len(source) / (time.perf_counter() - start)
             pure = (before + inference_rate(*shape)) / 2  # bracket the extraction: drift cancels

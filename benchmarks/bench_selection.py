@@ -138,11 +138,13 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=7, help="timed repeats; the median is reported"
     )
+    parser.add_argument("--skip-cpu", action="store_true", help="only the CUDA measurement")
     args = parser.parse_args()
     torch.set_num_threads(1)
     limit_blas_threads_once()
     payload: dict[str, Any] = {"benchmark": "selection", "machine": machine(), "threads": 1}
-    payload["cpu"] = bench_cpu(args.batches, args.repeats)
+    if not args.skip_cpu:
+        payload["cpu"] = bench_cpu(args.batches, args.repeats)
     if torch.cuda.is_available():
         payload["cuda"] = bench_cuda(args.repeats)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -42,7 +42,7 @@ def all_methods(out: Path) -> dict[str, Any]:
 
     result = {}
     for method in METHODS.names():
-        config = tiny(out, method, **{"train.epochs": 6})
+        config = tiny(out, method, **{"train.epochs": 10, "optim.schedule": "cosine"})
         ctx = build_run(config, distributed.rank(), 2)
         initial, _ = evaluate(ctx, ctx.split.val)
         summary = fit(config, out / method)

@@ -46,14 +46,14 @@ def test_two_ranks_train_every_method_and_one_process_worth_of_examples(tmp_path
 
     _, result = scenario("all_methods", tmp_path)
     for method in METHODS.names():
-        assert result[method]["final_val_loss"] < result[method]["initial_val_loss"] - 0.1, (
+        assert result[method]["final_val_loss"] < result[method]["initial_val_loss"] - 0.3, (
             method,
             result[method],
         )
     # 1008 training rows, super-batches of 56: 18 per epoch, 9 per rank; 11 kept of each.
-    assert result["saln"]["examples"] == [18 * 11] * 6
-    assert result["loss"]["examples"] == [18 * 11] * 6
-    assert result["standard"]["examples"] == [1008] * 6
+    assert result["saln"]["examples"] == [18 * 11] * 10
+    assert result["loss"]["examples"] == [18 * 11] * 10
+    assert result["standard"]["examples"] == [1008] * 10
     assert not (tmp_path / "saln" / ".write-test").exists()
 
 

@@ -51,18 +51,20 @@ class Recorder(Callback):
 
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_trains_and_lowers_the_loss(tmp_path: Path, method: str) -> None:
-    config = tiny(tmp_path, method, **{"train.epochs": 4})
+    # A cosine schedule ends on a small step, so the final model is not at the mercy of one
+    # noisy 10-row step; every method then clears the margin by about 1 nat (measured).
+    config = tiny(tmp_path, method, **{"train.epochs": 5, "optim.schedule": "cosine"})
     ctx = build_run(config)
     initial_loss, _ = evaluate(ctx, ctx.split.val)  # the same initial learner as the run's
     recorder = Recorder()
     summary = fit(config, tmp_path / "run", callbacks=[recorder])
-    assert summary["final_val_loss"] < initial_loss - 0.1
+    assert summary["final_val_loss"] < initial_loss - 0.3
     selecting = METHODS.build(method).selector is not None
     loaded, kept = (50, 10) if selecting else (50, 50)
     full = [s for s in recorder.sizes if s[0] == loaded]
     assert full and all(k == kept for _, k in full), recorder.sizes[:5]
     assert summary["kept_batch"] == kept and summary["loaded_batch"] == loaded
-    expected_epochs = 1 if method == "standard_matched" else 4  # round(4 * 0.2) = 1
+    expected_epochs = 1 if method == "standard_matched" else 5  # round(5 * 0.2) = 1
     assert summary["epochs"] == expected_epochs
 
 

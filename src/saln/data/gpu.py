@@ -120,32 +120,39 @@ class BatchAugment:
     """The paper's train augmentation on a uint8 batch, with per-sample random parameters.
 
     As torchvision's ColorJitter, the four colour ops run in a random order, drawn once per
-    batch here (once per image there); their factors are drawn per image.
+    batch here (once per image there); their factors are drawn per image. Per-sample parameters
+    come from ``generator`` on the images' device, so a GPU batch needs no host transfer (a
+    pageable host-to-device copy would synchronise the stream); the op order comes from the CPU
+    generator ``order``.
     """
 
     def __init__(self, image_size: int, train: bool) -> None:
         self.image_size, self.train = image_size, train
 
     def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        order: torch.Generator | None = None,
     ) -> torch.Tensor:
         x = images.float().div_(255)
         if self.train:
-            x = self._augment(x, generator)
+            x = self._augment(x, generator, order)
         return normalise(resize(x, self.image_size))
 
-    def _augment(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def _augment(
+        self, x: torch.Tensor, gen: torch.Generator | None, order: torch.Generator | None
+    ) -> torch.Tensor:
         b = x.shape[0]
 
         def uniform(low: float, high: float) -> torch.Tensor:
-            return (torch.rand(b, generator=gen) * (high - low) + low).to(x.device)
+            return torch.rand(b, generator=gen, device=x.device) * (high - low) + low
 
-        x = flip(x, (torch.rand(b, generator=gen) < 0.5).to(x.device))
+        x = flip(x, torch.rand(b, generator=gen, device=x.device) < 0.5)
         x = rotate(x, uniform(-ROTATION_DEGREES, ROTATION_DEGREES))
-        factors = [
-            uniform(1 - JITTER[k], 1 + JITTER[k]) for k in ("brightness", "contrast", "saturation")
-        ]
+        keys = ("brightness", "contrast", "saturation")
+        factors = [uniform(1 - JITTER[k], 1 + JITTER[k]) for k in keys]
         factors.append(uniform(-JITTER["hue"], JITTER["hue"]))
-        for op in torch.randperm(4, generator=gen).tolist():
+        for op in torch.randperm(4, generator=order).tolist():
             x = JITTER_OPS[op](x, factors[op])
         return x

@@ -92,12 +92,20 @@ class ResidentPipeline:
     def batches(
         self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int
     ) -> Iterator[Batch]:
-        gen = torch.Generator().manual_seed(seed)
-        for batch in index_batches:
-            indices = torch.as_tensor(batch, dtype=torch.int64)
-            on_device = indices.to(self.device, non_blocking=True)
-            images = self.augment[train](self.images[on_device], gen)
-            yield Batch(images, self.labels[on_device], indices)
+        """The epoch's indices go to the device in one copy; each step slices them there."""
+        batches = [list(b) for b in index_batches]
+        if not batches:
+            return
+        flat = torch.tensor([i for b in batches for i in b], dtype=torch.int64)
+        on_device = flat.to(self.device)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        order = torch.Generator().manual_seed(seed)
+        start = 0
+        for batch in batches:
+            rows = slice(start, start + len(batch))
+            start += len(batch)
+            images = self.augment[train](self.images[on_device[rows]], gen, order)
+            yield Batch(images, self.labels[on_device[rows]], flat[rows])
 
 
 def resident_bytes(source: ImageSource, image_size: int) -> int:
