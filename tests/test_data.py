@@ -220,3 +220,13 @@ def test_resident_and_dataloader_agree_without_augmentation(cifar_root: Path) ->
     a = next(build_pipeline("resident", *args).batches([[3, 4]], train=False, seed=0))
     b = next(build_pipeline("dataloader", *args, workers=0).batches([[3, 4]], train=False, seed=0))
     assert torch.allclose(a.images, b.images, atol=1e-5)
+
+
+def test_resident_images_keep_their_own_size_when_uniform(cifar_root: Path, tmp_path: Path) -> None:
+    cifar = build_dataset(f"imagefolder:{cifar_root}").train
+    assert gpu.decode_all(cifar, image_size=224).shape == (300, 3, 32, 32)  # resized per batch
+    write_pets(tmp_path)  # widths 40..43: mixed sizes must be resized to stack
+    pets = build_dataset("pets", str(tmp_path)).train
+    assert gpu.decode_all(pets, image_size=24).shape == (6, 3, 24, 24)
+    batch = gpu.BatchAugment(224, train=False)(gpu.decode_all(cifar, 224)[:2])
+    assert batch.shape == (2, 3, 224, 224)

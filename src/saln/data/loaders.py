@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from saln.data.datasets import ImageSource
-from saln.data.gpu import BatchAugment, decode_all
+from saln.data.gpu import BatchAugment, decode_all, stored_size
 from saln.data.transforms import eval_transform, train_transform
 from saln.registry import Registry
 
@@ -111,7 +111,8 @@ class ResidentPipeline:
 def resident_bytes(source: ImageSource, image_size: int) -> int:
     if source.array is not None:
         return int(source.array.nbytes)
-    return len(source) * 3 * image_size * image_size
+    height, width = stored_size(source, image_size)
+    return len(source) * 3 * height * width
 
 
 def choose_pipeline(name: str, source: ImageSource, image_size: int) -> str:

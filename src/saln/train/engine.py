@@ -67,7 +67,7 @@ def fit(
             started = time.perf_counter()
             row, timer = run_epoch(ctx, epoch, tracker, hooks, store)
             trained_classes += np.asarray(row["class_histogram"])
-            with timer.phase("checkpoint", host=True):
+            with timer.phase("checkpoint"):
                 if row["val_acc"] > best[0]:
                     best = (row["val_acc"], epoch)
                     if store.writer:
@@ -103,7 +103,7 @@ def run_epoch(
     seed, timer = ctx.config.train.seed, PhaseTimer(ctx.device)
     torch.manual_seed(epoch_seed(seed, epoch, 4))
     ctx.sampler.set_epoch(epoch)
-    with timer.phase("selection", host=True):
+    with timer.phase("selection"):
         plan = ctx.sampler.plan_epoch()
     for hook in hooks:
         hook.on_epoch_start(epoch, len(plan))
@@ -114,7 +114,7 @@ def run_epoch(
     batches = iter(ctx.train_data.batches(plan, train=True, seed=epoch_seed(seed, epoch, 2)))
     check_every = 1 if ctx.device.type == "cpu" else ctx.config.train.check_every
     for step in range(len(plan)):
-        with timer.phase("data", host=True):
+        with timer.phase("data"):
             images, labels, indices = next(batches)
         loaded = len(ctx.sampler.last_super_batches[step])  # before any selection
         scale, counted = 1.0, True

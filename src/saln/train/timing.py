@@ -11,9 +11,10 @@ import torch
 
 
 class PhaseTimer:
-    """Accumulates seconds per named phase. On CUDA each phase is bracketed by CUDA events
-    (no host sync inside the loop) and ``totals()`` synchronises once; host-side waits (data)
-    use the wall clock."""
+    """Accumulates seconds per named phase. On CUDA each phase is bracketed by CUDA events (no
+    host sync inside the loop) and ``totals()`` synchronises once. Events time the GPU's
+    timeline, so a phase counts both its kernels and any idle gap while the host prepares it
+    (a DataLoader wait shows up as data time), and the phases partition the epoch."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
@@ -21,8 +22,8 @@ class PhaseTimer:
         self._events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
 
     @contextmanager
-    def phase(self, name: str, host: bool = False) -> Iterator[None]:
-        if self.cuda and not host:
+    def phase(self, name: str) -> Iterator[None]:
+        if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             yield
