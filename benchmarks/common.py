@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from saln.report.store import git_sha
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -33,7 +35,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if torch.cuda.is_available():
@@ -41,15 +43,6 @@ def machine() -> dict[str, Any]:
         info["cuda"] = torch.version.cuda
         info["driver"] = _nvidia_driver()
     return info
-
-
-def _git_sha() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _nvidia_driver() -> str | None:

@@ -16,24 +16,18 @@ import torch
 from saln import SELECTORS, BatchView
 from saln import config as cfg
 from saln.train import METHODS, Callback, distributed, fit
+from tests import test_train
 
 
 def tiny(out: Path, method: str, **overrides: Any) -> cfg.Config:
-    base = {
-        "data.image_size": 16,
+    """tests/test_train.py's tiny config, split so the 1008 training rows make 18 super-batches."""
+    shape = {
         "data.val_fraction": 0.2,
         "data.reference_fraction": 0.1,
-        "features.encoder": "pixels",
-        "features.image_size": 8,
-        "features.cache_dir": str(out / "cache"),
-        "optim.lr": 0.05,
-        "train.method": method,
-        "train.epochs": 3,
         "train.batch_size": 56,
-        "train.progress": False,
-        "reference.epochs": 2,
+        "train.epochs": 3,
     }
-    return cfg.load(None, {**base, **overrides})
+    return test_train.tiny(out, method, **{**shape, **overrides})
 
 
 def all_methods(out: Path) -> dict[str, Any]:

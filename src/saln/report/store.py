@@ -61,14 +61,15 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "cpu_threads": torch.get_num_threads(),
         "argv": sys.argv,
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
     }
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
     return env
 
 
-def _git_sha() -> str | None:
+def git_sha() -> str | None:
+    """The checkout's commit, or None outside a git checkout."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
