@@ -113,3 +113,13 @@ def test_bad_batch_size(batch_size: object) -> None:
 def test_batch_too_small_for_the_ratio(table: np.ndarray) -> None:
     with pytest.raises(ValueError, match="keeps 0 of a batch of 4 rows"):
         saln.SelectiveBatchSampler(N, 4, "saln", table, 0.8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sampler_holds_features_on_the_gpu_and_selects_as_on_cpu(table: np.ndarray) -> None:
+    cpu = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=5)
+    gpu = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=5, device="cuda")
+    assert gpu.features is not None and gpu.features.get(np.arange(3)).is_cuda
+    for a, b in zip(cpu, gpu):
+        assert len(set(a) & set(b)) >= len(a) - 1  # CUDA solves in another precision; gaps decide

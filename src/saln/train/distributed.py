@@ -68,6 +68,10 @@ def rank() -> int:
     return dist.get_rank() if active() else 0
 
 
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
 def print0(*args: Any) -> None:
     if rank() == 0:
         print(*args, flush=True)

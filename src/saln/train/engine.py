@@ -45,19 +45,12 @@ def fit(
     state = distributed.on_rank0(lambda: store.prepare(config, resume=resume, overwrite=overwrite))
     if state == "complete":
         return store.summary() or {}
-    ctx = build_run(config, rank, torch.distributed.get_world_size() if distributed.active() else 1)
+    ctx = build_run(config, rank, distributed.world_size())
     store.write_json("env.json", environment(ctx.device))
     ctx.split.save(store.file("split.json"))
     hooks = _default_callbacks(ctx, store) + list(callbacks or [])
     tracker = SelectionTracker(ctx.bundle.train.labels, len(ctx.bundle.classes))
-    history, best, trained_classes = (
-        _restore(ctx, store, tracker) if state == "resume" else ([], (-1.0, -1), None)
-    )
-    trained_classes = (
-        trained_classes
-        if trained_classes is not None
-        else np.zeros(len(ctx.bundle.classes), np.int64)
-    )
+    history, best = _restore(ctx, store, tracker) if state == "resume" else ([], (-1.0, -1))
     for hook in hooks:
         hook.on_fit_start(
             {"method": ctx.method.name, "epochs": ctx.epochs, "resumed_at": len(history)}
@@ -66,18 +59,16 @@ def fit(
         for epoch in range(len(history), ctx.epochs):
             started = time.perf_counter()
             row, timer = run_epoch(ctx, epoch, tracker, hooks, store)
-            trained_classes += np.asarray(row["class_histogram"])
             with timer.phase("checkpoint"):
-                if row["val_acc"] > best[0]:
-                    best = (row["val_acc"], epoch)
-                    if store.writer:
-                        checkpoint.save_best(
-                            store.path, checkpoint.cpu_state(distributed.unwrap(ctx.model))
-                        )
+                improved = row["val_acc"] > best[0]
+                best = (row["val_acc"], epoch) if improved else best
                 if store.writer:
+                    model_state = checkpoint.cpu_state(distributed.unwrap(ctx.model))
+                    if improved:
+                        checkpoint.save_best(store.path, model_state)
                     checkpoint.save(
                         store.path,
-                        _checkpoint_state(ctx, tracker, [*history, row], best, trained_classes),
+                        _checkpoint_state(ctx, model_state, tracker, [*history, row], best),
                     )
             row.update(
                 {f"time_{k}": v for k, v in timer.totals().items()},
@@ -87,7 +78,7 @@ def fit(
             store.append_metrics(row)
             for hook in hooks:
                 hook.on_epoch_end(epoch, row)
-        summary = _finish(ctx, store, history, best, tracker, trained_classes)
+        summary = _finish(ctx, store, history, best, tracker)
     except BaseException as err:
         for hook in hooks:
             hook.on_exception(err)
@@ -249,29 +240,28 @@ def _default_callbacks(ctx: RunContext, store: RunStore) -> list[Callback]:
 
 def _checkpoint_state(
     ctx: RunContext,
+    model_state: dict[str, torch.Tensor],
     tracker: SelectionTracker,
     history: list[dict[str, Any]],
     best: tuple[float, int],
-    trained_classes: np.ndarray,
 ) -> dict[str, Any]:
     return {
-        "model": checkpoint.cpu_state(distributed.unwrap(ctx.model)),
+        "model": model_state,
         "optimizer": ctx.optimizer.state_dict(),
         "scheduler": ctx.scheduler.state_dict(),
         "history": history,
         "best": best,
         "tracker": tracker.state(),
-        "trained_classes": trained_classes.copy(),
         "world_size": ctx.world_size,
     }
 
 
 def _restore(
     ctx: RunContext, store: RunStore, tracker: SelectionTracker
-) -> tuple[list[dict[str, Any]], tuple[float, int], np.ndarray | None]:
+) -> tuple[list[dict[str, Any]], tuple[float, int]]:
     state = checkpoint.load(store.path)
     if state is None:
-        return [], (-1.0, -1), None
+        return [], (-1.0, -1)
     if state.get("world_size", 1) != ctx.world_size:
         raise ConfigError(
             f"{store.path} was checkpointed with {state.get('world_size', 1)} process(es) and is "
@@ -284,10 +274,10 @@ def _restore(
     ctx.scheduler.load_state_dict(state["scheduler"])
     tracker.load(state["tracker"])
     done = len(state["history"])
-    recorded = store.metrics()
+    recorded = store.metrics()  # complete rows (with checkpoint time) where the writer got that far
     history = recorded[:done] if len(recorded) >= done else state["history"]
     store.rewrite_metrics(history)
-    return history, tuple(state["best"]), np.asarray(state["trained_classes"])
+    return history, tuple(state["best"])
 
 
 def _finish(
@@ -296,7 +286,6 @@ def _finish(
     history: list[dict[str, Any]],
     best: tuple[float, int],
     tracker: SelectionTracker,
-    trained_classes: np.ndarray,
 ) -> dict[str, Any]:
     """Test the last and the best-val model (the test split's only use) and write summary.json."""
     everything = np.arange(len(ctx.bundle.test))
@@ -346,7 +335,7 @@ def _finish(
         "feature_cache_hit": bool(ctx.one_off.get("feature_cache_hit", 0.0)),
         "total_time_s": train_time + sum(one_off.values()),
         "selection_share_of_step": totals["selection"] / max(totals["step"], 1e-9),
-        **selection_summary(tracker, ctx.split.train, trained_classes),
+        **selection_summary(tracker, ctx.split.train),
     }
     store.write_json("summary.json", summary)
     return summary

@@ -55,6 +55,7 @@ class SelectionTracker:
     def __init__(self, labels: np.ndarray, num_classes: int) -> None:
         self.labels, self.num_classes = labels, num_classes
         self.epochs_kept = np.zeros(len(labels), dtype=np.int32)
+        self.trained_classes = np.zeros(num_classes, dtype=np.int64)  # all epochs so far
         self._this_epoch = np.zeros(len(labels), dtype=bool)
         self._classes = np.zeros(num_classes, dtype=np.int64)
 
@@ -73,6 +74,7 @@ class SelectionTracker:
         self._this_epoch = all_reduce_numpy(self._this_epoch.astype(np.int64), "max").astype(bool)
         self._classes = all_reduce_numpy(self._classes)
         self.epochs_kept += self._this_epoch
+        self.trained_classes += self._classes
         return {
             "distinct_trained_epoch": int(self._this_epoch.sum()),
             "distinct_trained_total": int((self.epochs_kept > 0).sum()),
@@ -80,10 +82,14 @@ class SelectionTracker:
         }
 
     def state(self) -> dict[str, Any]:
-        return {"epochs_kept": self.epochs_kept.copy()}
+        return {
+            "epochs_kept": self.epochs_kept.copy(),
+            "trained_classes": self.trained_classes.copy(),
+        }
 
     def load(self, state: dict[str, Any]) -> None:
         self.epochs_kept = np.asarray(state["epochs_kept"], dtype=np.int32)
+        self.trained_classes = np.asarray(state["trained_classes"], dtype=np.int64)
 
 
 def entropy(counts: np.ndarray) -> float:
@@ -91,19 +97,18 @@ def entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def selection_summary(
-    tracker: SelectionTracker, train: np.ndarray, trained_classes: np.ndarray
-) -> dict[str, Any]:
+def selection_summary(tracker: SelectionTracker, train: np.ndarray) -> dict[str, Any]:
     """Share of the training split ever trained on, how often the most-kept samples were kept,
     and class balance (entropy, nats) of the trained rows against the split's."""
     kept = tracker.epochs_kept[train]
     top = np.sort(kept)[::-1][: max(1, len(kept) // 100)]
     split_classes = np.bincount(tracker.labels[train], minlength=tracker.num_classes)
+    trained = tracker.trained_classes
     return {
         "share_ever_trained": float((kept > 0).mean()),
         "max_epochs_kept": int(kept.max()),
         "top1pct_mean_epochs_kept": float(top.mean()),
-        "class_entropy_trained": entropy(trained_classes),
+        "class_entropy_trained": entropy(trained),
         "class_entropy_split": entropy(split_classes),
-        "min_class_share_trained": float(trained_classes.min() / max(trained_classes.sum(), 1)),
+        "min_class_share_trained": float(trained.min() / max(trained.sum(), 1)),
     }
