@@ -283,3 +283,22 @@ def test_custom_loop_example_runs() -> None:
     assert done.returncode == 0, done.stderr
     accuracy = float(done.stdout.strip().rsplit(" ", 1)[-1])
     assert accuracy > 0.6  # four balanced classes: chance is 0.25
+
+
+def test_progress_reports_running_loss_accuracy_and_throughput(tmp_path: Path) -> None:
+    class Seen(Callback):
+        def __init__(self) -> None:
+            self.events: list[dict[str, float]] = []
+
+        def on_progress(self, epoch: int, step: int, running: dict[str, float]) -> None:
+            self.events.append(running)
+
+    seen = Seen()
+    config = tiny(
+        tmp_path, "standard", **{"train.progress": True, "train.batch_size": 16, "train.epochs": 1}
+    )
+    fit(config, tmp_path / "run", callbacks=[seen])
+    assert len(seen.events) >= 2  # every 25 steps of ~60
+    assert all(
+        math.isfinite(e["loss"]) and 0 <= e["acc"] <= 1 and e["rows_per_s"] > 0 for e in seen.events
+    )

@@ -5,6 +5,7 @@ Fiedler vector of the cosine-similarity graph of fixed reference features decide
 samples are trained on. See docs/methods.md for every method's semantics and cost.
 """
 
+from saln.features import FeatureStore, extract_features
 from saln.registry import Registry
 from saln.sampling import SelectiveBatchSampler
 from saln.selection import (
@@ -23,11 +24,13 @@ __version__ = "0.1.0"
 __all__ = [
     "SELECTORS",
     "BatchView",
+    "FeatureStore",
     "Registry",
     "Selection",
     "SelectiveBatchSampler",
     "Selector",
     "__version__",
+    "extract_features",
     "fiedler_vector",
     "keep_count",
     "reference_select",

@@ -15,6 +15,7 @@ class Callback:
     def on_epoch_start(self, epoch: int, steps: int) -> None: ...
     def on_batch_selected(self, epoch: int, step: int, loaded: int, kept: int) -> None: ...
     def on_train_batch_end(self, epoch: int, step: int, rows: int) -> None: ...
+    def on_progress(self, epoch: int, step: int, running: dict[str, float]) -> None: ...
     def on_eval_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None: ...
     def on_fit_end(self, summary: dict[str, Any]) -> None: ...
@@ -22,7 +23,7 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """epoch, step, rows/s; train loss/accuracy and val accuracy at epoch end."""
+    """Epoch and step, with running train loss/accuracy and img/s; val metrics at epoch end."""
 
     def __init__(self, method: str, epochs: int) -> None:
         self.method, self.epochs = method, epochs
@@ -40,6 +41,15 @@ class ProgressBar(Callback):
     def on_train_batch_end(self, epoch: int, step: int, rows: int) -> None:
         if self.bar is not None:
             self.bar.update(1)
+
+    def on_progress(self, epoch: int, step: int, running: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(
+                loss=f"{running['loss']:.3f}",
+                acc=f"{running['acc']:.3f}",
+                img_s=f"{running['rows_per_s']:.0f}",
+                refresh=False,
+            )
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None:
         if self.bar is not None:

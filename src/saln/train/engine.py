@@ -22,6 +22,8 @@ from saln.train.step import evaluate_batches, score_losses, train_step
 from saln.train.timing import PhaseTimer
 from saln.train.tracking import EpochAccumulator, SelectionTracker, selection_summary
 
+PROGRESS_EVERY = 25  # steps between progress-bar updates (each costs one host sync on GPU)
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
@@ -104,6 +106,7 @@ def run_epoch(
     ctx.model.train()
     batches = iter(ctx.train_data.batches(plan, train=True, seed=epoch_seed(seed, epoch, 2)))
     check_every = 1 if ctx.device.type == "cpu" else ctx.config.train.check_every
+    show_progress, epoch_start = ctx.config.train.progress and ctx.rank == 0, time.perf_counter()
     for step in range(len(plan)):
         with timer.phase("data"):
             images, labels, indices = next(batches)
@@ -129,6 +132,10 @@ def run_epoch(
         for hook in hooks:
             hook.on_batch_selected(epoch, step, loaded, trained)
             hook.on_train_batch_end(epoch, step, trained)
+        if show_progress and (step + 1) % PROGRESS_EVERY == 0:
+            running = acc.running(time.perf_counter() - epoch_start)
+            for hook in hooks:
+                hook.on_progress(epoch, step, running)
         if (step + 1) % check_every == 0:
             _raise_if_diverged(acc, epoch, store)
     _raise_if_diverged(acc, epoch, store)

@@ -26,6 +26,15 @@ class EpochAccumulator:
         self.rows += rows
         self.steps += 1
 
+    def running(self, seconds: float) -> dict[str, float]:
+        """This rank's running means (one host sync; called every few steps for display)."""
+        rows = max(self.rows, 1)
+        return {
+            "loss": float(self.loss) / rows,
+            "acc": float(self.correct) / rows,
+            "rows_per_s": self.rows / max(seconds, 1e-9),
+        }
+
     def bad_step(self) -> int | None:
         """The first non-finite step on any rank (a collective under torchrun)."""
         from saln.train.distributed import all_reduce
