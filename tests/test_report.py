@@ -300,3 +300,10 @@ def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Pat
         check=True,
     )
     assert shot.stat().st_size > 20_000
+
+
+def test_a_missing_path_is_named_and_nothing_is_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ValueError, match="nope does not exist"):
+        build_report([missing], missing)
+    assert not missing.exists()

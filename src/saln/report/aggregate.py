@@ -72,7 +72,7 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
         elif path.is_dir():
             found.extend(sorted(p for p in path.iterdir() if p.is_dir()))
         else:
-            raise ValueError(f"{path} is not a run directory or a folder of runs")
+            raise ValueError(f"{path} does not exist or is not a run directory or a folder of runs")
     return found
 
 

@@ -61,8 +61,8 @@ def train_one(config: cfg.Config, path: Path, nproc: int) -> None:
 
 
 def build_report(paths: list[Path], out: str | Path, target: float | None = None) -> dict[str, Any]:
+    runs = aggregate.load_runs(paths)  # before touching out: a bad path must not create folders
     out = check_writable(Path(out), "out dir")
-    runs = aggregate.load_runs(paths)
     report = aggregate.aggregate(runs, target)
     images, notes = draw(runs, out, report["target_val_acc"])
     if runs.incomplete:
