@@ -302,3 +302,16 @@ def test_progress_reports_running_loss_accuracy_and_throughput(tmp_path: Path) -
     assert all(
         math.isfinite(e["loss"]) and 0 <= e["acc"] <= 1 and e["rows_per_s"] > 0 for e in seen.events
     )
+
+
+def test_a_failed_set_up_leaves_nothing_to_resume(tmp_path: Path) -> None:
+    from saln.data import DataError
+
+    broken = tiny(tmp_path, "uniform", **{"data.dataset": f"imagefolder:{tmp_path / 'missing'}"})
+    with pytest.raises(DataError, match="no folder"):
+        fit(broken, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    assert (
+        fit(tiny(tmp_path, "uniform", **{"train.epochs": 1}), tmp_path / "run")["method"]
+        == "uniform"
+    )

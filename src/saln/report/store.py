@@ -124,8 +124,13 @@ class RunStore:
                     "continue it or --overwrite to start over"
                 )
             return "resume"
-        write_text_atomic(self.file("config.yaml"), config.to_yaml())
         return "fresh"
+
+    def start(self, config: Config) -> None:
+        """Record the config of a fresh run: from now on the directory holds this run. Called
+        once the run is built, so a failed set-up leaves nothing to resume."""
+        if self.writer:
+            write_text_atomic(self.file("config.yaml"), config.to_yaml())
 
     def clear(self) -> None:
         for name in RUN_FILES:

@@ -48,6 +48,8 @@ def fit(
     if state == "complete":
         return store.summary() or {}
     ctx = build_run(config, rank, distributed.world_size())
+    if state == "fresh":
+        store.start(config)
     store.write_json("env.json", environment(ctx.device))
     ctx.split.save(store.file("split.json"))
     hooks = _default_callbacks(ctx, store) + list(callbacks or [])
