@@ -315,3 +315,13 @@ def test_a_failed_set_up_leaves_nothing_to_resume(tmp_path: Path) -> None:
         fit(tiny(tmp_path, "uniform", **{"train.epochs": 1}), tmp_path / "run")["method"]
         == "uniform"
     )
+
+
+@pytest.mark.parametrize(
+    ("device", "message"), [("gpu0", "is not a device"), ("cuda", "CUDA is not available")]
+)
+def test_bad_devices_are_named(tmp_path: Path, device: str, message: str) -> None:
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(cfg.ConfigError, match=message):
+        fit(tiny(tmp_path, "uniform", **{"train.device": device}), tmp_path / "run")

@@ -27,7 +27,7 @@ def add_features_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="local state dict for the encoder")
     p.add_argument("--image-size", type=int, default=224, help="encoder input size, pixels")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--cache-dir", default=".cache/saln", help="where feature files are kept")
     p.add_argument("--loader", default="auto", help="auto | resident | dataloader")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
@@ -37,25 +37,24 @@ def add_features_parser(sub: argparse._SubParsersAction) -> None:
 def run_features(args: argparse.Namespace) -> int:
     from saln.data import build_dataset
     from saln.features import extract_features
+    from saln.train.setup import resolve_device
 
+    device = resolve_device(args.device, flag="--device")
     bundle = build_dataset(args.dataset, args.data_root, args.download)
     store = extract_features(
         bundle.train,
         args.encoder,
         image_size=args.image_size,
         batch_size=args.batch_size,
-        device=args.device,
+        device=device,
         cache_dir=args.cache_dir,
         weights=args.weights,
         download=args.download,
         loader=args.loader,
         workers=args.workers,
     )
-    rate = store.meta.get("images_per_second")
-    print(
-        f"{len(store)} x {store.dim} features in {store.path}"
-        + (f" ({rate:.0f} img/s)" if rate else " (cached)")
-    )
+    how = f"extracted at {store.meta['images_per_second']:.0f} img/s" if store.fresh else "cached"
+    print(f"{len(store)} x {store.dim} features in {store.path} ({how})")
     return 0
 
 

@@ -55,12 +55,17 @@ class RunContext:
         return "paper" if self.config.train.learner_batch_size is None else "fixed_learner_batch"
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, flag: str = "train.device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"{flag}={name!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available; use cpu or auto")
+        raise ConfigError(f"{flag}={name!r} but CUDA is not available here; use cpu or auto")
     return device
 
 
