@@ -109,6 +109,7 @@ def run_epoch(
     batches = iter(ctx.train_data.batches(plan, train=True, seed=epoch_seed(seed, epoch, 2)))
     check_every = 1 if ctx.device.type == "cpu" else ctx.config.train.check_every
     show_progress, epoch_start = ctx.config.train.progress and ctx.rank == 0, time.perf_counter()
+    channels_last = ctx.device.type == "cuda" and ctx.config.train.channels_last
     for step in range(len(plan)):
         with timer.phase("data"):
             images, labels, indices = next(batches)
@@ -123,6 +124,8 @@ def run_epoch(
             if len(positions) == 0:  # global mode gave this rank no rows: a zero-weight step
                 positions, scale, counted = positions.new_zeros(1), 0.0, False
             images, labels, indices = images[positions], labels[positions], indices[positions.cpu()]
+        if channels_last:  # match the learner's memory format, or every conv converts its input
+            images = images.contiguous(memory_format=torch.channels_last)
         with timer.phase("step"):
             loss_sum, correct = train_step(
                 ctx.model, ctx.optimizer, images, labels, ctx.config.train.amp, scale
