@@ -146,12 +146,12 @@ def run_epoch(
     _raise_if_diverged(acc, epoch, store)
     ctx.scheduler.step()
     if last_epoch and not ctx.model_aware and ctx.sampler.last_super_batches:
-        store.write_json(
-            "selection_example.json", diagnostics.example_from_sampler(ctx.sampler, plan[0])
-        )
-        record = diagnostics.spectral_record(ctx.sampler)
-        if record:
-            store.write_json("spectral.json", record)
+        with timer.phase("checkpoint"):  # records, like the checkpoint itself
+            example = diagnostics.example_from_sampler(ctx.sampler, plan[0])
+            store.write_json("selection_example.json", example)
+            record = diagnostics.spectral_record(ctx.sampler)
+            if record:
+                store.write_json("spectral.json", record)
     with timer.phase("eval"):
         val_loss, val_acc = evaluate(ctx, ctx.split.val)
     train_loss, train_acc, rows = acc.totals()
