@@ -83,9 +83,11 @@ TRAIN_FLAGS = {
 }
 
 
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
+def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
     p.add_argument("--config", default=None, help="YAML config (see configs/)")
     for flag, (key, kind, text) in TRAIN_FLAGS.items():
+        if flag in exclude:
+            continue
         p.add_argument(
             f"--{flag.replace('_', '-')}",
             dest=flag,
@@ -174,7 +176,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare", help="train every method x seed and write the report (the main job)"
     )
-    add_config_arguments(p)
+    add_config_arguments(p, exclude=frozenset({"method", "seed"}))  # per run: --methods, --seeds
     p.add_argument(
         "--methods",
         type=csv_list(str),
