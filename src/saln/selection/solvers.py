@@ -72,17 +72,17 @@ def normalise_rows(x: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
-def dense_laplacian(x: torch.Tensor) -> torch.Tensor:
-    """Laplacians ``D - S`` of the cosine-similarity graphs of raw rows x, (b, n, n).
+def torch_laplacian(x: torch.Tensor) -> torch.Tensor:
+    """``D - S`` in torch, batched: the CUDA path (any device; tested on CPU against NumPy's)."""
+    xn = normalise_rows(x)
+    sim = xn @ xn.transpose(-1, -2)
+    return torch.diag_embed(sim.sum(-1)) - sim
 
-    On CPU: NumPy's ``x @ x.T`` (a SYRK, half a GEMM's work; faster than torch's matmul) on the
-    raw rows, then ``S_ij / (|x_i| |x_j|)`` with the norms read off the diagonal, which saves a
-    normalisation pass over x; the degree goes onto the diagonal in place.
-    """
-    if x.is_cuda:
-        xn = normalise_rows(x)
-        sim = xn @ xn.transpose(-1, -2)
-        return torch.diag_embed(sim.sum(-1)) - sim
+
+def numpy_laplacian(x: torch.Tensor) -> torch.Tensor:
+    """``D - S`` for CPU: NumPy's ``x @ x.T`` (a SYRK, half a GEMM's work; faster than torch's
+    matmul) on the raw rows, then ``S_ij / (|x_i| |x_j|)`` with the norms read off the diagonal,
+    which saves a normalisation pass over x; the degree goes onto the diagonal in place."""
     limit_blas_threads_once()
     rows = x.float().numpy()
     n = rows.shape[1]
@@ -102,13 +102,20 @@ def dense_laplacian(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(laps)
 
 
-@SOLVERS.register("exact")
-def solve_exact(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact solve: SciPy's subset ``eigh`` in float32 on CPU, batched float64 eigh on CUDA."""
-    if x.is_cuda:
-        values, vectors = torch.linalg.eigh(dense_laplacian(x.double()))
-        return vectors[..., 1].to(x.dtype), values[..., 1:3].to(x.dtype)
-    laps = dense_laplacian(x).numpy()
+def dense_laplacian(x: torch.Tensor) -> torch.Tensor:
+    """Laplacians ``D - S`` of the cosine-similarity graphs of raw rows x, (b, n, n)."""
+    return torch_laplacian(x) if x.is_cuda else numpy_laplacian(x)
+
+
+def eigh_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched float64 ``torch.linalg.eigh``: the exact CUDA path."""
+    values, vectors = torch.linalg.eigh(torch_laplacian(x.double()))
+    return vectors[..., 1].to(x.dtype), values[..., 1:3].to(x.dtype)
+
+
+def eigh_scipy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SciPy's subset ``eigh`` (LAPACK ssyevr, eigenpairs 1 and 2 only) in float32: the CPU path."""
+    laps = numpy_laplacian(x).numpy()
     vecs = np.empty(laps.shape[:2], dtype=np.float32)
     vals = np.empty((laps.shape[0], 2), dtype=np.float32)
     for i, lap in enumerate(laps):
@@ -119,13 +126,20 @@ def solve_exact(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(vecs), torch.from_numpy(vals)
 
 
+@SOLVERS.register("exact")
+def solve_exact(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact solve: SciPy's subset ``eigh`` in float32 on CPU, batched float64 eigh on CUDA."""
+    return eigh_torch(x) if x.is_cuda else eigh_scipy(x)
+
+
 Operator = Callable[[torch.Tensor], torch.Tensor]  # (b, 1, n) -> (b, 1, n)
 
 
-def laplacian_operator(x: torch.Tensor) -> Operator:
-    """``v -> L v``. CUDA: factored ``deg*v - (v xn) xn^T`` (S never formed, DESIGN.md section 5);
-    CPU: the dense Laplacian, since forming S by SYRK is cheaper than 64 memory-bound passes."""
-    if not x.is_cuda:
+def laplacian_operator(x: torch.Tensor, factored: bool | None = None) -> Operator:
+    """``v -> L v``. Factored (the CUDA default) ``deg*v - (v xn) xn^T``, S never formed
+    (DESIGN.md section 5); dense (the CPU default), since forming S by SYRK is cheaper there than
+    64 memory-bound passes over x."""
+    if not (x.is_cuda if factored is None else factored):
         lap = dense_laplacian(x)
         return lambda v: v @ lap
     xn = normalise_rows(x)
@@ -142,7 +156,7 @@ def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 
 
 def lanczos_fiedler(
-    x: torch.Tensor, steps: int = LANCZOS_STEPS, seed: int = 0
+    x: torch.Tensor, steps: int = LANCZOS_STEPS, seed: int = 0, factored: bool | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched Lanczos for the Fiedler pair of every batch of rows ``x`` (b, n, d).
 
@@ -152,7 +166,7 @@ def lanczos_fiedler(
     """
     b, n, _ = x.shape
     steps = max(2, min(steps, n - 1))
-    apply = laplacian_operator(x)
+    apply = laplacian_operator(x, factored)
     basis = torch.empty(b, steps + 1, n, dtype=x.dtype, device=x.device)
     basis[:, :1] = n**-0.5
     tri = torch.zeros(b, steps, steps, dtype=torch.float64, device=x.device)
