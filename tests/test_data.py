@@ -230,3 +230,17 @@ def test_resident_images_keep_their_own_size_when_uniform(cifar_root: Path, tmp_
     assert gpu.decode_all(pets, image_size=24).shape == (6, 3, 24, 24)
     batch = gpu.BatchAugment(224, train=False)(gpu.decode_all(cifar, 224)[:2])
     assert batch.shape == (2, 3, 224, 224)
+
+
+def test_decoded_images_are_reused_in_process_but_never_stale(
+    cifar_root: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(cifar_root, copy)
+    source = build_dataset(f"imagefolder:{copy}").train
+    first = gpu.decode_all(source, 32)
+    assert gpu.decode_all(build_dataset(f"imagefolder:{copy}").train, 32) is first  # reused
+    victim = copy / source.files[0]
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(victim)
+    fresh = gpu.decode_all(build_dataset(f"imagefolder:{copy}").train, 32)
+    assert fresh is not first and fresh[0, 0].float().mean() > 200  # the edited image, red
