@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import saln
-from saln.selection.base import BatchView, check_keep
+from saln.selection.base import KNOWN_NEEDS, BatchView, check_keep
 from saln.selection.jest import chunk_sizes, jest_select
 from tests.conftest import clustered_features
 
@@ -44,7 +44,7 @@ def test_contract(selector: saln.Selector, filter_ratio: float) -> None:
     if filter_ratio == 0.0:
         assert sorted(pos.tolist()) == list(range(N))
     assert isinstance(selector, saln.Selector)
-    assert selector.needs <= {"features", "losses", "ref_losses"}
+    assert selector.needs <= KNOWN_NEEDS
 
 
 def test_missing_inputs_are_named(selector: saln.Selector) -> None:

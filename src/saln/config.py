@@ -107,10 +107,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _section_types() -> dict[str, type]:
-    return {k: v for k, v in get_type_hints(Config).items()}
-
-
 def _suggest(name: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -140,7 +136,7 @@ def from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
-    sections = _section_types()
+    sections = get_type_hints(Config)
     updates = {}
     for section, values in data.items():
         if section not in sections:

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from saln.report.aggregate import Run, RunSet, one_off_seconds
+from saln.train.diagnostics import SMALL_GAP
 
 METHOD_ORDER = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest"]
 COLOURS = {method: f"C{i}" for i, method in enumerate(METHOD_ORDER)}
@@ -96,10 +97,11 @@ def spectral(gaps: list[float], kept: list[float], dropped: list[float], path: P
         positive, bins=np.logspace(-6, max(0.0, np.log10(positive.max()) + 0.1), 40), color="C3"
     )
     left.set_xscale("log")
-    left.axvline(1e-3, color="k", ls=":", lw=1)
+    left.axvline(SMALL_GAP, color="k", ls=":", lw=1)
     left.set_xlabel("relative spectral gap (l3 - l2) / l2")
     left.set_ylabel("batches")
-    left.set_title(f"{np.mean(np.asarray(gaps) < 1e-3):.0%} of batches below 1e-3 (non-unique)")
+    share = np.mean(np.asarray(gaps) < SMALL_GAP)
+    left.set_title(f"{share:.0%} of batches below {SMALL_GAP:g} (Fiedler vector not unique)")
     bins = np.linspace(0, max(max(kept, default=1), max(dropped, default=1)), 40)
     right.hist(dropped, bins=bins, alpha=0.6, label="dropped", color="grey", density=True)
     right.hist(kept, bins=bins, alpha=0.6, label="kept", color="C2", density=True)

@@ -72,11 +72,6 @@ def world_size() -> int:
     return dist.get_world_size() if active() else 1
 
 
-def print0(*args: Any) -> None:
-    if rank() == 0:
-        print(*args, flush=True)
-
-
 def barrier() -> None:
     if active():
         dist.barrier()

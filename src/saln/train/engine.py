@@ -314,7 +314,7 @@ def _finish(
         for k in ("data", "selection", "step", "eval", "checkpoint")
     }
     train_time = totals["data"] + totals["selection"] + totals["step"]
-    one_off = {k: v for k, v in ctx.one_off.items() if k.endswith("_s")}
+    one_off = ctx.one_off
     last = history[-1]
     summary = {
         "method": ctx.method.name,
@@ -344,7 +344,7 @@ def _finish(
         "train_time_s": train_time,
         "wall_time_s": sum(r["epoch_wall_s"] for r in history),
         "one_off": one_off,
-        "feature_cache_hit": bool(ctx.one_off.get("feature_cache_hit", 0.0)),
+        "feature_cache_hit": ctx.feature_cache_hit,
         "total_time_s": train_time + sum(one_off.values()),
         "selection_share_of_step": totals["selection"] / max(totals["step"], 1e-9),
         **selection_summary(tracker, ctx.split.train),

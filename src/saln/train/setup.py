@@ -42,9 +42,10 @@ class RunContext:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     features: FeatureStore | None = None
     ref_losses: torch.Tensor | None = None  # by global index, on device
-    one_off: dict[str, float] = field(default_factory=dict)
+    one_off: dict[str, float] = field(default_factory=dict)  # seconds, paid once per run
     rank: int = 0
     world_size: int = 1
+    feature_cache_hit: bool = False
 
     @property
     def model_aware(self) -> bool:
@@ -207,7 +208,6 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         # per dataset and encoder, and belongs in the method's total time.
         seconds = features.meta.get("extraction_seconds", time.perf_counter() - start)
         one_off["feature_extraction_s"] = float(seconds)
-        one_off["feature_cache_hit"] = float(not features.fresh)
     ref_losses = None
     if selector is not None and "ref_losses" in selector.needs:
         if len(split.reference) == 0:
@@ -258,4 +258,5 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         one_off,
         rank,
         world_size,
+        feature_cache_hit=features is not None and not features.fresh,
     )
