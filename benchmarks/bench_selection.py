@@ -4,7 +4,8 @@
 
 CPU: one core (torch and BLAS pinned to one thread); ms per batch for the reference
 (``reference_select``), the exact and the Lanczos solver, one batch per call and a whole epoch
-per call; speed-ups are ratios against the reference measured in the same run. CUDA (when
+per call; speed-ups are ratios against the reference measured in the same run, all candidates
+timed in alternating rounds so that machine noise hits them alike. CUDA (when
 present): one CIFAR-10 epoch of selections (176 super-batches of 256 rows, d = 2048) with the
 batched Lanczos solver against batched ``torch.linalg.eigh`` on the same data.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import clustered_features
 
-from benchmarks.common import RESULTS, machine, median_seconds, write_json
-from saln.selection.solvers import limit_blas_threads_once
+from benchmarks.common import (
+    RESULTS,
+    interleaved_medians,
+    machine,
+    median_seconds,
+    write_json,
+)
+from saln.selection.lapack import limit_blas_threads_once
 from saln.selection.spectral import (
     reference_select,
     spectral_select,
     spectral_select_with_stats,
 )
+
+SOLVER_NAMES = ("exact", "lanczos")
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,43 +64,31 @@ def bench_cpu(batches: int, repeats: int) -> list[dict[str, Any]]:
         for n in (64, 128, 256, 512):
             data = clustered_features(batches, n, d, clusters=10, seed=n + d)
             refs = [reference_select(x, 0.8) for x in data]
-            ref_ms = (
-                1e3
-                * median_seconds(
-                    lambda data=data: [reference_select(x, 0.8) for x in data], repeats
+            candidates: dict[str, Callable[[], object]] = {
+                "reference": lambda data=data: [reference_select(x, 0.8) for x in data]
+            }
+            for solver in SOLVER_NAMES:
+                candidates[f"{solver}_single"] = lambda s=solver, data=data: [
+                    spectral_select(x, 0.8, solver=s) for x in data
+                ]
+                candidates[f"{solver}_epoch"] = lambda s=solver, data=data: spectral_select(
+                    data, 0.8, solver=s
                 )
-                / batches
-            )
-            row: dict[str, Any] = {"n": n, "d": d, "reference_ms": ref_ms}
-            for solver in ("exact", "lanczos"):
-                single = (
-                    1e3
-                    * median_seconds(
-                        lambda s=solver, data=data: [
-                            spectral_select(x, 0.8, solver=s) for x in data
-                        ],
-                        repeats,
-                    )
-                    / batches
-                )
-                epoch = (
-                    1e3
-                    * median_seconds(
-                        lambda s=solver, data=data: spectral_select(data, 0.8, solver=s), repeats
-                    )
-                    / batches
-                )
+            ms = {k: 1e3 * v / batches for k, v in interleaved_medians(candidates, repeats).items()}
+            row: dict[str, Any] = {"n": n, "d": d, "reference_ms": ms["reference"]}
+            for solver in SOLVER_NAMES:
+                single, epoch = ms[f"{solver}_single"], ms[f"{solver}_epoch"]
                 row[solver] = {
                     "ms_per_batch_single": single,
                     "ms_per_batch_epoch_call": epoch,
-                    "speedup_single": ref_ms / single,
-                    "speedup_epoch_call": ref_ms / epoch,
+                    "speedup_single": ms["reference"] / single,
+                    "speedup_epoch_call": ms["reference"] / epoch,
                     **agreement(data, solver, refs),
                 }
             rows.append(row)
             ex, lz = row["exact"], row["lanczos"]
             print(
-                f"n={n:4d} d={d:4d} ref {ref_ms:7.2f} ms"
+                f"n={n:4d} d={d:4d} ref {ms['reference']:7.2f} ms"
                 f" | exact x{ex['speedup_single']:.2f} (epoch x{ex['speedup_epoch_call']:.2f})"
                 f" | lanczos x{lz['speedup_single']:.2f} (epoch x{lz['speedup_epoch_call']:.2f})"
                 f" J={lz['jaccard_mean']:.3f}",

@@ -204,19 +204,24 @@ def test_cuda_selects_what_cpu_selects(solver: str) -> None:
 
 
 def test_the_cuda_maths_agrees_with_the_cpu_path_when_run_on_cpu() -> None:
-    """The torch Laplacian, batched float64 eigh and the factored Lanczos operator are what CUDA
-    runs; here they run on CPU against the NumPy/SciPy path and the oracle."""
-    from saln.selection import solvers
+    """The torch Laplacian, batched float64 eigh and the torch Lanczos (factored and dense) are
+    what CUDA runs; here they run on CPU against the LAPACK path and the oracle."""
+    from saln.selection import lapack, solvers
 
     x = torch.from_numpy(clustered_features(6, 96, 64, seed=21))
-    assert torch.allclose(solvers.torch_laplacian(x), solvers.numpy_laplacian(x), atol=1e-4)
-    _, val_cpu = solvers.eigh_scipy(x)
+    for batch, lap in zip(x.numpy(), solvers.torch_laplacian(x)):
+        lower = lapack.laplacian_lower(batch)
+        assert np.allclose(np.tril(lower), np.tril(lap.numpy()), atol=1e-4)
+        assert not np.triu(lower, 1).any()  # LAPACK reads only the lower triangle
+    _, val_cpu = solvers.solve_exact(x)
     vec_gpu, val_gpu = solvers.eigh_torch(x)
     assert torch.allclose(val_cpu, val_gpu, rtol=1e-3)
-    vec_lz, val_lz = solvers.lanczos_fiedler(x, factored=True)
+    vec_fac, val_fac = solvers.lanczos_fiedler(x, factored=True)
+    vec_dense, val_dense = solvers.lanczos_fiedler(x, factored=False)
     for i, batch in enumerate(x.numpy()):
         oracle = set(saln.reference_select(batch, 0.8).tolist())
-        for vec in (vec_gpu[i], vec_lz[i]):
+        for vec in (vec_gpu[i], vec_fac[i], vec_dense[i]):
             kept = set(torch.sort(vec.abs(), descending=True, stable=True).indices[:19].tolist())
             assert kept == oracle
-    assert torch.allclose(val_lz, val_cpu, rtol=1e-3)
+    assert torch.allclose(val_fac, val_cpu, rtol=1e-3)
+    assert torch.allclose(val_dense, val_cpu, rtol=1e-3)

@@ -9,14 +9,20 @@ the constant eigenvector, so the Fiedler vector is the eigenvector of the second
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from saln.registry import Registry
+from saln.selection.lapack import (
+    NonFiniteRows,
+    exact_fiedler,
+    lanczos_fiedler_dense,
+    laplacian_lower,
+    limit_blas_threads_once,
+)
 
 # A solver maps features (b, n, d) to (Fiedler vectors (b, n), (lambda_2, lambda_3) (b, 2)).
 SOLVERS: Registry[tuple[torch.Tensor, torch.Tensor]] = Registry("solver")
@@ -26,28 +32,12 @@ SOLVERS: Registry[tuple[torch.Tensor, torch.Tensor]] = Registry("solver")
 # 16 did not (DESIGN.md section 5). On CUDA the batched tridiagonal eigh is truly batched only
 # up to 32x32, so 32 is also the ceiling there.
 LANCZOS_STEPS = 32
+LANCZOS_SEED = 0
 
-_blas_limited = False
-_blas_lock = threading.Lock()
-
-
-def limit_blas_threads_once() -> None:
-    """Run NumPy/SciPy BLAS single-threaded, once per process.
-
-    Small dense problems lose from threading, and with two cores NumPy's and SciPy's OpenBLAS
-    pools starve each other (a 0.6 ms call measured 108 ms). Limiting per call costs more than
-    the solve itself, so the limit is set once for the process.
-    """
-    global _blas_limited
-    with _blas_lock:
-        if not _blas_limited:
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(limits=1, user_api="blas")
-            _blas_limited = True
+CpuSolve = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def raise_non_finite(x: torch.Tensor) -> None:
+def raise_non_finite(x: torch.Tensor) -> NoReturn:
     """Name the rows that hold NaN/inf (called only once a row norm came out non-finite)."""
     where = (~torch.isfinite(x).all(-1)).nonzero().tolist()
     if not where:
@@ -79,32 +69,19 @@ def torch_laplacian(x: torch.Tensor) -> torch.Tensor:
     return torch.diag_embed(sim.sum(-1)) - sim
 
 
-def numpy_laplacian(x: torch.Tensor) -> torch.Tensor:
-    """``D - S`` for CPU: NumPy's ``x @ x.T`` (a SYRK, half a GEMM's work; faster than torch's
-    matmul) on the raw rows, then ``S_ij / (|x_i| |x_j|)`` with the norms read off the diagonal,
-    which saves a normalisation pass over x; the degree goes onto the diagonal in place."""
+def per_batch_cpu(x: torch.Tensor, solve: CpuSolve) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU path: each batch's lower-triangle Laplacian (SYRK) handed to ``solve``."""
     limit_blas_threads_once()
     rows = x.float().numpy()
-    n = rows.shape[1]
-    laps = np.empty((rows.shape[0], n, n), dtype=np.float32)
-    for lap, row in zip(laps, rows, strict=True):
-        np.matmul(row, row.T, out=lap)
-        squared_norms = lap.diagonal().copy()
-        if not np.isfinite(squared_norms).all():
+    vectors = np.empty(rows.shape[:2], dtype=np.float32)
+    values = np.empty((rows.shape[0], 2), dtype=np.float32)
+    for i, batch in enumerate(rows):
+        try:
+            lap = laplacian_lower(batch)
+        except NonFiniteRows:
             raise_non_finite(x)
-        inv = np.zeros_like(squared_norms)
-        np.divide(1.0, np.sqrt(squared_norms), out=inv, where=squared_norms > 0)
-        lap *= inv[:, None]
-        lap *= inv[None, :]
-        degree = lap.sum(axis=1)
-        np.negative(lap, out=lap)
-        lap.flat[:: n + 1] += degree
-    return torch.from_numpy(laps)
-
-
-def dense_laplacian(x: torch.Tensor) -> torch.Tensor:
-    """Laplacians ``D - S`` of the cosine-similarity graphs of raw rows x, (b, n, n)."""
-    return torch_laplacian(x) if x.is_cuda else numpy_laplacian(x)
+        vectors[i], values[i] = solve(lap)
+    return torch.from_numpy(vectors), torch.from_numpy(values)
 
 
 def eigh_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,34 +90,21 @@ def eigh_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return vectors[..., 1].to(x.dtype), values[..., 1:3].to(x.dtype)
 
 
-def eigh_scipy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SciPy's subset ``eigh`` (LAPACK ssyevr, eigenpairs 1 and 2 only) in float32: the CPU path."""
-    laps = numpy_laplacian(x).numpy()
-    vecs = np.empty(laps.shape[:2], dtype=np.float32)
-    vals = np.empty((laps.shape[0], 2), dtype=np.float32)
-    for i, lap in enumerate(laps):
-        w, v = scipy.linalg.eigh(
-            lap, subset_by_index=[1, 2], overwrite_a=True, check_finite=False, driver="evr"
-        )
-        vecs[i], vals[i] = v[:, 0], w
-    return torch.from_numpy(vecs), torch.from_numpy(vals)
-
-
 @SOLVERS.register("exact")
 def solve_exact(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact solve: SciPy's subset ``eigh`` in float32 on CPU, batched float64 eigh on CUDA."""
-    return eigh_torch(x) if x.is_cuda else eigh_scipy(x)
+    """Exact solve: LAPACK ``ssyevr`` (eigenpairs 2-3 only) in float32 on CPU, batched float64
+    eigh on CUDA."""
+    return eigh_torch(x) if x.is_cuda else per_batch_cpu(x, exact_fiedler)
 
 
 Operator = Callable[[torch.Tensor], torch.Tensor]  # (b, 1, n) -> (b, 1, n)
 
 
-def laplacian_operator(x: torch.Tensor, factored: bool | None = None) -> Operator:
-    """``v -> L v``. Factored (the CUDA default) ``deg*v - (v xn) xn^T``, S never formed
-    (DESIGN.md section 5); dense (the CPU default), since forming S by SYRK is cheaper there than
-    64 memory-bound passes over x."""
-    if not (x.is_cuda if factored is None else factored):
-        lap = dense_laplacian(x)
+def laplacian_operator(x: torch.Tensor, factored: bool = True) -> Operator:
+    """``v -> L v``: factored ``deg*v - (v xn) xn^T`` with S never formed (DESIGN.md section 5),
+    or dense through :func:`torch_laplacian`."""
+    if not factored:
+        lap = torch_laplacian(x)
         return lambda v: v @ lap
     xn = normalise_rows(x)
     xt = xn.transpose(-1, -2)
@@ -156,7 +120,7 @@ def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 
 
 def lanczos_fiedler(
-    x: torch.Tensor, steps: int = LANCZOS_STEPS, seed: int = 0, factored: bool | None = None
+    x: torch.Tensor, steps: int = LANCZOS_STEPS, seed: int = LANCZOS_SEED, factored: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched Lanczos for the Fiedler pair of every batch of rows ``x`` (b, n, d).
 
@@ -192,4 +156,12 @@ def lanczos_fiedler(
 
 @SOLVERS.register("lanczos")
 def solve_lanczos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return lanczos_fiedler(x)
+    """Batched factored Lanczos on CUDA; on CPU a dense one per batch on the SYRK Laplacian
+    (cheaper there than 64 memory-bound passes over x). Every batch starts from the same
+    seeded vector, so a batched call equals the per-batch loop."""
+    if x.is_cuda:
+        return lanczos_fiedler(x)
+    return per_batch_cpu(
+        x,
+        lambda lap: lanczos_fiedler_dense(lap, LANCZOS_STEPS, np.random.default_rng(LANCZOS_SEED)),
+    )

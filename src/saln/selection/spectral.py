@@ -28,8 +28,9 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 # Below this many rows a batch has no meaningful Fiedler vector (n=2 has a single nonzero mode).
 MIN_SPECTRAL_ROWS = 3
-# On one CPU core SciPy's exact subset solve is as fast as Lanczos up to n = 256 and is exact;
-# Lanczos wins from 512 rows (benchmarks/results/selection_cpu.json).
+# On one CPU core LAPACK's exact subset solve is within 10% of Lanczos up to n = 256 (both pay
+# the same Gram matrix) and is exact; Lanczos wins clearly from 512 rows
+# (benchmarks/results/selection_cpu.json).
 AUTO_LANCZOS_MIN_ROWS_CPU = 512
 
 
