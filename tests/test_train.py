@@ -325,3 +325,40 @@ def test_bad_devices_are_named(tmp_path: Path, device: str, message: str) -> Non
         pytest.skip("CUDA is available here")
     with pytest.raises(cfg.ConfigError, match=message):
         fit(tiny(tmp_path, "uniform", **{"train.device": device}), tmp_path / "run")
+
+
+def test_the_tracker_resolves_selected_positions_at_the_epoch_end() -> None:
+    from saln.train.tracking import SelectionTracker
+
+    tracker = SelectionTracker(np.array([0, 1, 2, 0, 1, 2]), num_classes=3)
+    tracker.start_epoch()
+    tracker.record(torch.tensor([5, 0, 3]), torch.tensor([2, 0]))  # rows 3 and 5
+    tracker.record(torch.tensor([1, 2, 4]))  # all three
+    row = tracker.end_epoch()
+    assert row["class_histogram"] == [1, 2, 2]  # labels of rows 3, 5, 1, 2, 4
+    assert row["distinct_trained_epoch"] == 5 and tracker.epochs_kept.tolist() == [0, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["loss", "rho_loss", "jest"])
+def test_model_aware_steps_never_wait_for_the_gpu(tmp_path: Path, method: str) -> None:
+    """Scoring, selecting and training a step queue GPU work without one host sync."""
+    from saln.train.engine import select_rows
+    from saln.train.step import train_step
+
+    config = tiny(tmp_path, method, **{"train.device": "cuda", "data.loader": "resident"})
+    ctx = build_run(config)
+    plan = ctx.sampler.plan_epoch()
+    gen = torch.Generator(device=ctx.device).manual_seed(0)
+    batches = ctx.train_data.batches(plan[:3], train=True, seed=0)
+    first = next(batches)  # warm-up: allocations, cuDNN autotuning
+    select_rows(ctx, first.images, first.labels, first.indices, gen, 0, 0, None)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step, (images, labels, indices) in enumerate(batches, start=1):
+            positions, _ = select_rows(ctx, images, labels, indices, gen, 0, step, None)
+            train_step(ctx.model, ctx.optimizer, images[positions], labels[positions], True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

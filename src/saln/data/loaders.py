@@ -97,6 +97,8 @@ class ResidentPipeline:
         if not batches:
             return
         flat = torch.tensor([i for b in batches for i in b], dtype=torch.int64)
+        if self.device.type == "cuda":  # pinned: the engine's per-step copies do not sync
+            flat = flat.pin_memory()
         on_device = flat.to(self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         order = torch.Generator().manual_seed(seed)

@@ -107,3 +107,11 @@ def require(batch: BatchView, selector: Selector) -> None:
             f"selector {selector.name!r} needs {', '.join(missing)} in the BatchView; "
             f"it declares needs={sorted(selector.needs)}"
         )
+
+
+def check_finite_scores(scores: torch.Tensor, what: str) -> None:
+    """Raise when scores hold NaN/inf (the learner diverged). On CUDA the check would cost a host
+    sync every step, so it is skipped there: the engine's divergence check (every
+    ``train.check_every`` steps) stops a diverged run from its training loss instead."""
+    if scores.device.type == "cpu" and not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"{what} contain NaN or inf; the learner has diverged")

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
-from saln.selection.base import SELECTORS, BatchView, Selection, check_keep, require
+from saln.selection.base import (
+    SELECTORS,
+    BatchView,
+    Selection,
+    check_finite_scores,
+    check_keep,
+    require,
+)
 from saln.selection.rho import reducible_loss
 
 # (scores (n,), chosen mask (n,)) -> additive interaction term (n,)
@@ -37,7 +44,10 @@ def chunk_sizes(keep: int, n_chunks: int) -> list[int]:
 def gumbel(
     shape: torch.Size, generator: torch.Generator | None, like: torch.Tensor
 ) -> torch.Tensor:
-    uniform = torch.rand(shape, generator=generator).clamp_(1e-20, 1.0)
+    """Gumbel noise drawn on the generator's device (``like``'s without one), then moved to
+    ``like``'s: a generator on the scores' device costs no copy."""
+    device = generator.device if generator is not None else like.device
+    uniform = torch.rand(shape, generator=generator, device=device).clamp_(1e-20, 1.0)
     return (-torch.log(-torch.log(uniform))).to(like.device, like.dtype)
 
 
@@ -56,8 +66,7 @@ def jest_select(
     """
     n = scores.shape[-1]
     check_keep(keep, n)
-    if not bool(torch.isfinite(scores).all()):
-        raise ValueError("JEST scores contain NaN or inf; the learner has diverged")
+    check_finite_scores(scores, "JEST scores")
     chosen = torch.zeros(n, dtype=torch.bool, device=scores.device)
     picked: list[torch.Tensor] = []
     for size in chunk_sizes(keep, n_chunks):

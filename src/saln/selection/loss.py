@@ -10,14 +10,20 @@ from dataclasses import dataclass
 
 import torch
 
-from saln.selection.base import SELECTORS, BatchView, Selection, check_keep, require
+from saln.selection.base import (
+    SELECTORS,
+    BatchView,
+    Selection,
+    check_finite_scores,
+    check_keep,
+    require,
+)
 from saln.selection.spectral import priority_order
 
 
 def top_k_positions(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """Positions of the ``keep`` largest scores, largest first, ties to the lower position."""
-    if not bool(torch.isfinite(scores).all()):
-        raise ValueError("selection scores contain NaN or inf; the learner has diverged")
+    check_finite_scores(scores, "selection scores")
     return priority_order(scores)[..., : check_keep(keep, scores.shape[-1])]
 
 

@@ -102,7 +102,8 @@ def run_epoch(
         plan = ctx.sampler.plan_epoch()
     for hook in hooks:
         hook.on_epoch_start(epoch, len(plan))
-    gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 3))
+    # On the device, so JEST's noise is drawn where its scores are (no copy, no sync per step).
+    gen = torch.Generator(device=ctx.device).manual_seed(epoch_seed(seed, epoch, 3))
     acc, last_epoch = EpochAccumulator(ctx.device), epoch == ctx.epochs - 1
     tracker.start_epoch()
     ctx.model.train()
@@ -114,7 +115,7 @@ def run_epoch(
         with timer.phase("data"):
             images, labels, indices = next(batches)
         loaded = len(ctx.sampler.last_super_batches[step])  # before any selection
-        scale, counted = 1.0, True
+        scale, counted, kept = 1.0, True, None  # kept: positions in the loaded batch (None: all)
         if ctx.model_aware:
             with timer.phase("selection"):
                 example_to = store if last_epoch and step == 0 else None
@@ -123,7 +124,7 @@ def run_epoch(
                 )
             if len(positions) == 0:  # global mode gave this rank no rows: a zero-weight step
                 positions, scale, counted = positions.new_zeros(1), 0.0, False
-            images, labels, indices = images[positions], labels[positions], indices[positions.cpu()]
+            images, labels, kept = images[positions], labels[positions], positions
         if channels_last:  # match the learner's memory format, or every conv converts its input
             images = images.contiguous(memory_format=torch.channels_last)
         with timer.phase("step"):
@@ -131,9 +132,9 @@ def run_epoch(
                 ctx.model, ctx.optimizer, images, labels, ctx.config.train.amp, scale
             )
             if counted:
-                acc.add(loss_sum, correct, len(indices), step)
-                tracker.record(indices)
-        trained = len(indices) if counted else 0
+                acc.add(loss_sum, correct, len(labels), step)
+                tracker.record(indices, kept)
+        trained = len(labels) if counted else 0
         for hook in hooks:
             hook.on_batch_selected(epoch, step, loaded, trained)
             hook.on_train_batch_end(epoch, step, trained)
@@ -189,7 +190,8 @@ def select_rows(
     Returns (positions, loss scale); ``global`` mode under torchrun selects over all ranks."""
     assert ctx.selector is not None
     losses = score_losses(distributed.unwrap(ctx.model), images, labels, ctx.config.train.amp)
-    ref = ctx.ref_losses[indices.to(ctx.device)] if ctx.ref_losses is not None else None
+    on_device = indices.to(ctx.device, non_blocking=True)  # pinned by the loaders on CUDA
+    ref = ctx.ref_losses[on_device] if ctx.ref_losses is not None else None
     view = BatchView(
         indices=indices, labels=labels, losses=losses, ref_losses=ref, epoch=epoch, step=step
     )

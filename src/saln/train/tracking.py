@@ -67,19 +67,40 @@ class SelectionTracker:
         self.trained_classes = np.zeros(num_classes, dtype=np.int64)  # all epochs so far
         self._this_epoch = np.zeros(len(labels), dtype=bool)
         self._classes = np.zeros(num_classes, dtype=np.int64)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def start_epoch(self) -> None:
         self._this_epoch[:] = False
         self._classes[:] = 0
+        self._pending.clear()
 
-    def record(self, indices: torch.Tensor) -> None:
-        rows = indices.numpy()
+    def record(self, indices: torch.Tensor, positions: torch.Tensor | None = None) -> None:
+        """Count the trained rows: ``indices`` (CPU) of the loaded batch, or only those at
+        ``positions`` when a model-aware selector chose them. Positions may live on the GPU: they
+        are resolved at the epoch's end, so recording never waits for the device."""
+        if positions is None:
+            self._mark(indices.numpy())
+        else:
+            self._pending.append((indices, positions))
+
+    def _mark(self, rows: np.ndarray) -> None:
         self._this_epoch[rows] = True
         self._classes += np.bincount(self.labels[rows], minlength=self.num_classes)
+
+    def _resolve_pending(self) -> None:
+        """One device-to-host copy for the epoch's selected positions."""
+        if not self._pending:
+            return
+        lengths = [len(p) for _, p in self._pending]
+        positions = torch.cat([p for _, p in self._pending]).cpu().split(lengths)
+        for (indices, _), kept in zip(self._pending, positions, strict=True):
+            self._mark(indices.numpy()[kept.numpy()])
+        self._pending.clear()
 
     def end_epoch(self) -> dict[str, Any]:
         from saln.train.distributed import all_reduce_numpy
 
+        self._resolve_pending()
         self._this_epoch = all_reduce_numpy(self._this_epoch.astype(np.int64), "max").astype(bool)
         self._classes = all_reduce_numpy(self._classes)
         self.epochs_kept += self._this_epoch
