@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from saln.data.archive import extract_per_class
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_ARCHIVE = Path(
@@ -32,28 +33,9 @@ def clustered_features(
 def unpack_cifar_subset(
     dest: Path, per_class: dict[str, int], archive: Path = CIFAR_ARCHIVE
 ) -> Path:
-    """Copy the first ``per_class[split]`` JPEGs of every class out of the real CIFAR-10 archive,
-    in ImageFolder layout under ``dest/cifar10-jpeg``."""
-    root = dest / "cifar10-jpeg"
-    taken: dict[tuple[str, str], int] = {}
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) < 4:
-                continue
-            split, cls = parts[-3], parts[-2]
-            if taken.get((split, cls), 0) >= per_class.get(split, 0):
-                continue
-            taken[(split, cls)] = taken.get((split, cls), 0) + 1
-            target = root / split / cls / parts[-1]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            extracted = tar.extractfile(member)
-            assert extracted is not None
-            target.write_bytes(extracted.read())
-            full = [k for k, v in taken.items() if v >= per_class.get(k[0], 0)]
-            if len(full) == 10 * len(per_class):
-                break
-    return root
+    """The first ``per_class[split]`` JPEGs of every class of the real CIFAR-10 archive, in
+    ImageFolder layout under ``dest/cifar10-jpeg``."""
+    return extract_per_class(archive, dest / "cifar10-jpeg", per_class)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +246,72 @@ def test_decoded_images_are_reused_in_process_but_never_stale(
     Image.new("RGB", (32, 32), (255, 0, 0)).save(victim)
     fresh = gpu.decode_all(build_dataset(f"imagefolder:{copy}").train, 32)
     assert fresh is not first and fresh[0, 0].float().mean() > 200  # the edited image, red
+
+
+def _toy_archive(path: Path) -> Path:
+    """root/{train,test}/{a,b}/k.jpg: 3 train and 2 test files per class."""
+    with tarfile.open(path, "w:gz") as tar:
+        for split, count in (("train", 3), ("test", 2)):
+            for label in ("a", "b"):
+                for k in range(count):
+                    data = f"{split}/{label}/{k}".encode()
+                    info = tarfile.TarInfo(f"root/{split}/{label}/{k}.jpg")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_per_class_slice_takes_the_first_files_of_each_class(tmp_path: Path) -> None:
+    from saln.cli import main
+
+    archive = _toy_archive(tmp_path / "toy.tar.gz")
+    assert (
+        main(
+            ["subset", str(archive), "--out", str(tmp_path / "s"), "--per-class", "train=2,test=5"]
+        )
+        == 0
+    )
+    files = sorted(str(p.relative_to(tmp_path / "s")) for p in (tmp_path / "s").rglob("*.jpg"))
+    assert files == [
+        "test/a/0.jpg",
+        "test/a/1.jpg",
+        "test/b/0.jpg",
+        "test/b/1.jpg",
+        "train/a/0.jpg",
+        "train/a/1.jpg",
+        "train/b/0.jpg",
+        "train/b/1.jpg",
+    ]
+    assert (tmp_path / "s" / "train" / "b" / "1.jpg").read_text() == "train/b/1"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.")] == []  # no staging left
+
+
+@pytest.mark.parametrize(
+    ("per_class", "message"),
+    [
+        ("train=0", "N >= 1"),
+        ("train", "SPLIT=N"),
+        ("", "no per-class counts"),
+        ("val=2", "no files under val/<class>/"),
+    ],
+)
+def test_bad_slices_are_refused_and_leave_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], per_class: str, message: str
+) -> None:
+    from saln.cli import main
+
+    archive = _toy_archive(tmp_path / "toy.tar.gz")
+    assert (
+        main(["subset", str(archive), "--out", str(tmp_path / "s"), "--per-class", per_class]) == 2
+    )
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.tar.gz"]
+
+
+def test_a_slice_never_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from saln.cli import main
+
+    (tmp_path / "s").mkdir()
+    archive = _toy_archive(tmp_path / "toy.tar.gz")
+    assert main(["subset", str(archive), "--out", str(tmp_path / "s")]) == 2
+    assert "exists" in capsys.readouterr().err

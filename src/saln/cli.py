@@ -238,7 +238,44 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS = [add_features_parser, add_train_parser, add_compare_parser, add_report_parser]
+def add_subset_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "subset", help="copy a per-class slice of an image-folder archive (real data, small)"
+    )
+    p.add_argument(
+        "archive",
+        help=".tar/.tar.gz with <root>/<split>/<class>/<file> members "
+        "(e.g. ../shared/data/cifar10-jpeg.tar.gz)",
+    )
+    p.add_argument(
+        "--out", required=True, help="new folder; train on it with --dataset imagefolder:OUT"
+    )
+    p.add_argument(
+        "--per-class", default="train=500,test=200", help="files per class and split, SPLIT=N,..."
+    )
+    p.set_defaults(handler=run_subset)
+
+
+def run_subset(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from saln.data.archive import extract_per_class, parse_per_class
+
+    root = extract_per_class(Path(args.archive), Path(args.out), parse_per_class(args.per_class))
+    counts = {
+        split.name: sum(1 for f in split.rglob("*") if f.is_file()) for split in root.iterdir()
+    }
+    print(f"{root}: " + ", ".join(f"{n} {split}" for split, n in sorted(counts.items())))
+    return 0
+
+
+PARSERS = [
+    add_features_parser,
+    add_train_parser,
+    add_compare_parser,
+    add_report_parser,
+    add_subset_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         # Our errors name the problem and the fix; a traceback would only bury that.
         print(f"saln {args.command}: error: {err}", file=sys.stderr)
         return 2
