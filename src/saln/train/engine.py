@@ -190,8 +190,9 @@ def select_rows(
     Returns (positions, loss scale); ``global`` mode under torchrun selects over all ranks."""
     assert ctx.selector is not None
     losses = score_losses(distributed.unwrap(ctx.model), images, labels, ctx.config.train.amp)
-    on_device = indices.to(ctx.device, non_blocking=True)  # pinned by the loaders on CUDA
-    ref = ctx.ref_losses[on_device] if ctx.ref_losses is not None else None
+    ref = None
+    if ctx.ref_losses is not None:  # indices are pinned by the loaders on CUDA: no sync
+        ref = ctx.ref_losses[indices.to(ctx.device, non_blocking=True)]
     view = BatchView(
         indices=indices, labels=labels, losses=losses, ref_losses=ref, epoch=epoch, step=step
     )
