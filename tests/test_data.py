@@ -315,3 +315,16 @@ def test_a_slice_never_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[
     archive = _toy_archive(tmp_path / "toy.tar.gz")
     assert main(["subset", str(archive), "--out", str(tmp_path / "s")]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_a_slice_writes_only_split_class_file_paths(tmp_path: Path) -> None:
+    from saln.data.archive import extract_per_class
+
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("root/train/a/ok.jpg", "root/train/../stray.jpg"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    out = extract_per_class(archive, tmp_path / "s", {"train": 5})
+    assert [str(p.relative_to(out)) for p in out.rglob("*.jpg")] == ["train/a/ok.jpg"]

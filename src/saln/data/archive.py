@@ -58,8 +58,8 @@ def _copy_slice(archive: Path, root: Path, per_class: dict[str, int]) -> dict[tu
     with tarfile.open(archive) as tar:
         for member in tar:
             parts = Path(member.name).parts
-            if not member.isfile() or len(parts) < 3:
-                continue
+            if not member.isfile() or len(parts) < 3 or ".." in parts[-3:]:
+                continue  # not a <split>/<class>/<file> member, or one that would leave its place
             split, label, name = parts[-3], parts[-2], parts[-1]
             if taken.get((split, label), 0) >= per_class.get(split, 0):
                 continue
