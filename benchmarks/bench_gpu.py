@@ -31,14 +31,14 @@ from benchmarks.common import RESULTS, machine, write_json
 from saln import config as cfg
 from saln.report.store import RunStore
 from saln.train import fit
-from saln.train.setup import new_learner
+from saln.train.setup import build_optimizer, new_learner
 from saln.train.step import train_step
 
 
 def pure_train_rate(config: cfg.Config, batch: int, steps: int, device: torch.device) -> float:
     """Train steps on one fixed batch already on the device: the model's compute limit."""
     model = new_learner(config, 10, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    optimizer, _ = build_optimizer(model, config, 1)  # as the engine builds it
     size = config.data.image_size
     images = torch.randn(batch, 3, size, size, device=device)
     if device.type == "cuda":

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torchvision.datasets.cifar
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 from torchvision.datasets import CIFAR10
 from torchvision.transforms.v2 import functional as TF
 
@@ -201,6 +202,33 @@ def test_augment_draws_parameters_per_sample() -> None:
     assert len({round(float(o.sum()), 3) for o in out}) == 8
     plain = gpu.BatchAugment(16, train=False)(same)
     assert torch.allclose(plain[0], plain[7])
+
+
+class HostTensorCounter(TorchFunctionMode):
+    """Counts tensors built from host data. On a GPU each one is a pageable host copy, which
+    synchronises the stream, so a per-batch path must build none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.calls += func in (torch.tensor, torch.as_tensor)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_augment_builds_no_tensor_from_host_data_per_batch(train: bool) -> None:
+    augment, images = (
+        gpu.BatchAugment(24, train=train),
+        torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+    )
+    gen, order = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    augment(images, gen, order)  # the first batch may build the constants
+    with HostTensorCounter() as counter:
+        for _ in range(3):
+            augment(images, gen, order)
+    assert counter.calls == 0
 
 
 @pytest.mark.parametrize("loader", ["resident", "dataloader"])

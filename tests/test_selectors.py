@@ -8,7 +8,7 @@ import torch
 
 import saln
 from saln.selection.base import KNOWN_NEEDS, BatchView, check_keep
-from saln.selection.jest import chunk_sizes, jest_select
+from saln.selection.jest import chunk_sizes, jest_select, no_interaction
 from tests.conftest import clustered_features
 
 N = 40
@@ -80,6 +80,26 @@ def test_jest_samples_proportional_to_exp_learnability() -> None:
     freq = torch.bincount(draws, minlength=3).double() / draws.numel()
     expected = torch.softmax(scores.double(), 0)
     assert torch.allclose(freq, expected, atol=0.02)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_jest_keeps_pairs_with_the_without_replacement_law(chunked: bool) -> None:
+    """keep = 2 of 3: P({i, j}) = p_i p_j / (1 - p_i) + p_j p_i / (1 - p_j), p = softmax(s),
+    for the one-draw path and for the chunk loop (forced by a plugged-in zero interaction)."""
+    scores = torch.tensor([0.0, 1.0, 2.0])
+    p = torch.softmax(scores.double(), 0)
+    gen = torch.Generator().manual_seed(0)
+    zero = (lambda s, chosen: torch.zeros_like(s)) if chunked else no_interaction
+    dropped = torch.tensor(
+        [
+            3 - int(jest_select(scores, 2, generator=gen, interaction=zero).sum())
+            for _ in range(4000)
+        ]
+    )
+    freq = torch.bincount(dropped, minlength=3).double() / len(dropped)
+    pair = ((1, 2), (0, 2), (0, 1))  # the rows kept when row 0, 1 or 2 is dropped
+    expected = torch.stack([p[j] * p[k] / (1 - p[j]) + p[k] * p[j] / (1 - p[k]) for j, k in pair])
+    assert torch.allclose(freq, expected, atol=0.025)
 
 
 def test_jest_chunks_cover_keep() -> None:

@@ -254,11 +254,10 @@ class _Pixels(nn.Module):
     """Flattened pixels in [0, 1] (the normalisation is undone so similarities stay positive)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from saln.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from saln.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_constant
 
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype)[:, None, None]
-        std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype)[:, None, None]
-        return torch.flatten(x * std + mean, 1)
+        std = channel_constant(IMAGENET_STD, x.device, x.dtype)
+        return torch.flatten(x * std + channel_constant(IMAGENET_MEAN, x.device, x.dtype), 1)
 
 
 @ENCODERS.register("pixels")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,40 +22,60 @@ from PIL import Image
 from tqdm import tqdm
 
 from saln.data.datasets import ImageSource
-from saln.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JITTER, ROTATION_DEGREES
+from saln.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    JITTER,
+    ROTATION_DEGREES,
+    channel_constant,
+)
 
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 
 
-def stored_size(source: ImageSource, image_size: int) -> tuple[int, int]:
-    """(H, W) the images are held at: their own size when they all share one (read from the
-    file headers, no decoding), so resizing happens per batch on the device; else image_size."""
+def size_bound(source: ImageSource, image_size: int) -> tuple[int, int]:
+    """(H, W) no larger than what ``decode_all`` will hold, read from one file header: the
+    images' own size when they all share it, else image_size (for the ``auto`` loader choice,
+    which must not open every file)."""
     if source.array is not None:
         return int(source.array.shape[1]), int(source.array.shape[2])
-    sizes = {Image.open(os.path.join(source.root, f)).size for f in source.files}
-    if len(sizes) == 1:
-        width, height = sizes.pop()
-        return height, width
-    return image_size, image_size
+    width, height = _first_size(source)
+    return max(height, image_size), max(width, image_size)
 
 
-# Decoded image files by (file signature, height, width): the runs of one process (a
-# comparison, a benchmark) decode a dataset once, not once per run. Bounded, oldest evicted.
-_DECODED: OrderedDict[tuple[str, int, int], torch.Tensor] = OrderedDict()
+def _first_size(source: ImageSource) -> tuple[int, int]:
+    with Image.open(os.path.join(source.root, source.files[0])) as image:
+        return image.size
+
+
+# Decoded image files by (file signature, size): the runs of one process (a comparison, a
+# benchmark) decode a dataset once, not once per run. Size is "own" for files that share one
+# size (then any image_size reuses them), else the image_size they were resized to. Bounded,
+# oldest evicted.
+_DECODED: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
 DECODED_ENTRIES = 4
 
 
 def decode_all(source: ImageSource, image_size: int, progress: bool = False) -> torch.Tensor:
     """All images as uint8 (N, 3, H, W), decoded once per process with a thread pool (PIL
-    releases the GIL while decoding). In-memory arrays are used as they are."""
+    releases the GIL while decoding). Images that all share one size keep it, so resizing
+    happens per batch on the device; mixed sizes are resized to image_size here. In-memory
+    arrays are used as they are."""
     if source.array is not None:
         return torch.from_numpy(source.array).permute(0, 3, 1, 2).contiguous()
-    height, width = stored_size(source, image_size)
-    key = (_file_signature(source), height, width)
-    if key in _DECODED:
-        _DECODED.move_to_end(key)
-        return _DECODED[key]
-    _DECODED[key] = decoded = _decode_files(source, height, width, progress)
+    signature = _file_signature(source)
+    for key in ((signature, "own"), (signature, str(image_size))):
+        if key in _DECODED:
+            _DECODED.move_to_end(key)
+            return _DECODED[key]
+    width, height = _first_size(source)
+    decoded = _decode_files(source, height, width, progress, resize=False)
+    key = (signature, "own")
+    if decoded is None:  # mixed sizes, found while decoding: resize every image instead
+        decoded = _decode_files(source, image_size, image_size, progress, resize=True)
+        key = (signature, str(image_size))
+    assert decoded is not None
+    _DECODED[key] = decoded
     while len(_DECODED) > DECODED_ENTRIES:
         _DECODED.popitem(last=False)
     return decoded
@@ -70,12 +91,23 @@ def _file_signature(source: ImageSource) -> str:
     return digest.hexdigest()
 
 
-def _decode_files(source: ImageSource, height: int, width: int, progress: bool) -> torch.Tensor:
+def _decode_files(
+    source: ImageSource, height: int, width: int, progress: bool, resize: bool
+) -> torch.Tensor | None:
+    """Decode every file into (N, 3, height, width). Without ``resize``, the first image of
+    another size stops the pass and the result is None: one pass both learns whether the
+    sizes agree and decodes (opening every header first cost seconds on CIFAR-10)."""
     out = torch.empty(len(source), 3, height, width, dtype=torch.uint8)
+    mismatch = threading.Event()
 
     def load(i: int) -> None:
+        if mismatch.is_set():
+            return
         image = source.image(i)
         if image.size != (width, height):
+            if not resize:
+                mismatch.set()
+                return
             image = image.resize((width, height), resample=Image.Resampling.BILINEAR)
         out[i] = torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
@@ -83,7 +115,7 @@ def _decode_files(source: ImageSource, height: int, width: int, progress: bool) 
         work = pool.map(load, range(len(source)))
         for _ in tqdm(work, total=len(source), desc=f"decode {source.name}", disable=not progress):
             pass
-    return out
+    return None if mismatch.is_set() else out
 
 
 def flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -103,8 +135,7 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(GREY_WEIGHTS, dtype=x.dtype, device=x.device)
-    return (x * w[:, None, None]).sum(-3, keepdim=True)
+    return (x * channel_constant(GREY_WEIGHTS, x.device, x.dtype)).sum(-3, keepdim=True)
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -158,9 +189,8 @@ JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device)[:, None, None]
-    return (x - mean) / std
+    mean = channel_constant(IMAGENET_MEAN, x.device, x.dtype)
+    return (x - mean) / channel_constant(IMAGENET_STD, x.device, x.dtype)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from saln.data.datasets import ImageSource
-from saln.data.gpu import BatchAugment, decode_all, stored_size
+from saln.data.gpu import BatchAugment, decode_all, size_bound
 from saln.data.transforms import eval_transform, train_transform
 from saln.registry import Registry
 
@@ -111,9 +111,10 @@ class ResidentPipeline:
 
 
 def resident_bytes(source: ImageSource, image_size: int) -> int:
+    """An upper bound on the decoded images' size in memory (exact for in-memory arrays)."""
     if source.array is not None:
         return int(source.array.nbytes)
-    height, width = stored_size(source, image_size)
+    height, width = size_bound(source, image_size)
     return len(source) * 3 * height * width
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torchvision.transforms import v2
 
@@ -9,6 +11,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ROTATION_DEGREES = 15.0
 JITTER = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}
+
+
+@lru_cache(maxsize=64)
+def channel_constant(
+    values: tuple[float, ...], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``values`` as a (C, 1, 1) tensor, built once per device and dtype. A fresh
+    ``torch.tensor`` on a GPU is a pageable host copy that would synchronise every batch."""
+    return torch.tensor(values, dtype=dtype, device=device)[:, None, None]
 
 
 def train_transform(image_size: int) -> v2.Compose:

@@ -1,0 +1,193 @@
+"""Issue 6's CIFAR-10 protocol on one GPU, with every run as its own process, several at once.
+
+    PYTHONPATH=src python benchmarks/gpu_compare.py --out OUT --seeds 0,1,2 --parallel 14 \
+        --deadline 420
+
+At the paper's batch (64 loaded, 12 trained) a ResNet-18 step is bound by kernel launches, not
+by the GPU, so one process leaves most of an H100/H200 idle. This runs each
+(convention, seed, method) as a separate ``saln compare`` process, ``--parallel`` at a time, in
+priority order: the paper's convention for the first seed, the fixed-learner-batch convention
+for it, then the remaining seeds. The features are extracted once before any run starts. At the
+deadline, unfinished runs are stopped (their checkpoints would let a later call resume them),
+and each convention's report is rebuilt from the runs that finished. ``jobs.json`` records each
+run's wall time and outcome. Wall times of concurrent runs are not the runs' own cost: read
+the per-epoch times in the report as "while sharing the GPU".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine, write_json
+from saln.report.compare import DEFAULT_METHODS
+
+CONVENTIONS: dict[str, list[str]] = {
+    "cifar10_paper": [],
+    "cifar10_fixed_batch": ["--set", "train.learner_batch_size=64"],
+}
+
+
+@dataclass
+class Job:
+    convention: str
+    seed: int
+    method: str
+    started: float = 0.0
+    seconds: float = 0.0
+    outcome: str = "not started"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.convention}/{self.method}-seed{self.seed}"
+
+
+def job_order(seeds: list[int], methods: list[str]) -> list[Job]:
+    """First seed in both conventions, then the paper's convention, then the rest."""
+    first, rest = seeds[:1], seeds[1:]
+    order = [(c, s) for s in first for c in CONVENTIONS]
+    order += [("cifar10_paper", s) for s in rest] + [("cifar10_fixed_batch", s) for s in rest]
+    return [Job(c, s, m) for c, s in order for m in methods]
+
+
+def command(job: Job, config: str, out: Path, sets: list[str]) -> list[str]:
+    extra = [x for s in sets for x in ("--set", s)]
+    return [
+        sys.executable, "-m", "saln", "compare", "--config", config,
+        "--methods", job.method, "--seeds", str(job.seed), "--out", str(out / job.convention),
+        "--no-progress", *CONVENTIONS[job.convention], *extra,
+    ]  # fmt: skip
+
+
+def start(job: Job, config: str, out: Path, sets: list[str]) -> None:
+    log = out / "logs" / f"{job.convention}-{job.method}-seed{job.seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as sink:
+        job.process = subprocess.Popen(
+            command(job, config, out, sets), stdout=sink, stderr=subprocess.STDOUT, env=env
+        )
+    job.started, job.outcome = time.monotonic(), "running"
+    print(f"start {job.name}", flush=True)
+
+
+def reap(job: Job) -> bool:
+    """True once the job's process has ended (its outcome recorded)."""
+    assert job.process is not None
+    code = job.process.poll()
+    if code is None:
+        return False
+    job.seconds = time.monotonic() - job.started
+    job.outcome = "done" if code == 0 else f"failed (exit {code})"
+    print(f"{job.outcome}: {job.name} in {job.seconds:.0f} s", flush=True)
+    return True
+
+
+def stop(job: Job) -> None:
+    assert job.process is not None
+    job.process.send_signal(signal.SIGTERM)
+    try:
+        job.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        job.process.kill()
+        job.process.wait()
+    job.seconds, job.outcome = time.monotonic() - job.started, "stopped at the deadline"
+    print(f"stopped {job.name}", flush=True)
+
+
+def run_pool(
+    jobs: list[Job],
+    launch: Callable[[Job], None],
+    parallel: int,
+    deadline: float,
+    last_start: float,
+) -> None:
+    """Keep ``parallel`` jobs running in order until all end or the deadline passes."""
+    queue, running = list(jobs), list[Job]()
+    while (queue or running) and time.monotonic() < deadline:
+        running = [j for j in running if not reap(j)]
+        while queue and len(running) < parallel and time.monotonic() < last_start:
+            job = queue.pop(0)
+            launch(job)
+            running.append(job)
+        if not running and (not queue or time.monotonic() >= last_start):
+            break
+        time.sleep(1.0)
+    for job in running:
+        if not reap(job):
+            stop(job)
+
+
+def extract_features(config: str, sets: list[str]) -> None:
+    """Once, before the runs: otherwise every saln run would extract the same features."""
+    from saln import config as cfg
+
+    c = cfg.load(config, dict(cfg.parse_override(s) for s in sets))
+    f = c.features
+    cmd = [
+        sys.executable, "-m", "saln", "features", "--dataset", c.data.dataset,
+        "--encoder", f.encoder, "--image-size", str(f.image_size), "--device", c.train.device,
+        "--cache-dir", f.cache_dir, "--data-root", c.data.data_root,
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--config", default="configs/paper_cifar10.yaml")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    parser.add_argument("--parallel", type=int, default=14, help="runs at once")
+    parser.add_argument("--deadline", type=float, default=420, help="seconds for everything")
+    parser.add_argument(
+        "--last-start", type=float, default=150, help="start no run in the final N seconds"
+    )
+    parser.add_argument("--set", action="append", default=[], help="config override for all")
+    parser.add_argument("--skip-features", action="store_true")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu to check the script")
+    args = parser.parse_args()
+    args.set = [f"train.device={args.device}", *args.set]
+    began = time.monotonic()
+    deadline = began + args.deadline
+    if not args.skip_features:
+        extract_features(args.config, args.set)
+    jobs = job_order([int(s) for s in args.seeds.split(",")], args.methods.split(","))
+    run_pool(
+        jobs,
+        lambda job: start(job, args.config, args.out, args.set),
+        args.parallel,
+        deadline,
+        deadline - args.last_start,
+    )
+    for convention in CONVENTIONS:
+        if (args.out / convention / "runs").is_dir():
+            subprocess.run(
+                [sys.executable, "-m", "saln", "report", str(args.out / convention)], check=False
+            )
+    rows = [{"run": j.name, "seconds": round(j.seconds, 1), "outcome": j.outcome} for j in jobs]
+    write_json(
+        {
+            "benchmark": "gpu_compare",
+            "machine": machine(),
+            "parallel": args.parallel,
+            "wall_s": time.monotonic() - began,
+            "jobs": rows,
+        },
+        args.out / "jobs.json",
+    )
+
+
+if __name__ == "__main__":
+    main()
