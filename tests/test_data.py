@@ -17,7 +17,7 @@ from torch.overrides import TorchFunctionMode
 from torchvision.datasets import CIFAR10
 from torchvision.transforms.v2 import functional as TF
 
-from saln.data import DataError, build_dataset, build_pipeline, gpu, stratified_split
+from saln.data import DataError, build_dataset, build_pipeline, gpu, loaders, stratified_split
 
 
 def write_cifar_batches(root: Path, per_batch: int = 10) -> None:
@@ -242,6 +242,34 @@ def test_pipelines_load_exactly_the_requested_indices(loader: str, cifar_root: P
     assert batches[0].labels.tolist() == bundle.train.labels[[5, 17, 250]].tolist()
     again = list(pipeline.batches(requested, train=True, seed=0))
     assert torch.equal(batches[0].images, again[0].images)
+
+
+def test_batch_groups_fill_up_to_the_row_and_batch_caps() -> None:
+    assert list(loaders.batch_groups([5, 5, 5, 20, 3], 10, 16)) == [[5, 5], [5], [20], [3]]
+    assert list(loaders.batch_groups([1, 1, 1, 1, 1], 100, 2)) == [[1, 1], [1, 1], [1]]
+    assert list(loaders.batch_groups([], 10, 16)) == []
+
+
+def test_grouped_augmentation_slices_each_batch_as_requested(
+    cifar_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = build_dataset(f"imagefolder:{cifar_root}").train
+    pipeline = build_pipeline("resident", source, 32, torch.device("cpu"))
+    requested = [[5, 17, 250], [0, 299], [7], [8, 9, 10, 11]]
+
+    def run(train: bool) -> list[loaders.Batch]:
+        return list(pipeline.batches(requested, train=train, seed=0))
+
+    monkeypatch.setitem(loaders.GROUP_BYTES, "cpu", 1)  # one batch per call
+    alone, alone_train = run(False), run(True)
+    monkeypatch.setitem(loaders.GROUP_BYTES, "cpu", 1 << 30)  # all four in one call
+    together, together_train = run(False), run(True)
+    for a, b, want in zip(alone, together, requested, strict=True):
+        assert b.indices.tolist() == want
+        assert b.labels.tolist() == source.labels[want].tolist()
+        assert torch.equal(a.images, b.images)  # eval is deterministic: grouping changes nothing
+    assert [b.images.shape[0] for b in together_train] == [3, 2, 1, 4]
+    assert not torch.equal(alone_train[0].images, together_train[0].images)  # other draws
 
 
 def test_resident_and_dataloader_agree_without_augmentation(cifar_root: Path) -> None:

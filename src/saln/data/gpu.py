@@ -203,7 +203,8 @@ class BatchAugment:
     """The paper's train augmentation on a uint8 batch, with per-sample random parameters.
 
     As torchvision's ColorJitter, the four colour ops run in a random order, drawn once per
-    batch here (once per image there); their factors are drawn per image. Per-sample parameters
+    call here (once per image there; the resident pipeline augments up to 16 consecutive
+    batches in one call); their factors are drawn per image. Per-sample parameters
     come from ``generator`` on the images' device, so a GPU batch needs no host transfer (a
     pageable host-to-device copy would synchronise the stream); the op order comes from the CPU
     generator ``order``.
