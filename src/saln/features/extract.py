@@ -82,6 +82,7 @@ def extract_features(
     module = enc.module.to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
+    timing = {"setup_seconds": time.perf_counter() - start}
 
     def encode(first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
         """Features of rows [first, last) in order, as (start row, block) pairs."""
@@ -96,14 +97,24 @@ def extract_features(
         autocast = (
             torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
         )
+        began = time.perf_counter()
         with torch.inference_mode(), autocast, bar:
+            pending: HostCopy | None = None
             for batch in pipeline.batches(order, train=False, seed=0):
                 images = batch.images
                 if device.type == "cuda":
                     images = images.contiguous(memory_format=torch.channels_last)
-                block = module(images).float().cpu().numpy().astype(np.float16)
-                bar.update(len(block))
-                yield int(batch.indices[0]), block
+                # Queue this batch before reading the last one back, so the device never
+                # waits on the host's conversion and the next batch's launches.
+                queued = HostCopy(int(batch.indices[0]), module(images).float())
+                if pending is not None:
+                    bar.update(len(block := pending.result()))
+                    yield pending.start, block
+                pending = queued
+            if pending is not None:
+                bar.update(len(block := pending.result()))
+                yield pending.start, block
+        timing["encode_seconds"] = time.perf_counter() - began
 
     folder = Path(cache_dir)
     if world_size > 1:
@@ -111,11 +122,36 @@ def extract_features(
     else:
         store = cache.write(folder, key, ident, len(source), lambda: encode(0, len(source)))
     seconds = time.perf_counter() - start
-    store.meta.update(extraction_seconds=seconds, images_per_second=len(source) / seconds)
+    store.meta.update(
+        extraction_seconds=seconds,
+        images_per_second=len(source) / seconds,
+        **timing,
+        encode_images_per_second=len(source) / max(timing.get("encode_seconds", seconds), 1e-9),
+    )
     if rank == 0:
         write_json_atomic(cache.cache_paths(folder, key)[1], store.meta)
     store.fresh = True
     return store
+
+
+class HostCopy:
+    """A device result on its way to host memory: on CUDA a non-blocking copy into pinned
+    memory, waited for only when ``result`` is read."""
+
+    def __init__(self, start: int, values: torch.Tensor) -> None:
+        self.start = start
+        if values.is_cuda:
+            self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self.host.copy_(values, non_blocking=True)
+            self.done: torch.cuda.Event | None = torch.cuda.Event()
+            self.done.record()
+        else:
+            self.host, self.done = values, None
+
+    def result(self) -> np.ndarray:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.host.numpy().astype(np.float16)
 
 
 def _sharded(
