@@ -76,6 +76,20 @@ def run(config: cfg.Config, out: Path) -> dict[str, Any]:
     }
 
 
+def ratios(runs: dict[str, dict[str, Any]], pure: float) -> dict[str, float]:
+    """Issue 6's four engine ratios from one image size's runs."""
+    return {
+        "engine_standard_img_per_s": runs["standard"]["rows_per_s"],
+        "standard_throughput_ratio": runs["standard"]["rows_per_s"] / pure,
+        "saln_vs_standard_fixed_learner_batch": runs["saln_fixed"]["epoch_train_s"]
+        / runs["standard_fixed"]["epoch_train_s"],
+        "saln_vs_standard_paper_convention": runs["saln_paper"]["epoch_train_s"]
+        / runs["standard_paper"]["epoch_train_s"],
+        "selection_share_of_saln_epoch": runs["saln_fixed"]["selection_s"]
+        / runs["saln_fixed"]["epoch_train_s"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -87,13 +101,16 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=3, help="epochs per timed run (first is warm-up)"
     )
+    parser.add_argument("--sizes", default="32,224", help="image sizes: 32 and/or 224")
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, to check the script on CPU"
     )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tmp = Path(tempfile.mkdtemp(prefix="saln-gpu-"))
-    sizes = [(32, 512, 256), (224, 256, 128)] if not args.smoke else [(16, 32, 16)]
+    grid = {32: (512, 256), 224: (256, 128), 16: (32, 16)}  # size -> (batch, learner batch)
+    chosen = [16] if args.smoke else [int(x) for x in args.sizes.split(",")]
+    sizes = [(size, *grid[size]) for size in chosen]
     base = {
         "data.dataset": f"imagefolder:{args.data}",
         "data.loader": "resident",
@@ -121,50 +138,29 @@ def main() -> None:
             "features.image_size": base.get("features.image_size", 224),
         }
         key = f"{size}px"
-        std_cfg = cfg.load(None, {**common, "train.method": "standard", "train.batch_size": batch})
-        pure = pure_train_rate(std_cfg, batch, 10 if args.smoke else 50, device)
-        standard = run(std_cfg, tmp / f"standard-{key}")
+        entry: dict[str, Any] = {"runs": {}}
+        payload["results"][key] = entry
         fixed = {"train.learner_batch_size": learner_batch}
-        std_fixed = run(
-            cfg.load(None, {**common, **fixed, "train.method": "standard"}), tmp / f"stdfix-{key}"
-        )
-        saln_fixed = run(
-            cfg.load(None, {**common, **fixed, "train.method": "saln"}), tmp / f"salnfix-{key}"
-        )
-        saln_paper = run(
-            cfg.load(None, {**common, "train.method": "saln", "train.batch_size": learner_batch}),
-            tmp / f"salnpaper-{key}",
-        )
-        std_paper = run(
-            cfg.load(
-                None, {**common, "train.method": "standard", "train.batch_size": learner_batch}
-            ),
-            tmp / f"stdpaper-{key}",
-        )
-        payload["results"][key] = {
-            "pure_train_img_per_s": pure,
-            "engine_standard_img_per_s": standard["rows_per_s"],
-            "standard_throughput_ratio": standard["rows_per_s"] / pure,
-            "saln_vs_standard_fixed_learner_batch": saln_fixed["epoch_train_s"]
-            / std_fixed["epoch_train_s"],
-            "saln_vs_standard_paper_convention": saln_paper["epoch_train_s"]
-            / std_paper["epoch_train_s"],
-            "selection_share_of_saln_epoch": saln_fixed["selection_s"]
-            / saln_fixed["epoch_train_s"],
-            "runs": {
-                "standard": standard,
-                "standard_fixed": std_fixed,
-                "saln_fixed": saln_fixed,
-                "saln_paper": saln_paper,
-                "standard_paper": std_paper,
-            },
+        paper = {"train.batch_size": learner_batch}
+        plan = {  # run name -> overrides; the ratios below read them by name
+            "standard": {"train.method": "standard", "train.batch_size": batch},
+            "standard_fixed": {**fixed, "train.method": "standard"},
+            "saln_fixed": {**fixed, "train.method": "saln"},
+            "saln_paper": {**paper, "train.method": "saln"},
+            "standard_paper": {**paper, "train.method": "standard"},
         }
-        print(
-            key,
-            {k: round(v, 3) for k, v in payload["results"][key].items() if isinstance(v, float)},
-            flush=True,
+        std_cfg = cfg.load(None, {**common, **plan["standard"]})
+        entry["pure_train_img_per_s"] = pure_train_rate(
+            std_cfg, batch, 10 if args.smoke else 50, device
         )
-        write_json(payload, args.out)  # partial results survive a time-out
+        for name, overrides in plan.items():
+            entry["runs"][name] = run(
+                cfg.load(None, {**common, **overrides}), tmp / f"{name}-{key}"
+            )
+            write_json(payload, args.out)  # partial results survive a time-out
+        entry.update(ratios(entry["runs"], entry["pure_train_img_per_s"]))
+        print(key, {k: round(v, 3) for k, v in entry.items() if isinstance(v, float)}, flush=True)
+        write_json(payload, args.out)
     print(f"wrote {args.out}")
 
 

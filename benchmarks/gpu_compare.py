@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, write_json
-from saln.report.compare import DEFAULT_METHODS
+from saln.report.compare import DEFAULT_METHODS, run_dir
+from saln.report.store import RunStore
 
 CONVENTIONS: dict[str, list[str]] = {
     "cifar10_paper": [],
@@ -152,7 +153,10 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=14, help="runs at once")
     parser.add_argument("--deadline", type=float, default=420, help="seconds for everything")
     parser.add_argument(
-        "--last-start", type=float, default=150, help="start no run in the final N seconds"
+        "--last-start",
+        type=float,
+        default=None,
+        help="start no run in the final N seconds (default: half the deadline)",
     )
     parser.add_argument("--set", action="append", default=[], help="config override for all")
     parser.add_argument("--skip-features", action="store_true")
@@ -161,15 +165,20 @@ def main() -> None:
     args.set = [f"train.device={args.device}", *args.set]
     began = time.monotonic()
     deadline = began + args.deadline
+    last_start = deadline - (args.deadline / 2 if args.last_start is None else args.last_start)
     if not args.skip_features:
         extract_features(args.config, args.set)
     jobs = job_order([int(s) for s in args.seeds.split(",")], args.methods.split(","))
+    for job in jobs:  # runs an earlier session finished (see gpu_session.sh) are not relaunched
+        if RunStore(run_dir(args.out / job.convention, job.method, job.seed)).is_complete():
+            job.outcome = "complete before this call"
+    todo = [job for job in jobs if job.outcome == "not started"]
     run_pool(
-        jobs,
+        todo,
         lambda job: start(job, args.config, args.out, args.set),
         args.parallel,
         deadline,
-        deadline - args.last_start,
+        last_start,
     )
     for convention in CONVENTIONS:
         if (args.out / convention / "runs").is_dir():

