@@ -49,7 +49,58 @@ def selection(name: str, data: dict[str, Any]) -> None:
         "Jaccard exact",
         "Jaccard lanczos",
     ]
-    table(f"{name} ({data['machine']['cpu']}, {data['machine']['date']})", header, rows)
+    if rows:
+        table(f"{name} ({data['machine']['cpu']}, {data['machine']['date']})", header, rows)
+    if "cuda" in data:
+        cuda(name, data)
+
+
+def where(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    return f"{m.get('gpu', m['cpu'])}, torch {m['torch']}, {m['date']}"
+
+
+def cuda(name: str, data: dict[str, Any]) -> None:
+    c = data["cuda"]
+    header = ["batches x n x d", "lanczos epoch ms", "torch.linalg.eigh epoch ms", "speed-up"]
+    header.append("Jaccard vs eigh")
+    row = [
+        f"{c['epoch_batches']} x {c['n']} x {c['d']}",
+        f"{c['lanczos_epoch_ms']:.1f}",
+        f"{c['torch_eigh_epoch_ms']:.1f}",
+        f"{c['speedup_vs_torch_eigh']:.1f}x",
+        f"{c['jaccard_vs_eigh_mean']:.3f}",
+    ]
+    table(f"{name} ({where(data)})", header, [row])
+
+
+def gpu(name: str, data: dict[str, Any]) -> None:
+    keys = [
+        ("pure_train_img_per_s", "pure step img/s", "{:.0f}"),
+        ("engine_standard_img_per_s", "engine img/s", "{:.0f}"),
+        ("standard_throughput_ratio", "engine / pure (>= 0.8)", "{:.2f}"),
+        (
+            "saln_vs_standard_fixed_learner_batch",
+            "saln / standard, fixed batch (<= 0.25)",
+            "{:.2f}",
+        ),
+        ("saln_vs_standard_paper_convention", "saln / standard, paper", "{:.2f}"),
+        ("selection_share_of_saln_epoch", "selection / saln epoch (<= 0.01)", "{:.3f}"),
+    ]
+    rows = [
+        [size, *(fmt.format(r[k]) if k in r else "not reached" for k, _, fmt in keys)]
+        for size, r in data["results"].items()
+    ]
+    table(f"{name} ({where(data)})", ["size", *(label for _, label, _ in keys)], rows)
+
+
+def concurrency(name: str, data: dict[str, Any]) -> None:
+    rows = [
+        [key, f"{r['steps_per_s_total']:.1f}", f"{r['total_vs_one_process']:.2f}"]
+        for key, r in data["results"].items()
+    ]
+    header = ["rows per step x processes", "steps/s, all processes", "vs one process"]
+    table(f"{name} ({where(data)})", header, rows)
 
 
 def step(name: str, data: dict[str, Any]) -> None:
@@ -74,18 +125,26 @@ def features(name: str, data: dict[str, Any]) -> None:
             f"{r['extraction_img_per_s']:.1f}",
             f"{r['pure_inference_img_per_s']:.1f}",
             f"{r['ratio']:.2f}",
+            f"{r['encode_ratio']:.2f}" if "encode_ratio" in r else "not recorded",
         ]
         for r in data["rows"]
     ]
-    header = ["loader", "extraction img/s", "pure inference img/s", "ratio"]
+    header = ["loader", "extraction img/s", "pure inference img/s", "ratio", "encode-loop ratio"]
     table(
-        f"{name} ({data['encoder']}, {data['image_size']} px, {data['images']} images)",
+        f"{name} ({data['encoder']}, {data['image_size']} px, {data['images']} images;"
+        f" {where(data)})",
         header,
         rows,
     )
 
 
-KINDS = {"selection": selection, "step": step, "features": features}
+KINDS = {
+    "selection": selection,
+    "step": step,
+    "features": features,
+    "gpu": gpu,
+    "concurrency": concurrency,
+}
 
 if __name__ == "__main__":
     for result in sorted(RESULTS.glob("*.json")):
