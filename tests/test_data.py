@@ -290,6 +290,24 @@ def test_resident_images_keep_their_own_size_when_uniform(cifar_root: Path, tmp_
     assert batch.shape == (2, 3, 224, 224)
 
 
+def test_worker_processes_decode_what_the_main_process_decodes(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cifar = build_dataset(f"imagefolder:{cifar_root}").train
+    write_pets(tmp_path)  # mixed sizes: the workers' first pass must give up, then resize
+    pets = build_dataset("pets", str(tmp_path)).train
+    decoded = {}
+    for threshold in (10**9, 0):  # in-process, then in worker processes
+        monkeypatch.setattr(gpu, "DECODE_IN_WORKERS_FROM", threshold)
+        monkeypatch.setattr(gpu, "_DECODED", type(gpu._DECODED)())  # no reuse across the two
+        decoded[threshold] = (gpu.decode_all(cifar, 32), gpu.decode_all(pets, 24))
+    assert torch.equal(decoded[0][0], decoded[10**9][0])
+    assert torch.equal(decoded[0][1], decoded[10**9][1])
+    assert decoded[0][1].shape == (6, 3, 24, 24)
+    first = np.array(Image.open(cifar_root / cifar.files[0]).convert("RGB"))
+    assert torch.equal(decoded[0][0][0], torch.from_numpy(first).permute(2, 0, 1))
+
+
 def test_decoded_images_are_reused_in_process_but_never_stale(
     cifar_root: Path, tmp_path: Path
 ) -> None:
