@@ -131,8 +131,12 @@ def new_learner(
         download=config.data.download,
     )
     model = model.to(device)
-    if device.type == "cuda" and config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        # A learner sees a handful of shapes (the kept batch, the last one, eval): autotuning
+        # each once picks cuDNN's fastest kernels for them.
+        torch.backends.cudnn.benchmark = True
+        if config.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
     return model
 
 
