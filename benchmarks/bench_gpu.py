@@ -31,27 +31,47 @@ from benchmarks.common import RESULTS, machine, write_json
 from saln import config as cfg
 from saln.report.store import RunStore
 from saln.train import fit
+from saln.train.graphs import WARMUP_STEPS, GraphedStep
 from saln.train.setup import build_optimizer, new_learner
-from saln.train.step import train_step
+from saln.train.step import eager_step
 
 
-def pure_train_rate(config: cfg.Config, batch: int, steps: int, device: torch.device) -> float:
-    """Train steps on one fixed batch already on the device: the model's compute limit."""
+def pure_train_rate(
+    config: cfg.Config, batch: int, steps: int, device: torch.device, graphed: bool = False
+) -> float:
+    """Train steps on one fixed batch already on the device: the model's compute limit (the
+    same step replayed from CUDA graphs with ``graphed``)."""
     model = new_learner(config, 10, device)
     optimizer, _ = build_optimizer(model, config, 1)  # as the engine builds it
+    step = (
+        GraphedStep(model, optimizer, config.train.amp)
+        if graphed
+        else eager_step(model, optimizer, config.train.amp)
+    )
     size = config.data.image_size
     images = torch.randn(batch, 3, size, size, device=device)
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,), device=device)
-    for _ in range(3):  # warm-up (cuDNN autotuning, allocator)
-        train_step(model, optimizer, images, labels, config.train.amp)
+    for _ in range(WARMUP_STEPS + 2):  # cuDNN autotuning, allocator, the graph's capture
+        step(images, labels, 1.0)
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        train_step(model, optimizer, images, labels, config.train.amp)
+        step(images, labels, 1.0)
     sync(device)
     return batch * steps / (time.perf_counter() - start)
+
+
+def graph_rates(config: cfg.Config, device: torch.device) -> dict[str, float]:
+    """Steps/s eager and from CUDA graphs at the paper's trained rows (64 loaded, 12 kept)."""
+    rates: dict[str, float] = {}
+    for rows in (12, 64):
+        eager = pure_train_rate(config, rows, 300, device) / rows
+        graphed = pure_train_rate(config, rows, 300, device, graphed=True) / rows
+        rates |= {f"eager_steps_per_s_{rows}": eager, f"graphed_steps_per_s_{rows}": graphed}
+        rates[f"graphed_vs_eager_{rows}"] = graphed / eager
+    return rates
 
 
 def sync(device: torch.device) -> None:
@@ -74,6 +94,28 @@ def run(config: cfg.Config, out: Path) -> dict[str, Any]:
         "one_off": summary["one_off"],
         "val_acc": summary["final_val_acc"],
     }
+
+
+def measure_graphs(base: dict[str, Any], tmp: Path) -> dict[str, float]:
+    """The paper's learner and batch (resnet18_cifar, 32 px, 64 loaded, 12 kept): pure steps
+    and a SALN epoch through the engine, eager and from CUDA graphs."""
+    paper = {
+        **base,
+        "model.learner": "resnet18_cifar",
+        "data.image_size": 32,
+        "features.image_size": 224,
+        "train.method": "saln",
+        "train.batch_size": 64,
+        "train.epochs": 2,
+    }
+    config = cfg.load(None, paper)
+    result = graph_rates(config, torch.device(config.train.device))
+    eager = run(config, tmp / "saln-paper-eager")
+    graphed = run(cfg.load(None, {**paper, "train.cuda_graphs": True}), tmp / "saln-paper-graphs")
+    result["engine_saln_paper_epoch_s_eager"] = eager["epoch_train_s"]
+    result["engine_saln_paper_epoch_s_graphs"] = graphed["epoch_train_s"]
+    result["engine_graphs_vs_eager_time"] = graphed["epoch_train_s"] / eager["epoch_train_s"]
+    return result
 
 
 def ratios(runs: dict[str, dict[str, Any]], pure: float) -> dict[str, float]:
@@ -101,7 +143,12 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=3, help="epochs per timed run (first is warm-up)"
     )
-    parser.add_argument("--sizes", default="32,224", help="image sizes: 32 and/or 224")
+    parser.add_argument("--sizes", default="32,224", help="image sizes: 32 and/or 224 (or none)")
+    parser.add_argument(
+        "--graphs",
+        action="store_true",
+        help="also: CUDA-graph steps against eager ones, the paper's learner and batch (CUDA only)",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, to check the script on CPU"
     )
@@ -109,7 +156,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tmp = Path(tempfile.mkdtemp(prefix="saln-gpu-"))
     grid = {32: (512, 256), 224: (256, 128), 16: (32, 16)}  # size -> (batch, learner batch)
-    chosen = [16] if args.smoke else [int(x) for x in args.sizes.split(",")]
+    chosen = [16] if args.smoke else [int(x) for x in args.sizes.split(",") if x]
     sizes = [(size, *grid[size]) for size in chosen]
     base = {
         "data.dataset": f"imagefolder:{args.data}",
@@ -160,6 +207,10 @@ def main() -> None:
             write_json(payload, args.out)  # partial results survive a time-out
         entry.update(ratios(entry["runs"], entry["pure_train_img_per_s"]))
         print(key, {k: round(v, 3) for k, v in entry.items() if isinstance(v, float)}, flush=True)
+        write_json(payload, args.out)
+    if args.graphs and device.type == "cuda":
+        payload["graphs"] = measure_graphs(base, tmp)
+        print("graphs", {k: round(v, 3) for k, v in payload["graphs"].items()}, flush=True)
         write_json(payload, args.out)
     print(f"wrote {args.out}")
 

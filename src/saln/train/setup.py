@@ -21,6 +21,7 @@ from saln.sampling import SelectiveBatchSampler
 from saln.selection import Selector, is_model_free, keep_count
 from saln.train import distributed
 from saln.train.methods import METHODS, Method
+from saln.train.step import StepFn, eager_step
 
 
 @dataclass
@@ -40,6 +41,7 @@ class RunContext:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: StepFn  # the train step: eager, or replayed from CUDA graphs
     features: FeatureStore | None = None
     ref_losses: torch.Tensor | None = None  # by global index, on device
     one_off: dict[str, float] = field(default_factory=dict)  # seconds, paid once per run
@@ -184,6 +186,26 @@ def load_features(
         ) from None
 
 
+def train_step_for(
+    config: Config,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    world_size: int,
+) -> StepFn:
+    """The eager train step, or with ``train.cuda_graphs`` the same step replayed from graphs."""
+    if not config.train.cuda_graphs:
+        return eager_step(model, optimizer, config.train.amp)
+    if device.type != "cuda" or world_size > 1:
+        raise ConfigError(
+            "train.cuda_graphs needs one process on a CUDA device (it captures steps that "
+            "DDP's gradient hooks would enter); set train.cuda_graphs=false"
+        )
+    from saln.train.graphs import GraphedStep
+
+    return GraphedStep(model, optimizer, config.train.amp)
+
+
 def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     from saln.train.reference import reference_losses
 
@@ -249,6 +271,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = distributed.wrap(model, device)
+    step = train_step_for(config, model, optimizer, device, world_size)
     return RunContext(
         config,
         device,
@@ -265,6 +288,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         model,
         optimizer,
         scheduler,
+        step,
         features,
         ref_losses,
         one_off,

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# (images, labels, loss scale) -> (summed loss, correct), both on the device
+StepFn = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
 
-def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[object]:
+
+def autocast_for(
+    device: torch.device, enabled: bool, cache: bool = True
+) -> AbstractContextManager[object]:
     if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return nullcontext()
 
 
@@ -47,12 +52,13 @@ def train_step(
     labels: torch.Tensor,
     autocast: bool,
     loss_scale: float = 1.0,
+    autocast_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward/backward/update on the kept rows; returns (summed loss, correct) on device.
 
     ``loss_scale`` weights this rank's gradient when ranks train unequal shares of a globally
     selected batch (see distributed.global_select)."""
-    with autocast_for(images.device, autocast):
+    with autocast_for(images.device, autocast, autocast_cache):
         logits = model(images)
     loss = F.cross_entropy(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
@@ -61,6 +67,15 @@ def train_step(
     with torch.no_grad():
         correct = (logits.argmax(1) == labels).sum()
     return loss.detach() * labels.numel(), correct
+
+
+def eager_step(model: nn.Module, optimizer: torch.optim.Optimizer, autocast: bool) -> StepFn:
+    def step(
+        images: torch.Tensor, labels: torch.Tensor, loss_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return train_step(model, optimizer, images, labels, autocast, loss_scale)
+
+    return step
 
 
 @torch.no_grad()

@@ -1,0 +1,89 @@
+"""Whole training steps as CUDA graphs: one launch per step instead of hundreds.
+
+At the paper's 12-row steps a ResNet-18 step is bound by kernel launches, not by the GPU (7.6 ms
+per step on a sandboxed H200, docs/benchmarks.md). This follows PyTorch's whole-network capture
+recipe: the first steps of each batch shape run eagerly on a side stream (they create the
+optimizer state and let cuDNN autotune), then forward, backward and the fused optimizer step
+are captured once per (batch shape, learning rate) and replayed with each batch copied into the
+graph's static inputs. A step of another shape before its warm-up is done runs eagerly.
+
+Opt in with ``train.cuda_graphs: true`` (one process on CUDA, no torch.compile). Steps are the
+same computation as :func:`saln.train.step.train_step`; only the kernels' launch changes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from saln.train.step import train_step
+
+WARMUP_STEPS = 3  # eager steps per batch shape before its capture (PyTorch's recipe uses 3)
+
+
+@dataclass
+class _Captured:
+    graph: torch.cuda.CUDAGraph
+    images: torch.Tensor  # static inputs: each replay reads the batch copied here
+    labels: torch.Tensor
+    loss_sum: torch.Tensor  # static outputs: each replay overwrites them
+    correct: torch.Tensor
+
+
+class GraphedStep:
+    """``train_step`` for one model and optimizer, replayed from CUDA graphs."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, autocast: bool) -> None:
+        self.model, self.optimizer, self.autocast = model, optimizer, autocast
+        self._graphs: dict[tuple[object, ...], _Captured] = {}
+        self._warm: Counter[tuple[int, ...]] = Counter()
+        self._side = torch.cuda.Stream()
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, loss_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = tuple(images.shape)
+        if loss_scale != 1.0:  # only DDP's global selection scales, and graphs run without DDP
+            return self._on_side_stream(images, labels, loss_scale)
+        if self._warm[shape] < WARMUP_STEPS:
+            self._warm[shape] += 1
+            return self._on_side_stream(images, labels, loss_scale)
+        # The learning rate is baked into the captured optimizer kernel: a new one (the
+        # schedule's next epoch) gets its own graph, and the old one is released.
+        key = (shape, images.stride(), self.optimizer.param_groups[0]["lr"])
+        captured = self._graphs.get(key)
+        if captured is None:
+            self._graphs = {k: v for k, v in self._graphs.items() if k[0] != shape}
+            captured = self._graphs[key] = self._capture(images, labels)
+        captured.images.copy_(images)
+        captured.labels.copy_(labels)
+        captured.graph.replay()
+        return captured.loss_sum.clone(), captured.correct.clone()
+
+    def _on_side_stream(
+        self, images: torch.Tensor, labels: torch.Tensor, loss_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._side):
+            out = train_step(self.model, self.optimizer, images, labels, self.autocast, loss_scale)
+        torch.cuda.current_stream().wait_stream(self._side)
+        return out
+
+    def _capture(self, images: torch.Tensor, labels: torch.Tensor) -> _Captured:
+        static_images, static_labels = images.clone(), labels.clone()
+        # Gradients allocated inside the capture live in the graph's private memory pool.
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loss_sum, correct = train_step(
+                self.model,
+                self.optimizer,
+                static_images,
+                static_labels,
+                self.autocast,
+                autocast_cache=False,  # a cached cast would outlive the capture
+            )
+        return _Captured(graph, static_images, static_labels, loss_sum, correct)
