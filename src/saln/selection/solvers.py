@@ -112,11 +112,12 @@ def laplacian_operator(x: torch.Tensor, factored: bool = True) -> Operator:
     return lambda v: deg * v - (v @ xn) @ xt
 
 
-def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Remove span(basis) (b, m, n) from row vectors v (b, 1, n), twice ("twice is enough")."""
-    for _ in range(2):
-        v = v - (v @ basis.transpose(-1, -2)) @ basis
-    return v
+def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove span(basis) (b, m, n) from row vectors v (b, 1, n), twice ("twice is enough").
+    Also returns the first pass's coefficients v . basis_i (b, 1, m)."""
+    first = v @ basis.transpose(-1, -2)
+    v = v - first @ basis
+    return v - (v @ basis.transpose(-1, -2)) @ basis, first
 
 
 def lanczos_fiedler(
@@ -127,29 +128,39 @@ def lanczos_fiedler(
     The Krylov space is kept orthogonal to the constant vector (L's null vector), so the
     smallest Ritz pair approximates (lambda_2, Fiedler). Full re-orthogonalisation keeps float32
     honest: a dense positive similarity graph has a narrow spectrum, where plain Lanczos ghosts.
+    Each step is a few batched kernels (on CUDA their launches, not their work, set the
+    pace): alpha_j = w . q_j is read off the re-orthogonalisation's coefficients, and one norm
+    serves both beta_j and the next q.
     """
     b, n, _ = x.shape
     steps = max(2, min(steps, n - 1))
     apply = laplacian_operator(x, factored)
     basis = torch.empty(b, steps + 1, n, dtype=x.dtype, device=x.device)
     basis[:, :1] = n**-0.5
-    tri = torch.zeros(b, steps, steps, dtype=torch.float64, device=x.device)
+    alpha = torch.empty(b, steps, dtype=x.dtype, device=x.device)
+    beta = torch.zeros(b, steps - 1, dtype=x.dtype, device=x.device)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     # One start vector for every batch, so a batched call equals the per-batch loop.
     q = (torch.rand(1, 1, n, generator=gen, device=x.device, dtype=x.dtype) - 0.5).expand(b, 1, n)
-    q = _orthogonalise(q, basis[:, :1])
-    for j in range(steps):
-        # w below was already orthogonalised against the basis, so q needs only normalising.
-        # A breakdown (invariant subspace found) leaves q ~ 0: the tiny clamp keeps it finite and
-        # its zero off-diagonal decouples T, whose eigenvalues stay valid.
-        q = q / q.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+    q, _ = _orthogonalise(q, basis[:, :1])
+    q = q / q.norm(dim=-1, keepdim=True)
+    tiny = torch.finfo(x.dtype).tiny
+    for j in range(steps - 1):
         basis[:, j + 1 : j + 2] = q
-        w = apply(q)
-        tri[:, j, j] = (w * q).sum((-1, -2)).double()
-        if j + 1 < steps:
-            w = _orthogonalise(w, basis[:, : j + 2])
-            tri[:, j, j + 1] = tri[:, j + 1, j] = w.norm(dim=(-1, -2)).double()
-            q = w
+        w, coefficients = _orthogonalise(apply(q), basis[:, : j + 2])
+        alpha[:, j] = coefficients[:, 0, j + 1]  # w . q_j before w was orthogonalised
+        # A breakdown (invariant subspace found) leaves w ~ 0: the tiny clamp keeps q finite,
+        # and its zero beta decouples T, whose eigenvalues stay valid.
+        norm = w.norm(dim=-1, keepdim=True)
+        beta[:, j] = norm[:, 0, 0]
+        q = w / norm.clamp_min(tiny)
+    basis[:, steps : steps + 1] = q
+    alpha[:, -1] = (apply(q) @ q.transpose(-1, -2))[:, 0, 0]  # the last step needs only alpha
+    tri = (
+        torch.diag_embed(alpha.double())
+        + torch.diag_embed(beta.double(), 1)
+        + torch.diag_embed(beta.double(), -1)
+    )
     theta, ritz = torch.linalg.eigh(tri)
     fiedler = (ritz[:, :, :1].transpose(-1, -2).to(x.dtype) @ basis[:, 1:]).squeeze(-2)
     return fiedler, theta[:, :2].to(x.dtype)
