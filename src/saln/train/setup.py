@@ -186,21 +186,19 @@ def load_features(
         ) from None
 
 
-def train_step_for(
-    config: Config,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    world_size: int,
-) -> StepFn:
-    """The eager train step, or with ``train.cuda_graphs`` the same step replayed from graphs."""
-    if not config.train.cuda_graphs:
-        return eager_step(model, optimizer, config.train.amp)
-    if device.type != "cuda" or world_size > 1:
+def check_cuda_graphs(config: Config, device: torch.device, world_size: int) -> None:
+    if config.train.cuda_graphs and (device.type != "cuda" or world_size > 1):
         raise ConfigError(
             "train.cuda_graphs needs one process on a CUDA device (it captures steps that "
             "DDP's gradient hooks would enter); set train.cuda_graphs=false"
         )
+
+
+def train_step_for(config: Config, model: nn.Module, optimizer: torch.optim.Optimizer) -> StepFn:
+    """The eager train step, or with ``train.cuda_graphs`` the same step replayed from graphs
+    (:func:`check_cuda_graphs` has vouched for the device)."""
+    if not config.train.cuda_graphs:
+        return eager_step(model, optimizer, config.train.amp)
     from saln.train.graphs import GraphedStep
 
     return GraphedStep(model, optimizer, config.train.amp)
@@ -211,6 +209,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
 
     t = config.train
     device = resolve_device(t.device)
+    check_cuda_graphs(config, device, world_size)  # before any data or model work
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     method = METHODS.build(t.method)
@@ -271,7 +270,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = distributed.wrap(model, device)
-    step = train_step_for(config, model, optimizer, device, world_size)
+    step = train_step_for(config, model, optimizer)
     return RunContext(
         config,
         device,
