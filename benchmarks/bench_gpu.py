@@ -211,7 +211,9 @@ def main() -> None:
     if args.graphs and device.type == "cuda":
         payload["graphs"] = measure_graphs(base, tmp)
         print("graphs", {k: round(v, 3) for k, v in payload["graphs"].items()}, flush=True)
-        write_json(payload, args.out)
+    elif args.graphs:
+        print("--graphs skipped: CUDA graphs need a CUDA device", flush=True)
+    write_json(payload, args.out)
     print(f"wrote {args.out}")
 
 
