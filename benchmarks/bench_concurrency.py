@@ -23,37 +23,24 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, machine, write_json
+from benchmarks.common import RESULTS, fixed_batch_step, machine, sync, write_json
 from saln import config as cfg
-from saln.train.setup import build_optimizer, new_learner
-from saln.train.step import train_step
 
 
 def worker(batch: int, seconds: float) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = cfg.load(None, {"model.learner": "resnet18_cifar", "train.device": str(device)})
-    model = new_learner(config, 10, device)
-    optimizer, _ = build_optimizer(model, config, 1)  # as the engine builds it
-    images = torch.randn(batch, 3, 32, 32, device=device)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (batch,), device=device)
-    amp = config.train.amp
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
+    step = fixed_batch_step(config, batch, device)
     for _ in range(5):
-        train_step(model, optimizer, images, labels, amp)
-    sync()
+        step()
+    sync(device)
     print("ready", flush=True)
     sys.stdin.readline()  # the parent's go, once every worker is ready
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(10):
-            train_step(model, optimizer, images, labels, amp)
-        sync()
+            step()
+        sync(device)
         steps += 10
     print(json.dumps({"steps_per_s": steps / (time.perf_counter() - start)}), flush=True)
 

@@ -27,13 +27,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, machine, write_json
+from benchmarks.common import RESULTS, fixed_batch_step, machine, sync, write_json
 from saln import config as cfg
 from saln.report.store import RunStore
 from saln.train import fit
-from saln.train.graphs import WARMUP_STEPS, GraphedStep
-from saln.train.setup import build_optimizer, new_learner
-from saln.train.step import eager_step
+from saln.train.graphs import WARMUP_STEPS
 
 
 def pure_train_rate(
@@ -41,24 +39,13 @@ def pure_train_rate(
 ) -> float:
     """Train steps on one fixed batch already on the device: the model's compute limit (the
     same step replayed from CUDA graphs with ``graphed``)."""
-    model = new_learner(config, 10, device)
-    optimizer, _ = build_optimizer(model, config, 1)  # as the engine builds it
-    step = (
-        GraphedStep(model, optimizer, config.train.amp)
-        if graphed
-        else eager_step(model, optimizer, config.train.amp)
-    )
-    size = config.data.image_size
-    images = torch.randn(batch, 3, size, size, device=device)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (batch,), device=device)
+    step = fixed_batch_step(config, batch, device, graphed)
     for _ in range(WARMUP_STEPS + 2):  # cuDNN autotuning, allocator, the graph's capture
-        step(images, labels, 1.0)
+        step()
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step(images, labels, 1.0)
+        step()
     sync(device)
     return batch * steps / (time.perf_counter() - start)
 
@@ -72,11 +59,6 @@ def graph_rates(config: cfg.Config, device: torch.device) -> dict[str, float]:
         rates |= {f"eager_steps_per_s_{rows}": eager, f"graphed_steps_per_s_{rows}": graphed}
         rates[f"graphed_vs_eager_{rows}"] = graphed / eager
     return rates
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def run(config: cfg.Config, out: Path) -> dict[str, Any]:

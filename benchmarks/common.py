@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from saln.config import Config
 from saln.report.store import git_sha
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -93,3 +94,30 @@ def write_json(payload: dict[str, Any], path: Path) -> Path:
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def fixed_batch_step(
+    config: Config, batch: int, device: torch.device, graphed: bool = False
+) -> Callable[[], object]:
+    """One train step of the configured learner on a fixed random batch already on the
+    device, built as the engine builds it (optimizer, channels_last; CUDA graphs with
+    ``graphed``): a model's compute limit, with no data path."""
+    from saln.train.graphs import GraphedStep
+    from saln.train.setup import build_optimizer, new_learner
+    from saln.train.step import eager_step
+
+    model = new_learner(config, 10, device)
+    optimizer, _ = build_optimizer(model, config, 1)
+    amp = config.train.amp
+    step = GraphedStep(model, optimizer, amp) if graphed else eager_step(model, optimizer, amp)
+    size = config.data.image_size
+    images = torch.randn(batch, 3, size, size, device=device)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    return lambda: step(images, labels, 1.0)

@@ -109,19 +109,19 @@ class ResidentPipeline:
         for group in batch_groups([len(b) for b in batches], budget // row_bytes, GROUP_BATCHES):
             rows = slice(start, start + sum(group))
             images = self.augment[train](self.images[on_device[rows]], gen, order)
-            labels = self.labels[on_device[rows]]
+            labels, indices = self.labels[on_device[rows]], flat[rows]
             offset = 0
             for size in group:
                 part = slice(offset, offset + size)
-                yield Batch(images[part], labels[part], flat[rows][part])
+                yield Batch(images[part], labels[part], indices[part])
                 offset += size
             start = rows.stop
 
 
-# Rows augmented in one call, as float32 bytes: each call costs ~80 kernel launches (about
-# 1.5 ms of host time) whatever its size, which is most of a 12-row step's data time. On CPU a
-# group stays cache-sized (larger ones got slower per row); on CUDA it amortises launches.
-# The colour-jitter op order is drawn once per call, so a group also caps how many batches share it.
+# Rows augmented in one call, as float32 bytes. Each call costs ~80 kernel launches whatever its
+# size, most of a 12-row step's data time. On CPU a group stays cache-sized (larger ones got
+# slower per row); on CUDA it amortises the launches. The colour-jitter op order is drawn once
+# per call, so a group also caps how many batches share it.
 GROUP_BYTES = {"cpu": 4 << 20, "cuda": 64 << 20}
 GROUP_BATCHES = 16
 
