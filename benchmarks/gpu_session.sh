@@ -13,7 +13,8 @@
 # "bench" (about 6 minutes) runs the GPU tests, every ratio and CUDA-graph steps against eager
 # ones, one file each straight into OUT_DIR, so a time-out keeps what finished.
 # "compare" runs the paper's CIFAR-10 protocol (benchmarks/gpu_compare.py: PARALLEL runs at once,
-# all stopped after SECONDS, ARGS passed on, e.g. --set train.cuda_graphs=true). It packs the
+# all stopped after SECONDS, ARGS passed on, e.g. --set train.cuda_graphs=true --set
+# features.cuda_graph=true once the GPU tests of both passed). It packs the
 # reports and the complete runs, without checkpoints, into OUT_DIR/cifar10_gpu_runs.tgz.
 # Commit that file as benchmarks/results/cifar10_gpu_runs.tgz: the next compare call unpacks it
 # and trains only what is missing, so seeds accumulate across sessions. One seed of the paper's

@@ -71,6 +71,12 @@ def cuda(name: str, data: dict[str, Any]) -> None:
         f"{c['speedup_vs_torch_eigh']:.1f}x",
         f"{c['jaccard_vs_eigh_mean']:.3f}",
     ]
+    if "lanczos_cuda_graph_epoch_ms" in c:  # absent from files written before it existed
+        header += ["lanczos from a CUDA graph, ms", "graph / eager Jaccard"]
+        row += [
+            f"{c['lanczos_cuda_graph_epoch_ms']:.1f}",
+            f"{c['jaccard_cuda_graph_vs_eager_mean']:.3f}",
+        ]
     table(f"{name} ({where(data)})", header, [row])
 
 
@@ -86,9 +92,10 @@ def gpu(name: str, data: dict[str, Any]) -> None:
         ),
         ("saln_vs_standard_paper_convention", "saln / standard, paper", "{:.2f}"),
         ("selection_share_of_saln_epoch", "selection / saln epoch (<= 0.01)", "{:.3f}"),
+        ("selection_share_of_saln_epoch_cuda_graph", "same, selection graphed", "{:.3f}"),
     ]
     rows = [
-        [size, *(fmt.format(r[k]) if k in r else "not reached" for k, _, fmt in keys)]
+        [size, *(fmt.format(r[k]) if k in r else "not measured" for k, _, fmt in keys)]
         for size, r in data["results"].items()
     ]
     if rows:

@@ -225,3 +225,33 @@ def test_the_cuda_maths_agrees_with_the_cpu_path_when_run_on_cpu() -> None:
             assert kept == oracle
     assert torch.allclose(val_fac, val_cpu, rtol=1e-3)
     assert torch.allclose(val_dense, val_cpu, rtol=1e-3)
+
+
+def test_cuda_graph_option_leaves_cpu_solves_unchanged() -> None:
+    x = clustered_features(4, 64, 32, seed=5)
+    plain = saln.spectral_select(x, 0.8, solver="lanczos")
+    assert np.array_equal(saln.spectral_select(x, 0.8, solver="lanczos", cuda_graph=True), plain)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_lanczos_replays_what_eager_lanczos_computes() -> None:
+    """The first call runs eagerly, the second captures, later ones replay. Each call brings new
+    data and must get the eager solve's eigenpairs (a stale static input or output would not)."""
+    from saln.selection.graphed import GraphedLanczos
+    from saln.selection.solvers import lanczos_fiedler
+
+    graphed = GraphedLanczos()
+    for seed in range(4):
+        x = torch.from_numpy(clustered_features(8, 128, 64, seed=seed)).cuda()
+        vectors, values = graphed(x)
+        # Reuse freed memory: a tensor the graph reads but nobody keeps alive would be clobbered.
+        clobber = [torch.full((1, 1, 128), 7.0, device="cuda") for _ in range(64)]
+        del clobber
+        eager_vectors, eager_values = lanczos_fiedler(x)
+        assert torch.allclose(values, eager_values, rtol=1e-4)
+        assert torch.allclose(vectors.abs(), eager_vectors.abs(), atol=1e-4)
+    assert len(graphed._graphs) == 1  # one shape, captured once
+    x[0, 5, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf at rows \(0, 5\)"):
+        graphed(x)

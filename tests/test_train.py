@@ -190,6 +190,17 @@ def test_a_different_config_in_the_out_dir_is_refused(tmp_path: Path) -> None:
     assert replaced["method"] == "uniform"
 
 
+def test_a_run_written_before_a_config_key_existed_is_still_the_same_run(tmp_path: Path) -> None:
+    """A key added to Config later reads as its default, and launch-only switches may change."""
+    fit(tiny(tmp_path, "uniform"), tmp_path / "run")
+    saved = tmp_path / "run" / "config.yaml"
+    older = yaml.safe_load(saved.read_text())
+    del older["features"]["cuda_graph"]
+    saved.write_text(yaml.safe_dump(older))
+    assert fit(tiny(tmp_path, "uniform"), tmp_path / "run")["method"] == "uniform"
+    assert fit(tiny(tmp_path, "uniform", **{"train.progress": True}), tmp_path / "run")
+
+
 class Poison(Callback):
     def __init__(self, model_ref: list[torch.nn.Module]) -> None:
         self.model_ref = model_ref
@@ -369,6 +380,10 @@ def test_cuda_graphs_are_refused_where_they_cannot_run(tmp_path: Path) -> None:
         build_run(tiny(tmp_path, "standard", **{"train.device": "cpu", "train.cuda_graphs": True}))
     with pytest.raises(cfg.ConfigError, match=r"eager SGD steps.*optim.optimizer=sgd"):
         tiny(tmp_path, "standard", **{"train.cuda_graphs": True, "optim.optimizer": "adamw"})
+    with pytest.raises(cfg.ConfigError, match=r"run is on cpu: set train.device=cuda"):
+        build_run(tiny(tmp_path, "saln", **{"train.device": "cpu", "features.cuda_graph": True}))
+    with pytest.raises(cfg.ConfigError, match=r"set features.solver=lanczos or auto"):
+        tiny(tmp_path, "saln", **{"features.cuda_graph": True, "features.solver": "exact"})
 
 
 @pytest.mark.gpu

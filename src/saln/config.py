@@ -49,6 +49,7 @@ class FeatureConfig:
     batch_size: int = 256  # images per extraction forward
     cache_dir: str = ".cache/saln"
     solver: str = "auto"  # exact | lanczos | auto
+    cuda_graph: bool = False  # replay the CUDA Lanczos solve from a CUDA graph (lanczos | auto)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def _positive(path: str, value: float | int) -> None:
 
 def validate(config: Config) -> None:
     """Value checks that need no registry lookups (those happen when the run is built)."""
-    t, d, o = config.train, config.data, config.optim
+    t, d, o, f = config.train, config.data, config.optim, config.features
     if not 0.0 <= t.filter_ratio < 1.0:
         raise ConfigError(f"train.filter_ratio={t.filter_ratio} must be in [0, 1)")
     for path, value in (
@@ -227,6 +228,11 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{path}={choice!r} is not one of {', '.join(choices)}")
     if not 0 <= d.val_fraction < 1 or not 0 <= d.reference_fraction < 1:
         raise ConfigError("data.val_fraction and data.reference_fraction must be in [0, 1)")
+    if f.cuda_graph and f.solver == "exact":
+        raise ConfigError(
+            "features.cuda_graph replays the Lanczos solve: set features.solver=lanczos or "
+            "auto, or features.cuda_graph=false"
+        )
     if t.cuda_graphs and (t.compile or o.optimizer != "sgd"):
         raise ConfigError(
             "train.cuda_graphs captures eager SGD steps: set train.compile=false and "

@@ -33,8 +33,14 @@ RUN_FILES = (
     "spectral.json",
     "selection_example.json",
 )
-# Settings that change how a run is shown, not what it computes.
-COSMETIC = {("train", "progress"), ("train", "tensorboard")}
+# Settings that change how a run is shown or launched, not what it computes: a run may resume
+# with them changed (CUDA graphs replay the same kernels the eager run launches).
+COSMETIC = {
+    ("train", "progress"),
+    ("train", "tensorboard"),
+    ("train", "cuda_graphs"),
+    ("features", "cuda_graph"),
+}
 
 
 def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -108,9 +114,9 @@ class RunStore:
         if overwrite:
             self.clear()
         elif self.exists():
-            diffs = config_differences(
-                yaml.safe_load(self.file("config.yaml").read_text()), config.to_dict()
-            )
+            # Through from_dict, a key added to Config since this run was written reads as its
+            # default instead of as a difference.
+            diffs = config_differences(self.config().to_dict(), config.to_dict())
             if diffs:
                 raise ConfigError(
                     f"{self.path} holds a run with a different config ({'; '.join(diffs[:5])}); "

@@ -50,8 +50,9 @@ def raise_non_finite(x: torch.Tensor) -> NoReturn:
     )
 
 
-def normalise_rows(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise rows; a zero row stays zero, so it has zero similarity to everything.
+def normalise_rows(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """L2-normalise rows (into ``out`` if given); a zero row stays zero, so it has zero
+    similarity to everything.
 
     A row norm is non-finite exactly when its row holds NaN or inf, so this is also the
     finiteness check, at no extra cost.
@@ -59,7 +60,7 @@ def normalise_rows(x: torch.Tensor) -> torch.Tensor:
     norm = x.norm(dim=-1, keepdim=True)
     if not bool(torch.isfinite(norm).all()):
         raise_non_finite(x)
-    return x / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return torch.div(x, torch.where(norm > 0, norm, torch.ones_like(norm)), out=out)
 
 
 def torch_laplacian(x: torch.Tensor) -> torch.Tensor:
@@ -100,51 +101,54 @@ def solve_exact(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 Operator = Callable[[torch.Tensor], torch.Tensor]  # (b, 1, n) -> (b, 1, n)
 
 
-def laplacian_operator(x: torch.Tensor, factored: bool = True) -> Operator:
-    """``v -> L v``: factored ``deg*v - (v xn) xn^T`` with S never formed (DESIGN.md section 5),
-    or dense through :func:`torch_laplacian`."""
+def laplacian_operator(xn: torch.Tensor, factored: bool = True) -> Operator:
+    """``v -> L v`` for normalised rows ``xn``: factored ``deg*v - (v xn) xn^T`` with S never
+    formed (DESIGN.md section 5), or dense through the Laplacian matrix."""
     if not factored:
-        lap = torch_laplacian(x)
+        sim = xn @ xn.transpose(-1, -2)
+        lap = torch.diag_embed(sim.sum(-1)) - sim
         return lambda v: v @ lap
-    xn = normalise_rows(x)
     xt = xn.transpose(-1, -2)
     deg = xn.sum(-2, keepdim=True) @ xt  # (b, 1, n): S @ 1
-    return lambda v: deg * v - (v @ xn) @ xt
+    return lambda v: torch.baddbmm(deg * v, v @ xn, xt, alpha=-1)
 
 
 def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Remove span(basis) (b, m, n) from row vectors v (b, 1, n), twice ("twice is enough").
     Also returns the first pass's coefficients v . basis_i (b, 1, m)."""
     first = v @ basis.transpose(-1, -2)
-    v = v - first @ basis
-    return v - (v @ basis.transpose(-1, -2)) @ basis, first
+    v = torch.baddbmm(v, first, basis, alpha=-1)
+    return torch.baddbmm(v, v @ basis.transpose(-1, -2), basis, alpha=-1), first
 
 
-def lanczos_fiedler(
-    x: torch.Tensor, steps: int = LANCZOS_STEPS, seed: int = LANCZOS_SEED, factored: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched Lanczos for the Fiedler pair of every batch of rows ``x`` (b, n, d).
+def start_vector(n: int, like: torch.Tensor, seed: int = LANCZOS_SEED) -> torch.Tensor:
+    """The seeded unit start vector (1, 1, n), orthogonal to the constant vector. One for every
+    batch, so a batched call equals the per-batch loop."""
+    gen = torch.Generator(device=like.device).manual_seed(seed)
+    q = torch.rand(1, 1, n, generator=gen, device=like.device, dtype=like.dtype) - 0.5
+    q = q - q.mean(-1, keepdim=True)
+    return q / q.norm(dim=-1, keepdim=True)
 
-    The Krylov space is kept orthogonal to the constant vector (L's null vector), so the
-    smallest Ritz pair approximates (lambda_2, Fiedler). Full re-orthogonalisation keeps float32
-    honest: a dense positive similarity graph has a narrow spectrum, where plain Lanczos ghosts.
-    Each step is a few batched kernels (on CUDA their launches, not their work, set the
-    pace): alpha_j = w . q_j is read off the re-orthogonalisation's coefficients, and one norm
-    serves both beta_j and the next q.
+
+def lanczos_tridiagonal(
+    xn: torch.Tensor, start: torch.Tensor, steps: int, factored: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Lanczos recurrence on normalised rows ``xn`` (b, n, d) from ``start`` (1, 1, n):
+    the basis (b, steps + 1, n) (row 0 is the constant vector) and T's diagonal (b, steps) and
+    off-diagonal (b, steps - 1).
+
+    Only batched kernels on tensors it allocates, with no host sync and no random draw, so a
+    CUDA graph can capture it whole. alpha_j = w . q_j is read off the re-orthogonalisation's
+    coefficients, and one norm serves both beta_j and the next q.
     """
-    b, n, _ = x.shape
-    steps = max(2, min(steps, n - 1))
-    apply = laplacian_operator(x, factored)
-    basis = torch.empty(b, steps + 1, n, dtype=x.dtype, device=x.device)
+    b, n, _ = xn.shape
+    apply = laplacian_operator(xn, factored)
+    basis = torch.empty(b, steps + 1, n, dtype=xn.dtype, device=xn.device)
     basis[:, :1] = n**-0.5
-    alpha = torch.empty(b, steps, dtype=x.dtype, device=x.device)
-    beta = torch.zeros(b, steps - 1, dtype=x.dtype, device=x.device)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    # One start vector for every batch, so a batched call equals the per-batch loop.
-    q = (torch.rand(1, 1, n, generator=gen, device=x.device, dtype=x.dtype) - 0.5).expand(b, 1, n)
-    q, _ = _orthogonalise(q, basis[:, :1])
-    q = q / q.norm(dim=-1, keepdim=True)
-    tiny = torch.finfo(x.dtype).tiny
+    alpha = torch.empty(b, steps, dtype=xn.dtype, device=xn.device)
+    beta = torch.empty(b, steps - 1, dtype=xn.dtype, device=xn.device)
+    tiny = torch.finfo(xn.dtype).tiny
+    q = start.expand(b, 1, n)
     for j in range(steps - 1):
         basis[:, j + 1 : j + 2] = q
         w, coefficients = _orthogonalise(apply(q), basis[:, : j + 2])
@@ -156,14 +160,43 @@ def lanczos_fiedler(
         q = w / norm.clamp_min(tiny)
     basis[:, steps : steps + 1] = q
     alpha[:, -1] = (apply(q) @ q.transpose(-1, -2))[:, 0, 0]  # the last step needs only alpha
+    return basis, alpha, beta
+
+
+def ritz_fiedler(
+    basis: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest Ritz pair of T (float64 eigh): the Fiedler vectors (b, n) and the two
+    smallest Ritz values (b, 2), which approximate (lambda_2, lambda_3)."""
     tri = (
         torch.diag_embed(alpha.double())
         + torch.diag_embed(beta.double(), 1)
         + torch.diag_embed(beta.double(), -1)
     )
     theta, ritz = torch.linalg.eigh(tri)
-    fiedler = (ritz[:, :, :1].transpose(-1, -2).to(x.dtype) @ basis[:, 1:]).squeeze(-2)
-    return fiedler, theta[:, :2].to(x.dtype)
+    fiedler = (ritz[:, :, :1].transpose(-1, -2).to(basis.dtype) @ basis[:, 1:]).squeeze(-2)
+    return fiedler, theta[:, :2].to(basis.dtype)
+
+
+def lanczos_steps(n: int, steps: int = LANCZOS_STEPS) -> int:
+    return max(2, min(steps, n - 1))
+
+
+def lanczos_fiedler(
+    x: torch.Tensor, steps: int = LANCZOS_STEPS, seed: int = LANCZOS_SEED, factored: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched Lanczos for the Fiedler pair of every batch of rows ``x`` (b, n, d).
+
+    The Krylov space is kept orthogonal to the constant vector (L's null vector), so the
+    smallest Ritz pair approximates (lambda_2, Fiedler). Full re-orthogonalisation keeps float32
+    honest: a dense positive similarity graph has a narrow spectrum, where plain Lanczos ghosts.
+    Each step is a few batched kernels; on CUDA their launches, not their work, set the pace
+    (``saln.selection.graphed`` replays them from a CUDA graph).
+    """
+    n = x.shape[1]
+    start = start_vector(n, x, seed)
+    recurrence = lanczos_tridiagonal(normalise_rows(x), start, lanczos_steps(n, steps), factored)
+    return ritz_fiedler(*recurrence)
 
 
 @SOLVERS.register("lanczos")

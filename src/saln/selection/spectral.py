@@ -22,6 +22,7 @@ from saln.selection.base import (
     keep_count,
     require,
 )
+from saln.selection.graphed import GRAPHED_LANCZOS
 from saln.selection.solvers import SOLVERS
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
@@ -74,12 +75,17 @@ def resolve_solver(solver: str, n: int, device: torch.device) -> str:
     return "exact"
 
 
-def _solve(x: torch.Tensor, solver: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _solve(
+    x: torch.Tensor, solver: str, cuda_graph: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fiedler vectors (b, n) and (lambda_2, lambda_3) (b, 2) of validated features (b, n, d)."""
     n = x.shape[1]
     if n < MIN_SPECTRAL_ROWS:
         raise ValueError(f"a batch of {n} rows has no Fiedler vector; it needs at least 3 rows")
-    return SOLVERS.get(resolve_solver(solver, n, x.device))(x)
+    name = resolve_solver(solver, n, x.device)
+    if cuda_graph and name == "lanczos" and x.is_cuda:
+        return GRAPHED_LANCZOS(x)
+    return SOLVERS.get(name)(x)
 
 
 def _like_input(result: torch.Tensor, features: Any, batched: bool) -> Any:
@@ -87,12 +93,14 @@ def _like_input(result: torch.Tensor, features: Any, batched: bool) -> Any:
     return result.cpu().numpy() if isinstance(features, np.ndarray) else result
 
 
-def fiedler_vector(features: ArrayT, *, solver: str = "auto") -> ArrayT:
+def fiedler_vector(features: ArrayT, *, solver: str = "auto", cuda_graph: bool = False) -> ArrayT:
     """The Fiedler vector of each batch's cosine-similarity Laplacian: shape (n,) or (b, n).
 
     Its sign is arbitrary (only |v| is used for selection). Accepts NumPy or torch, CPU or CUDA.
+    ``cuda_graph``: replay the Lanczos solve of CUDA inputs from a CUDA graph
+    (:mod:`saln.selection.graphed`); it has no effect on other solves.
     """
-    vectors, _ = _solve(as_feature_tensor(features), solver)
+    vectors, _ = _solve(as_feature_tensor(features), solver, cuda_graph)
     return _like_input(vectors, features, features.ndim == 3)
 
 
@@ -108,18 +116,31 @@ def spectral_gap(values: torch.Tensor) -> torch.Tensor:
 
 
 def spectral_select(
-    features: ArrayT, filter_ratio: float = 0.8, *, keep: int | None = None, solver: str = "auto"
+    features: ArrayT,
+    filter_ratio: float = 0.8,
+    *,
+    keep: int | None = None,
+    solver: str = "auto",
+    cuda_graph: bool = False,
 ) -> ArrayT:
     """Positions of the kept rows, largest |Fiedler| first: (keep,) or (b, keep), int64.
 
     ``keep`` defaults to ``int(n * (1 - filter_ratio))``; pass it to fix the kept count instead.
+    ``cuda_graph`` as in :func:`fiedler_vector`.
     """
-    positions, _ = spectral_select_with_stats(features, filter_ratio, keep=keep, solver=solver)
+    positions, _ = spectral_select_with_stats(
+        features, filter_ratio, keep=keep, solver=solver, cuda_graph=cuda_graph
+    )
     return positions
 
 
 def spectral_select_with_stats(
-    features: ArrayT, filter_ratio: float = 0.8, *, keep: int | None = None, solver: str = "auto"
+    features: ArrayT,
+    filter_ratio: float = 0.8,
+    *,
+    keep: int | None = None,
+    solver: str = "auto",
+    cuda_graph: bool = False,
 ) -> tuple[ArrayT, dict[str, Any]]:
     """Like :func:`spectral_select`, also returning per-batch stats (gap, |Fiedler|, fallback)."""
     x = as_feature_tensor(features)
@@ -132,7 +153,7 @@ def spectral_select_with_stats(
         order = torch.arange(n, device=x.device).expand(b, n)[:, :keep].contiguous()
         reason = "keep_all" if keep == n else "n<3:first_positions"
         return _like_input(order, features, batched), {"fallback": reason}
-    vectors, values = _solve(x, solver)
+    vectors, values = _solve(x, solver, cuda_graph)
     magnitude = vectors.abs()
     order = priority_order(magnitude)[:, :keep].contiguous()
     stats = {"gap": spectral_gap(values), "abs_fiedler": magnitude, "fallback": None}
@@ -164,6 +185,7 @@ class SpectralSelector:
     """SALN on fixed reference features (model-free)."""
 
     solver: str = "auto"
+    cuda_graph: bool = False  # replay CUDA Lanczos solves from CUDA graphs
     name: str = "saln"
     needs: frozenset[str] = frozenset({"features"})
 
@@ -172,11 +194,15 @@ class SpectralSelector:
     ) -> Selection:
         require(batch, self)
         assert batch.features is not None
-        positions, stats = spectral_select_with_stats(batch.features, keep=keep, solver=self.solver)
+        positions, stats = spectral_select_with_stats(
+            batch.features, keep=keep, solver=self.solver, cuda_graph=self.cuda_graph
+        )
         return Selection(positions=positions, stats=stats)
 
     def select_many(
         self, features: torch.Tensor, keep: int, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """A whole epoch of equal-sized batches (b, n, d) in one batched call."""
-        return spectral_select_with_stats(features, keep=keep, solver=self.solver)
+        return spectral_select_with_stats(
+            features, keep=keep, solver=self.solver, cuda_graph=self.cuda_graph
+        )

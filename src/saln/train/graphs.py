@@ -77,7 +77,8 @@ class GraphedStep:
         # Gradients allocated inside the capture live in the graph's private memory pool.
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: a DataLoader's pin-memory thread keeps running during the capture.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             loss_sum, correct = train_step(
                 self.model,
                 self.optimizer,

@@ -42,7 +42,11 @@ for _method in (
     Method("standard", None),
     Method("standard_matched", None, matched_epochs=True),
     Method("uniform", "uniform"),
-    Method("saln", "saln", options=lambda c: {"solver": c.features.solver}),
+    Method(
+        "saln",
+        "saln",
+        options=lambda c: {"solver": c.features.solver, "cuda_graph": c.features.cuda_graph},
+    ),
     Method("loss", "loss"),
     Method("rho_loss", "rho_loss"),
     Method("jest", "jest", options=lambda c: {"n_chunks": c.train.jest_chunks}),

@@ -192,6 +192,11 @@ def check_cuda_graphs(config: Config, device: torch.device, world_size: int) -> 
             "train.cuda_graphs needs one process on a CUDA device (it captures steps that "
             "DDP's gradient hooks would enter); set train.cuda_graphs=false"
         )
+    if config.features.cuda_graph and device.type != "cuda":
+        raise ConfigError(
+            f"features.cuda_graph replays a CUDA solve, and this run is on {device.type}: "
+            "set train.device=cuda or features.cuda_graph=false"
+        )
 
 
 def train_step_for(config: Config, model: nn.Module, optimizer: torch.optim.Optimizer) -> StepFn:
