@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -255,3 +257,30 @@ def test_graphed_lanczos_replays_what_eager_lanczos_computes() -> None:
     x[0, 5, 0] = float("nan")
     with pytest.raises(ValueError, match=r"NaN or inf at rows \(0, 5\)"):
         graphed(x)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_failed_capture_warns_and_solves_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host sync inside the recurrence makes the real capture fail; the solves go on eagerly."""
+    from saln.selection import graphed, solvers
+
+    def syncing(
+        xn: torch.Tensor, start: torch.Tensor, steps: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        basis, alpha, beta = solvers.lanczos_tridiagonal(xn, start, steps)
+        float(alpha.sum())  # a host sync: not allowed while a stream is being captured
+        return basis, alpha, beta
+
+    monkeypatch.setattr(graphed, "lanczos_tridiagonal", syncing)
+    solve = graphed.GraphedLanczos()
+    x = torch.from_numpy(clustered_features(8, 128, 64, seed=3)).cuda()
+    solve(x)  # the first call of a shape is eager
+    with pytest.warns(RuntimeWarning, match="features.cuda_graph: capturing a CUDA graph failed"):
+        _, values = solve(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second attempt, no second warning
+        again, _ = solve(x)
+    eager_vectors, eager_values = solvers.lanczos_fiedler(x)
+    assert torch.allclose(values, eager_values, rtol=1e-4) and not solve._graphs
+    assert torch.allclose(again.abs(), eager_vectors.abs(), atol=1e-4)

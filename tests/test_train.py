@@ -424,3 +424,31 @@ def test_graphed_steps_train_as_eager_steps_do() -> None:
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
     assert np.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
     assert torch.allclose(finals[0], finals[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_failed_step_capture_warns_and_trains_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host sync inside the step makes the real capture fail; training goes on eagerly."""
+    from saln.models import build_learner
+    from saln.train import graphs
+    from saln.train.step import train_step
+
+    def syncing(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_sum, correct = train_step(*args, **kwargs)
+        float(loss_sum)  # a host sync: not allowed while a stream is being captured
+        return loss_sum, correct
+
+    monkeypatch.setattr(graphs, "train_step", syncing)
+    model = build_learner("small_cnn", 10).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
+    step = graphs.GraphedStep(model, optimizer, autocast=False)
+    x, y = torch.randn(12, 3, 16, 16, device="cuda"), torch.randint(0, 10, (12,), device="cuda")
+    for _ in range(graphs.WARMUP_STEPS):
+        step(x, y)
+    with pytest.warns(RuntimeWarning, match="train.cuda_graphs: capturing a CUDA graph failed"):
+        step(x, y)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss_sum, _ = step(x, y)
+    assert step.eager_only and not step._graphs and torch.isfinite(loss_sum)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

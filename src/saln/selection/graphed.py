@@ -15,6 +15,7 @@ second call captures; later calls replay. Opt in with ``features.cuda_graph: tru
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
@@ -37,6 +38,16 @@ CAPACITY = 4
 Key = tuple[tuple[int, ...], torch.dtype, torch.device]
 
 
+def capture_failed(setting: str, what: str, err: Exception) -> None:
+    """A capture that fails is not fatal: the same work runs eagerly, only slower."""
+    warnings.warn(
+        f"{setting}: capturing a CUDA graph failed ({err}); these {what} run eagerly instead "
+        f"(same results). Set {setting}=false to silence this.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
@@ -54,6 +65,7 @@ class GraphedLanczos:
         self.seed, self.capacity = seed, capacity
         self._graphs: OrderedDict[Key, _Captured] = OrderedDict()
         self._calls: Counter[Key] = Counter()
+        self._failed: set[Key] = set()  # shapes whose capture failed: they solve eagerly
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not x.is_cuda:
@@ -62,9 +74,14 @@ class GraphedLanczos:
         captured = self._graphs.get(key)
         if captured is None:
             self._calls[key] += 1
-            if self._calls[key] == 1:  # eager: a one-off call never pays for a capture
+            if self._calls[key] == 1 or key in self._failed:  # a one-off call is not captured
                 return lanczos_fiedler(x, seed=self.seed)
-            captured = self._capture(x)
+            try:
+                captured = self._capture(x)
+            except RuntimeError as err:  # nothing ran during the failed capture
+                self._failed.add(key)
+                capture_failed("features.cuda_graph", "Lanczos solves", err)
+                return lanczos_fiedler(x, seed=self.seed)
         self._graphs.move_to_end(key)
         normalise_rows(x, out=captured.rows)  # straight into the static input: no extra copy
         captured.graph.replay()

@@ -19,6 +19,7 @@ from saln.train import checkpoint, diagnostics, distributed
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
 from saln.train.setup import RunContext, build_run, eval_batches
 from saln.train.step import evaluate_batches, score_losses
+from saln.train.summary import run_summary
 from saln.train.timing import PhaseTimer
 from saln.train.tracking import EpochAccumulator, SelectionTracker, selection_summary
 
@@ -310,45 +311,12 @@ def _finish(
         buffer = io.BytesIO()
         np.save(buffer, tracker.epochs_kept)
         write_bytes_atomic(store.file("selection_counts.npy"), buffer.getvalue())
-    totals = {
-        k: sum(r.get(f"time_{k}", 0.0) for r in history)
-        for k in ("data", "selection", "step", "eval", "checkpoint")
-    }
-    train_time = totals["data"] + totals["selection"] + totals["step"]
-    one_off = ctx.one_off
-    last = history[-1]
-    summary = {
-        "method": ctx.method.name,
-        "seed": ctx.config.train.seed,
-        "dataset": ctx.config.data.dataset,
-        "split_seed": ctx.config.data.split_seed,
-        "convention": ctx.convention,
-        "filter_ratio": ctx.config.train.filter_ratio if ctx.selector is not None else 0.0,
-        "loaded_batch": ctx.loaded_batch,
-        "kept_batch": ctx.keep,
-        "epochs": ctx.epochs,
-        "device": str(ctx.device),
-        "world_size": ctx.world_size,
-        "final_train_loss": last["train_loss"],
-        "final_train_acc": last["train_acc"],
-        "final_val_loss": last["val_loss"],
-        "final_val_acc": last["val_acc"],
-        "best_val_acc": best[0],
-        "best_epoch": best[1] + 1,
+    tests = {
         "test_acc_last": test_acc_last,
         "test_loss_last": test_loss_last,
         "test_acc_best": test_acc_best,
         "test_loss_best": test_loss_best,
-        "examples_trained": sum(r["examples"] for r in history),
-        "steps": sum(r["steps"] for r in history),
-        "time": totals,
-        "train_time_s": train_time,
-        "wall_time_s": sum(r["epoch_wall_s"] for r in history),
-        "one_off": one_off,
-        "feature_cache_hit": ctx.feature_cache_hit,
-        "total_time_s": train_time + sum(one_off.values()),
-        "selection_share_of_step": totals["selection"] / max(totals["step"], 1e-9),
-        **selection_summary(tracker, ctx.split.train),
     }
+    summary = run_summary(ctx, history, best, tests, selection_summary(tracker, ctx.split.train))
     store.write_json("summary.json", summary)
     return summary

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from saln.selection.graphed import capture_failed
 from saln.train.step import train_step
 
 WARMUP_STEPS = 3  # eager steps per batch shape before its capture (PyTorch's recipe uses 3)
@@ -41,12 +42,14 @@ class GraphedStep:
         self._graphs: dict[tuple[object, ...], _Captured] = {}
         self._warm: Counter[tuple[int, ...]] = Counter()
         self._side = torch.cuda.Stream()
+        self.eager_only = False  # set when a capture fails: the run goes on with eager steps
 
     def __call__(
         self, images: torch.Tensor, labels: torch.Tensor, loss_scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = tuple(images.shape)
-        if loss_scale != 1.0:  # only DDP's global selection scales, and graphs run without DDP
+        # Only DDP's global selection scales the loss, and graphs run without DDP.
+        if self.eager_only or loss_scale != 1.0:
             return self._on_side_stream(images, labels, loss_scale)
         if self._warm[shape] < WARMUP_STEPS:
             self._warm[shape] += 1
@@ -57,7 +60,12 @@ class GraphedStep:
         captured = self._graphs.get(key)
         if captured is None:
             self._graphs = {k: v for k, v in self._graphs.items() if k[0] != shape}
-            captured = self._graphs[key] = self._capture(images, labels)
+            try:
+                captured = self._graphs[key] = self._capture(images, labels)
+            except RuntimeError as err:  # nothing ran during the failed capture: step eagerly
+                self.eager_only = True
+                capture_failed("train.cuda_graphs", "steps", err)
+                return self._on_side_stream(images, labels, loss_scale)
         captured.images.copy_(images)
         captured.labels.copy_(labels)
         captured.graph.replay()
