@@ -6,6 +6,8 @@ import json
 import math
 import subprocess
 import sys
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -452,3 +454,45 @@ def test_a_failed_step_capture_warns_and_trains_eagerly(monkeypatch: pytest.Monk
     loss_sum, _ = step(x, y)
     assert step.eager_only and not step._graphs and torch.isfinite(loss_sum)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def count_host_syncs(config: cfg.Config, out: Path) -> tuple[Counter[str], int]:
+    """Synchronising CUDA calls during a whole run, by the line that made them, and its steps."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = fit(config, out, overwrite=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    where = Counter(
+        f"{Path(w.filename).name}:{w.lineno}"
+        for w in caught
+        if "synchronizing CUDA operation" in str(w.message)
+    )
+    return where, summary["steps"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["standard", "saln", "loss", "jest"])
+def test_host_syncs_do_not_grow_with_the_number_of_steps(tmp_path: Path, method: str) -> None:
+    """Whole runs through the engine on CUDA, once with 4x the steps: planning, evaluation and
+    checkpoints may synchronise per epoch, but nothing may per step (it would idle the GPU)."""
+    runs = {}
+    for batch in (100, 25):
+        config = tiny(
+            tmp_path,
+            method,
+            **{
+                "train.device": "cuda",
+                "data.loader": "resident",
+                "train.batch_size": batch,
+                "train.check_every": 10_000,  # the divergence check's sync, off for this count
+            },
+        )
+        runs[batch] = count_host_syncs(config, tmp_path / f"run-{batch}")
+    (few, few_steps), (many, many_steps) = runs[100], runs[25]
+    assert many_steps >= 3 * few_steps
+    extra = sum(many.values()) - sum(few.values())
+    assert extra < (many_steps - few_steps) / 4, f"syncs by line: {(many - few).most_common(5)}"
