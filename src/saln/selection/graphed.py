@@ -1,8 +1,8 @@
 """The CUDA Lanczos solve replayed from a CUDA graph: one launch instead of hundreds.
 
-A batched 32-step Lanczos is about 700 small kernels whose launches, not their work, set its
-time on a GPU (13.8 ms for a whole CIFAR-10 epoch of selections on a sandboxed H200, nearly the
-same for 32 or 176 batches; docs/benchmarks.md). The recurrence
+A batched 32-step Lanczos is about 1,200 torch calls, 416 of them kernels, whose launches, not
+their work, set its time on a GPU (13.8 ms for a whole CIFAR-10 epoch of selections, 176
+batches of 256 rows, on a sandboxed H200; docs/benchmarks.md). The recurrence
 (:func:`saln.selection.solvers.lanczos_tridiagonal`) has no host sync and no random draw, so
 it is captured once per input shape and replayed with each call's normalised rows copied into
 the graph's static input. Normalisation (with its finiteness check) and the small tridiagonal

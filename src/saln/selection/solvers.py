@@ -65,7 +65,10 @@ def normalise_rows(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Te
 
 def torch_laplacian(x: torch.Tensor) -> torch.Tensor:
     """``D - S`` in torch, batched: the CUDA path (any device; tested on CPU against NumPy's)."""
-    xn = normalise_rows(x)
+    return laplacian_of_normalised(normalise_rows(x))
+
+
+def laplacian_of_normalised(xn: torch.Tensor) -> torch.Tensor:
     sim = xn @ xn.transpose(-1, -2)
     return torch.diag_embed(sim.sum(-1)) - sim
 
@@ -105,8 +108,7 @@ def laplacian_operator(xn: torch.Tensor, factored: bool = True) -> Operator:
     """``v -> L v`` for normalised rows ``xn``: factored ``deg*v - (v xn) xn^T`` with S never
     formed (DESIGN.md section 5), or dense through the Laplacian matrix."""
     if not factored:
-        sim = xn @ xn.transpose(-1, -2)
-        lap = torch.diag_embed(sim.sum(-1)) - sim
+        lap = laplacian_of_normalised(xn)
         return lambda v: v @ lap
     xt = xn.transpose(-1, -2)
     deg = xn.sum(-2, keepdim=True) @ xt  # (b, 1, n): S @ 1
@@ -137,8 +139,8 @@ def lanczos_tridiagonal(
     the basis (b, steps + 1, n) (row 0 is the constant vector) and T's diagonal (b, steps) and
     off-diagonal (b, steps - 1).
 
-    Only batched kernels on tensors it allocates, with no host sync and no random draw, so a
-    CUDA graph can capture it whole. alpha_j = w . q_j is read off the re-orthogonalisation's
+    Only batched kernels, with no host sync and no random draw, so a CUDA graph can capture it
+    whole. alpha_j = w . q_j is read off the re-orthogonalisation's
     coefficients, and one norm serves both beta_j and the next q.
     """
     b, n, _ = xn.shape
@@ -179,6 +181,7 @@ def ritz_fiedler(
 
 
 def lanczos_steps(n: int, steps: int = LANCZOS_STEPS) -> int:
+    """The Krylov dimension for n rows: the constant vector takes one of the n dimensions."""
     return max(2, min(steps, n - 1))
 
 
