@@ -39,7 +39,7 @@ step() {  # name, seconds, command...: a failed or slow step is logged and the r
 RUNS=benchmarks/results/cifar10_gpu_runs.tgz  # complete runs of earlier sessions, committed
 if [ "$WHAT" = bench ]; then
   step gpu-tests 150 bash -c "python -m pytest -m gpu tests -p no:cacheprovider -rA > $OUT/gpu_tests.log 2>&1"
-  tail -3 "$OUT/gpu_tests.log"
+  grep -E '^(PASSED|FAILED|ERROR)|passed|failed' "$OUT/gpu_tests.log" | tail -40
   step selection 120 python benchmarks/bench_selection.py --skip-cpu --repeats 5 \
     --out "$OUT/selection_cuda.json"
   for encoder in efficientnet_lite0 resnet50; do
@@ -56,6 +56,7 @@ if [ "$WHAT" = bench ]; then
   # The comparison's features, so a compare call on this machine while it is warm finds them.
   step cache-features 60 python -m saln features --dataset imagefolder:data/cifar10-jpeg \
     --encoder efficientnet_lite0 --image-size 224 --device cuda
+  python benchmarks/tables.py "$OUT"  # the numbers, in this call's output too
 elif [ "$WHAT" = compare ]; then
   SECONDS_LEFT=${3:?how many seconds the comparison may take}
   mkdir -p runs/gpu

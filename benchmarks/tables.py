@@ -1,11 +1,12 @@
 """Print the markdown tables of docs/benchmarks.md from the JSON results (no typed numbers).
 
-python benchmarks/tables.py
+    python benchmarks/tables.py [FOLDER]    (default: benchmarks/results)
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,8 @@ KINDS = {
 }
 
 if __name__ == "__main__":
-    for result in sorted(RESULTS.glob("*.json")):
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS  # default: the committed ones
+    for result in sorted(folder.glob("*.json")):
         kind = result.stem.split("_")[0]
         if kind in KINDS:
             KINDS[kind](result.name, json.loads(result.read_text()))
