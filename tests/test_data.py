@@ -17,7 +17,15 @@ from torch.overrides import TorchFunctionMode
 from torchvision.datasets import CIFAR10
 from torchvision.transforms.v2 import functional as TF
 
-from saln.data import DataError, build_dataset, build_pipeline, gpu, loaders, stratified_split
+from saln.data import (
+    DataError,
+    build_dataset,
+    build_pipeline,
+    decode,
+    gpu,
+    loaders,
+    stratified_split,
+)
 
 
 def write_cifar_batches(root: Path, per_batch: int = 10) -> None:
@@ -282,11 +290,11 @@ def test_resident_and_dataloader_agree_without_augmentation(cifar_root: Path) ->
 
 def test_resident_images_keep_their_own_size_when_uniform(cifar_root: Path, tmp_path: Path) -> None:
     cifar = build_dataset(f"imagefolder:{cifar_root}").train
-    assert gpu.decode_all(cifar, image_size=224).shape == (300, 3, 32, 32)  # resized per batch
+    assert decode.decode_all(cifar, image_size=224).shape == (300, 3, 32, 32)  # resized per batch
     write_pets(tmp_path)  # widths 40..43: mixed sizes must be resized to stack
     pets = build_dataset("pets", str(tmp_path)).train
-    assert gpu.decode_all(pets, image_size=24).shape == (6, 3, 24, 24)
-    batch = gpu.BatchAugment(224, train=False)(gpu.decode_all(cifar, 224)[:2])
+    assert decode.decode_all(pets, image_size=24).shape == (6, 3, 24, 24)
+    batch = gpu.BatchAugment(224, train=False)(decode.decode_all(cifar, 224)[:2])
     assert batch.shape == (2, 3, 224, 224)
 
 
@@ -298,9 +306,9 @@ def test_worker_processes_decode_what_the_main_process_decodes(
     pets = build_dataset("pets", str(tmp_path)).train
     decoded = {}
     for threshold in (10**9, 0):  # in-process, then in worker processes
-        monkeypatch.setattr(gpu, "DECODE_IN_WORKERS_FROM", threshold)
-        monkeypatch.setattr(gpu, "_DECODED", type(gpu._DECODED)())  # no reuse across the two
-        decoded[threshold] = (gpu.decode_all(cifar, 32), gpu.decode_all(pets, 24))
+        monkeypatch.setattr(decode, "DECODE_IN_WORKERS_FROM", threshold)
+        monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())  # no reuse across the two
+        decoded[threshold] = (decode.decode_all(cifar, 32), decode.decode_all(pets, 24))
     assert torch.equal(decoded[0][0], decoded[10**9][0])
     assert torch.equal(decoded[0][1], decoded[10**9][1])
     assert decoded[0][1].shape == (6, 3, 24, 24)
@@ -314,12 +322,48 @@ def test_decoded_images_are_reused_in_process_but_never_stale(
     copy = tmp_path / "copy"
     shutil.copytree(cifar_root, copy)
     source = build_dataset(f"imagefolder:{copy}").train
-    first = gpu.decode_all(source, 32)
-    assert gpu.decode_all(build_dataset(f"imagefolder:{copy}").train, 32) is first  # reused
+    first = decode.decode_all(source, 32)
+    assert decode.decode_all(build_dataset(f"imagefolder:{copy}").train, 32) is first  # reused
     victim = copy / source.files[0]
     Image.new("RGB", (32, 32), (255, 0, 0)).save(victim)
-    fresh = gpu.decode_all(build_dataset(f"imagefolder:{copy}").train, 32)
+    fresh = decode.decode_all(build_dataset(f"imagefolder:{copy}").train, 32)
     assert fresh is not first and fresh[0, 0].float().mean() > 200  # the edited image, red
+
+
+def test_decoded_images_are_kept_on_disk_for_the_next_process(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())  # nothing from other tests
+    source = build_dataset(f"imagefolder:{cifar_root}").train
+    cache = tmp_path / "cache"
+    first = decode.decode_all(source, 32, cache_dir=cache)
+    [stored] = (cache / "decoded").glob("*-own.npy")
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())  # a new process
+    monkeypatch.setattr(decode, "_decode_files", lambda *a, **k: pytest.fail("decoded again"))
+    again = decode.decode_all(source, 32, cache_dir=cache)
+    assert torch.equal(again, first)
+    stored.write_bytes(stored.read_bytes()[:1000])  # damaged: decoded again, with a warning
+    monkeypatch.undo()
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())
+    with pytest.warns(UserWarning, match=r"cache .* is unreadable \(.*\); decoding again"):
+        repaired = decode.decode_all(source, 32, cache_dir=cache)
+    assert torch.equal(repaired, first) and np.load(stored).shape == tuple(first.shape)
+
+
+def test_an_edited_file_misses_the_disk_cache(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())
+    copy = tmp_path / "copy"
+    shutil.copytree(cifar_root, copy)
+    cache = tmp_path / "cache"
+    source = build_dataset(f"imagefolder:{copy}").train
+    decode.decode_all(source, 32, cache_dir=cache)
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(copy / source.files[0])
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())  # a new process
+    fresh = decode.decode_all(build_dataset(f"imagefolder:{copy}").train, 32, cache_dir=cache)
+    assert fresh[0, 0].float().mean() > 200  # the edited image, red
+    assert len(list((cache / "decoded").glob("*.npy"))) == 2
 
 
 def _toy_archive(path: Path) -> Path:

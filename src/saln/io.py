@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 
 
@@ -42,6 +43,10 @@ def write_json_atomic(path: Path, payload: Any) -> Path:
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     return _atomic(path, "wb", lambda f: f.write(data))
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> Path:
+    return _atomic(path, "wb", lambda f: np.save(f, array))
 
 
 def save_torch_atomic(path: Path, obj: Any) -> Path:

@@ -1,27 +1,19 @@
 """Resident images and batched augmentation: the path that keeps a GPU fed.
 
-Decoded uint8 images are held on the device once (CIFAR-10 train is 150 MB; Pets at 224 px
-about 0.55 GB), and the paper's augmentation is applied to a whole batch at once with
-independent random parameters per sample, the same distribution as the per-image v2 pipeline.
+Decoded uint8 images (:mod:`saln.data.decode`) are held on the device once (CIFAR-10 train is
+150 MB; Pets at 224 px about 0.55 GB), and the paper's augmentation is applied to a whole batch
+at once with independent random parameters per sample, the same distribution as the per-image v2
+pipeline.
 It also runs on CPU, where it beats a DataLoader for small images (digits, CIFAR-10 at 32 px).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import multiprocessing
-import os
-from collections import OrderedDict
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from saln.data.datasets import ImageSource
 from saln.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,120 +23,6 @@ from saln.data.transforms import (
 )
 
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
-
-
-def size_bound(source: ImageSource, image_size: int) -> tuple[int, int]:
-    """(H, W) no larger than what ``decode_all`` will hold, read from one file header: the
-    images' own size when they all share it, else image_size (for the ``auto`` loader choice,
-    which must not open every file)."""
-    if source.array is not None:
-        return int(source.array.shape[1]), int(source.array.shape[2])
-    width, height = _first_size(source)
-    return max(height, image_size), max(width, image_size)
-
-
-def _first_size(source: ImageSource) -> tuple[int, int]:
-    with Image.open(os.path.join(source.root, source.files[0])) as image:
-        return image.size
-
-
-# Decoded image files by (file signature, size): the runs of one process (a comparison, a
-# benchmark) decode a dataset once, not once per run. Size is "own" for files that share one
-# size (then any image_size reuses them), else the image_size they were resized to. Bounded,
-# oldest evicted.
-_DECODED: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
-DECODED_ENTRIES = 4
-
-
-def decode_all(source: ImageSource, image_size: int, progress: bool = False) -> torch.Tensor:
-    """All images as uint8 (N, 3, H, W), decoded once per process in worker processes.
-    Images that all share one size keep it, so resizing
-    happens per batch on the device; mixed sizes are resized to image_size here. In-memory
-    arrays are used as they are."""
-    if source.array is not None:
-        return torch.from_numpy(source.array).permute(0, 3, 1, 2).contiguous()
-    signature = _file_signature(source)
-    for key in ((signature, "own"), (signature, str(image_size))):
-        if key in _DECODED:
-            _DECODED.move_to_end(key)
-            return _DECODED[key]
-    width, height = _first_size(source)
-    decoded = _decode_files(source, height, width, progress, resize=False)
-    key = (signature, "own")
-    if decoded is None:  # mixed sizes, found while decoding: resize every image instead
-        decoded = _decode_files(source, image_size, image_size, progress, resize=True)
-        key = (signature, str(image_size))
-    assert decoded is not None
-    _DECODED[key] = decoded
-    while len(_DECODED) > DECODED_ENTRIES:
-        _DECODED.popitem(last=False)
-    return decoded
-
-
-def _file_signature(source: ImageSource) -> str:
-    """Root, file list, labels, sizes and modification times: a file edited between two runs
-    of one process is decoded again, never served stale."""
-    digest = hashlib.sha256(source.fingerprint()["content_sha256"].encode() + source.root.encode())
-    for name in source.files:
-        stat = os.stat(os.path.join(source.root, name))
-        digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()
-
-
-DECODE_CHUNK = 256  # images per worker task
-DECODE_IN_WORKERS_FROM = 2048  # smaller sources decode in-process (worker start-up would dominate)
-
-
-class _FileDecoder(Dataset[np.ndarray]):
-    """Image i as uint8 (H, W, 3) at (height, width): resized when ``resize``, else an empty
-    array for an image of another size (the caller then knows the sizes are mixed)."""
-
-    def __init__(self, source: ImageSource, height: int, width: int, resize: bool) -> None:
-        self.source, self.size, self.resize = source, (width, height), resize
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        image = self.source.image(index)
-        if image.size != self.size:
-            if not self.resize:
-                return np.empty((0, 0, 3), dtype=np.uint8)
-            image = image.resize(self.size, resample=Image.Resampling.BILINEAR)
-        return np.asarray(image)
-
-
-def _decode_files(
-    source: ImageSource, height: int, width: int, progress: bool, resize: bool
-) -> torch.Tensor | None:
-    """Decode every file into (N, 3, height, width). Without ``resize``, the first image of
-    another size stops the pass and the result is None: one pass both learns whether the
-    sizes agree and decodes (opening every header first cost seconds on CIFAR-10).
-
-    Worker processes decode (a DataLoader's): PIL holds the GIL for most of a small image's
-    decode, so threads did not scale past about one core."""
-    out = torch.empty(len(source), 3, height, width, dtype=torch.uint8)
-    # Forked workers inherit the source; other start methods would pickle its loader closure.
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    many = len(source) >= DECODE_IN_WORKERS_FROM and fork
-    workers = min(16, os.cpu_count() or 1) if many else 0
-    loader = DataLoader(
-        _FileDecoder(source, height, width, resize),
-        batch_size=DECODE_CHUNK,
-        num_workers=workers,
-        collate_fn=list,
-        multiprocessing_context="fork" if workers else None,
-    )
-    start = 0
-    with tqdm(total=len(source), desc=f"decode {source.name}", disable=not progress) as bar:
-        for chunk in loader:
-            if any(image.size == 0 for image in chunk):
-                return None
-            block = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)
-            out[start : start + len(chunk)] = block
-            start += len(chunk)
-            bar.update(len(chunk))
-    return out
 
 
 def flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

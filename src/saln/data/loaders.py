@@ -8,13 +8,15 @@ augmentation) and ``dataloader`` (a torch DataLoader with per-image v2 transform
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from saln.data.datasets import ImageSource
-from saln.data.gpu import BatchAugment, decode_all, size_bound
+from saln.data.decode import decode_all, size_bound
+from saln.data.gpu import BatchAugment
 from saln.data.transforms import eval_transform, train_transform
 from saln.registry import Registry
 
@@ -55,7 +57,12 @@ class IndexedDataset(Dataset[tuple[torch.Tensor, int, int]]):
 @PIPELINES.register("dataloader")
 class LoaderPipeline:
     def __init__(
-        self, source: ImageSource, image_size: int, device: torch.device, workers: int = 2
+        self,
+        source: ImageSource,
+        image_size: int,
+        device: torch.device,
+        workers: int = 2,
+        cache_dir: Path | None = None,  # unused: its workers decode batch by batch
     ) -> None:
         self.datasets = {t: IndexedDataset(source, t, image_size) for t in (True, False)}
         self.device, self.workers = device, workers
@@ -82,9 +89,14 @@ class LoaderPipeline:
 @PIPELINES.register("resident")
 class ResidentPipeline:
     def __init__(
-        self, source: ImageSource, image_size: int, device: torch.device, workers: int = 0
+        self,
+        source: ImageSource,
+        image_size: int,
+        device: torch.device,
+        workers: int = 0,
+        cache_dir: Path | None = None,  # where decoded images are kept for the next process
     ) -> None:
-        self.images = decode_all(source, image_size).to(device)
+        self.images = decode_all(source, image_size, cache_dir=cache_dir).to(device)
         self.labels = torch.from_numpy(source.labels).to(device)
         self.augment = {t: BatchAugment(image_size, t) for t in (True, False)}
         self.device, self.image_size = device, image_size
@@ -157,9 +169,19 @@ def choose_pipeline(name: str, source: ImageSource, image_size: int) -> str:
 
 
 def build_pipeline(
-    name: str, source: ImageSource, image_size: int, device: torch.device, workers: int = 2
+    name: str,
+    source: ImageSource,
+    image_size: int,
+    device: torch.device,
+    workers: int = 2,
+    cache_dir: Path | None = None,
 ) -> Pipeline:
     chosen = choose_pipeline(name, source, image_size)
     return PIPELINES.build(
-        chosen, source=source, image_size=image_size, device=device, workers=workers
+        chosen,
+        source=source,
+        image_size=image_size,
+        device=device,
+        workers=workers,
+        cache_dir=cache_dir,
     )

@@ -78,7 +78,7 @@ def extract_features(
     if found is not None:
         return found
     start = time.perf_counter()
-    pipeline = build_pipeline(loader, source, image_size, device, workers)
+    pipeline = build_pipeline(loader, source, image_size, device, workers, Path(cache_dir))
     module = enc.module.to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -231,11 +232,13 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     model = new_learner(config, len(bundle.classes), device)
     epochs = method.epochs(config)
     optimizer, scheduler = build_optimizer(model, config, epochs)
+    data = config.data
+    decoded = Path(config.features.cache_dir)  # decoded images, beside features and references
     train_data = build_pipeline(
-        config.data.loader, bundle.train, config.data.image_size, device, config.data.workers
+        data.loader, bundle.train, data.image_size, device, data.workers, decoded
     )
     test_data = build_pipeline(
-        config.data.loader, bundle.test, config.data.image_size, device, config.data.workers
+        data.loader, bundle.test, data.image_size, device, data.workers, decoded
     )
     one_off: dict[str, float] = {}
     features = None

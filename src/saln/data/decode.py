@@ -1,0 +1,185 @@
+"""Decoding a dataset's image files once: uint8 (N, 3, H, W), in worker processes, reused.
+
+The resident pipeline (:mod:`saln.data.gpu`) holds every decoded image in memory or on the GPU.
+Decoding 60,000 small JPEGs costs seconds of CPU per process, so the result is kept in memory
+for the process and, with a cache folder, on disk for the next process, keyed by the file list,
+the labels and each file's size and modification time: an edited file is decoded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from saln.data.datasets import ImageSource
+from saln.io import save_npy_atomic
+
+
+def size_bound(source: ImageSource, image_size: int) -> tuple[int, int]:
+    """(H, W) no larger than what ``decode_all`` will hold, read from one file header: the
+    images' own size when they all share it, else image_size (for the ``auto`` loader choice,
+    which must not open every file)."""
+    if source.array is not None:
+        return int(source.array.shape[1]), int(source.array.shape[2])
+    width, height = _first_size(source)
+    return max(height, image_size), max(width, image_size)
+
+
+def _first_size(source: ImageSource) -> tuple[int, int]:
+    with Image.open(os.path.join(source.root, source.files[0])) as image:
+        return image.size
+
+
+# Decoded image files by (file signature, size): the runs of one process (a comparison, a
+# benchmark) decode a dataset once, not once per run, and with a cache folder the runs of other
+# processes load it instead of decoding (each run of a parallel comparison is a process). Size
+# is "own" for files that share one size (then any image_size reuses them), else the image_size
+# they were resized to. Bounded, oldest evicted.
+_DECODED: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+DECODED_ENTRIES = 4
+
+
+def decode_all(
+    source: ImageSource, image_size: int, progress: bool = False, cache_dir: Path | None = None
+) -> torch.Tensor:
+    """All images as uint8 (N, 3, H, W), decoded once per process in worker processes, and
+    kept under ``cache_dir`` (if given) for the next process. Images that all share one size
+    keep it, so resizing happens per batch on the device; mixed sizes are resized to image_size
+    here. In-memory arrays are used as they are."""
+    if source.array is not None:
+        return torch.from_numpy(source.array).permute(0, 3, 1, 2).contiguous()
+    signature = _file_signature(source)
+    for key in ((signature, "own"), (signature, str(image_size))):
+        found = _DECODED.get(key)
+        if found is None and cache_dir is not None:
+            found = _load_decoded(_decoded_path(cache_dir, key), len(source))
+        if found is not None:
+            return _remember(key, found)
+    width, height = _first_size(source)
+    decoded = _decode_files(source, height, width, progress, resize=False)
+    key = (signature, "own")
+    if decoded is None:  # mixed sizes, found while decoding: resize every image instead
+        decoded = _decode_files(source, image_size, image_size, progress, resize=True)
+        key = (signature, str(image_size))
+    assert decoded is not None
+    if cache_dir is not None:
+        _store_decoded(_decoded_path(cache_dir, key), decoded)
+    return _remember(key, decoded)
+
+
+def _remember(key: tuple[str, str], decoded: torch.Tensor) -> torch.Tensor:
+    _DECODED[key] = decoded
+    _DECODED.move_to_end(key)
+    while len(_DECODED) > DECODED_ENTRIES:
+        _DECODED.popitem(last=False)
+    return decoded
+
+
+def _decoded_path(cache_dir: Path, key: tuple[str, str]) -> Path:
+    signature, size = key
+    return Path(cache_dir) / "decoded" / f"{signature[:32]}-{size}.npy"
+
+
+def _load_decoded(path: Path, rows: int) -> torch.Tensor | None:
+    """The stored images, or None when there are none or they are not what was stored (a
+    damaged file is decoded again, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        array = np.load(path)
+    except (OSError, ValueError, EOFError) as err:
+        warnings.warn(
+            f"decoded-image cache {path} is unreadable ({err}); decoding again", stacklevel=3
+        )
+        return None
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[:2] != (rows, 3):
+        warnings.warn(
+            f"decoded-image cache {path} has the wrong shape; decoding again", stacklevel=3
+        )
+        return None
+    return torch.from_numpy(array)
+
+
+def _store_decoded(path: Path, decoded: torch.Tensor) -> None:
+    """Atomic, so a concurrent reader sees all of it or nothing; a cache that cannot be written
+    costs the next process a decode, not this run."""
+    try:
+        save_npy_atomic(path, decoded.numpy())
+    except OSError as err:
+        warnings.warn(f"could not keep decoded images in {path} ({err})", stacklevel=3)
+
+
+def _file_signature(source: ImageSource) -> str:
+    """Root, file list, labels, sizes and modification times: a file edited between two runs
+    of one process is decoded again, never served stale."""
+    digest = hashlib.sha256(source.fingerprint()["content_sha256"].encode() + source.root.encode())
+    for name in source.files:
+        stat = os.stat(os.path.join(source.root, name))
+        digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+DECODE_CHUNK = 256  # images per worker task
+DECODE_IN_WORKERS_FROM = 2048  # smaller sources decode in-process (worker start-up would dominate)
+
+
+class _FileDecoder(Dataset[np.ndarray]):
+    """Image i as uint8 (H, W, 3) at (height, width): resized when ``resize``, else an empty
+    array for an image of another size (the caller then knows the sizes are mixed)."""
+
+    def __init__(self, source: ImageSource, height: int, width: int, resize: bool) -> None:
+        self.source, self.size, self.resize = source, (width, height), resize
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        image = self.source.image(index)
+        if image.size != self.size:
+            if not self.resize:
+                return np.empty((0, 0, 3), dtype=np.uint8)
+            image = image.resize(self.size, resample=Image.Resampling.BILINEAR)
+        return np.asarray(image)
+
+
+def _decode_files(
+    source: ImageSource, height: int, width: int, progress: bool, resize: bool
+) -> torch.Tensor | None:
+    """Decode every file into (N, 3, height, width). Without ``resize``, the first image of
+    another size stops the pass and the result is None: one pass both learns whether the
+    sizes agree and decodes (opening every header first cost seconds on CIFAR-10).
+
+    Worker processes decode (a DataLoader's): PIL holds the GIL for most of a small image's
+    decode, so threads did not scale past about one core."""
+    out = torch.empty(len(source), 3, height, width, dtype=torch.uint8)
+    # Forked workers inherit the source; other start methods would pickle its loader closure.
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    many = len(source) >= DECODE_IN_WORKERS_FROM and fork
+    workers = min(16, os.cpu_count() or 1) if many else 0
+    loader = DataLoader(
+        _FileDecoder(source, height, width, resize),
+        batch_size=DECODE_CHUNK,
+        num_workers=workers,
+        collate_fn=list,
+        multiprocessing_context="fork" if workers else None,
+    )
+    start = 0
+    with tqdm(total=len(source), desc=f"decode {source.name}", disable=not progress) as bar:
+        for chunk in loader:
+            if any(image.size == 0 for image in chunk):
+                return None
+            block = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)
+            out[start : start + len(chunk)] = block
+            start += len(chunk)
+            bar.update(len(chunk))
+    return out
