@@ -496,3 +496,65 @@ def test_host_syncs_do_not_grow_with_the_number_of_steps(tmp_path: Path, method:
     assert many_steps >= 3 * few_steps
     extra = sum(many.values()) - sum(few.values())
     assert extra < (many_steps - few_steps) / 4, f"syncs by line: {(many - few).most_common(5)}"
+
+
+def test_parallel_runs_of_a_seed_train_one_reference_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rho_loss and jest of one seed, started together, share one reference model."""
+    import threading
+    import time
+
+    from saln.data import build_dataset, stratified_split
+    from saln.train import reference
+
+    config = tiny(tmp_path, "jest")
+    bundle = build_dataset("digits")
+    split = stratified_split(bundle.train.labels, 0.15, 0.15, 0)
+    trained = []
+
+    def slow_training(*args: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        trained.append(1)
+        time.sleep(0.5)  # long enough for the other thread to arrive while this one trains
+        return torch.arange(len(bundle.train), dtype=torch.float32), {"reference_training_s": 0.5}
+
+    monkeypatch.setattr(reference, "train_reference", slow_training)
+    results: list[tuple[torch.Tensor, dict[str, float]]] = []
+    unused: Any = None  # the data pipeline: only the replaced training would read it
+
+    def run() -> None:
+        results.append(
+            reference.reference_losses(config, bundle, split, unused, torch.device("cpu"))
+        )
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(trained) == 1 and len(results) == 2
+    assert torch.equal(results[0][0], results[1][0])
+
+
+def test_exclusive_makes_a_second_process_wait(tmp_path: Path) -> None:
+    import multiprocessing
+    import time
+
+    from saln.io import exclusive
+
+    lock, held = tmp_path / "x.lock", tmp_path / "held"
+
+    def hold() -> None:
+        with exclusive(lock):
+            held.touch()
+            time.sleep(1.0)
+
+    child = multiprocessing.get_context("fork").Process(target=hold)
+    child.start()
+    while not held.exists():
+        time.sleep(0.01)
+    start = time.perf_counter()
+    with exclusive(lock):
+        waited = time.perf_counter() - start
+    child.join()
+    assert waited > 0.5

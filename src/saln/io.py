@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +52,25 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> Path:
 
 def save_torch_atomic(path: Path, obj: Any) -> Path:
     return _atomic(path, "wb", lambda f: torch.save(obj, f))
+
+
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an advisory lock on the file ``lock`` for the block, so processes that would build
+    the same cache entry take turns and the later ones find it built. Where ``fcntl`` is missing
+    (not POSIX) each builds its own copy, written atomically all the same."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _jsonable(value: Any) -> Any:

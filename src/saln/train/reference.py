@@ -18,7 +18,7 @@ import torch
 from saln.config import Config
 from saln.data import DatasetBundle, Split
 from saln.data.loaders import Pipeline
-from saln.io import save_torch_atomic
+from saln.io import exclusive, save_torch_atomic
 from saln.sampling import epoch_seed
 from saln.train.step import evaluate_batches, train_step
 
@@ -41,12 +41,24 @@ def reference_losses(
     config: Config, bundle: DatasetBundle, split: Split, data: Pipeline, device: torch.device
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-sample reference losses over the training source, and their one-off costs."""
+    path = Path(config.features.cache_dir) / f"reference-{reference_key(config, bundle, split)}.pt"
+    # Parallel runs of one seed (rho_loss and jest) need the same model: one trains, the
+    # others wait for it and load it.
+    with exclusive(path.with_suffix(".lock")):
+        if path.exists():
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            return cached["losses"], {k: float(v) for k, v in cached["costs"].items()}
+        losses, costs = train_reference(config, bundle, split, data, device)
+        save_torch_atomic(path, {"losses": losses, "costs": costs})
+    return losses, costs
+
+
+def train_reference(
+    config: Config, bundle: DatasetBundle, split: Split, data: Pipeline, device: torch.device
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Train the reference model on the holdout and score every training sample with it."""
     from saln.train.setup import build_optimizer, chunks, eval_batches, new_learner
 
-    path = Path(config.features.cache_dir) / f"reference-{reference_key(config, bundle, split)}.pt"
-    if path.exists():
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-        return cached["losses"], {k: float(v) for k, v in cached["costs"].items()}
     start = time.perf_counter()
     torch.manual_seed(config.train.seed + 10_007)  # independent of the learner's initialisation
     model = new_learner(
@@ -73,5 +85,4 @@ def reference_losses(
         "reference_training_s": trained - start,
         "reference_scoring_s": time.perf_counter() - trained,
     }
-    save_torch_atomic(path, {"losses": losses, "costs": costs})
     return losses, costs
