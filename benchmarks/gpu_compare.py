@@ -7,16 +7,19 @@ At the paper's batch (64 loaded, 12 trained) a ResNet-18 step is bound by kernel
 by the GPU, so one process leaves most of an H100/H200 idle. This runs each
 (convention, seed, method) as a separate ``saln compare`` process, ``--parallel`` at a time, in
 priority order: the paper's convention for the first seed, the fixed-learner-batch convention
-for it, then the remaining seeds. The features are extracted once before any run starts. At the
-deadline, unfinished runs are stopped (their checkpoints would let a later call resume them),
-and each convention's report is rebuilt from the runs that finished. ``jobs.json`` records each
-run's wall time and outcome. Wall times of concurrent runs are not the runs' own cost: read
-the per-epoch times in the report as "while sharing the GPU".
+for it, then the remaining seeds. The features are extracted once before any run starts. A run
+starts only if it can finish by the deadline, judged by the slowest finished run of its kind
+(in this call, or in an earlier one's ``jobs.json``; without one, only in the first half of the
+time), since a stopped run is lost to the next session. At the deadline, unfinished runs are
+stopped, and each convention's report is rebuilt from the runs that finished. ``jobs.json``
+records each run's wall time and outcome. Wall times of concurrent runs are not the runs' own
+cost: read the per-epoch times in the report as "while sharing the GPU".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +38,9 @@ CONVENTIONS: dict[str, list[str]] = {
     "cifar10_paper": [],
     "cifar10_fixed_batch": ["--set", "train.learner_batch_size=64"],
 }
+
+
+FINISHED = ("done", "complete before this call")
 
 
 @dataclass
@@ -105,22 +111,48 @@ def stop(job: Job) -> None:
     print(f"stopped {job.name}", flush=True)
 
 
+def earlier_seconds(out: Path) -> dict[str, float]:
+    """Wall seconds of the runs earlier calls finished, by run name (their jobs.json)."""
+    path = out / "jobs.json"
+    rows = json.loads(path.read_text())["jobs"] if path.exists() else []
+    return {r["run"]: r["seconds"] for r in rows if r["seconds"] and r["outcome"] in FINISHED}
+
+
+def expected_seconds(job: Job, jobs: list[Job], earlier: dict[str, float]) -> float | None:
+    """How long ``job`` will take: the slowest finished run of its convention and method, in
+    this call (the same sharing of the GPU) or else in an earlier one; None if none finished."""
+    prefix = f"{job.convention}/{job.method}-seed"
+    now = [j.seconds for j in jobs if j.outcome == "done" and j.name.startswith(prefix)]
+    before = [seconds for name, seconds in earlier.items() if name.startswith(prefix)]
+    return max(now or before) if now or before else None
+
+
 def run_pool(
     jobs: list[Job],
     launch: Callable[[Job], None],
     parallel: int,
     deadline: float,
     last_start: float,
+    estimate: Callable[[Job], float | None] = lambda job: None,
 ) -> None:
-    """Keep ``parallel`` jobs running in order until all end or the deadline passes."""
+    """Keep ``parallel`` jobs running in order until all end or the deadline passes. A job is
+    started only if it can finish: by ``estimate`` where a run like it has finished, else only
+    before ``last_start``. A run stopped at the deadline is lost (its checkpoints are too large
+    to carry to the next session), so its slot is better left to a shorter one."""
+
+    def can_finish(job: Job, now: float) -> bool:
+        seconds = estimate(job)
+        return now < last_start if seconds is None else now + seconds <= deadline
+
     queue, running = list(jobs), list[Job]()
     while (queue or running) and time.monotonic() < deadline:
         running = [j for j in running if not reap(j)]
-        while queue and len(running) < parallel and time.monotonic() < last_start:
-            job = queue.pop(0)
+        now = time.monotonic()
+        for job in [j for j in queue if can_finish(j, now)][: parallel - len(running)]:
+            queue.remove(job)
             launch(job)
             running.append(job)
-        if not running and (not queue or time.monotonic() >= last_start):
+        if not running and not any(can_finish(j, now) for j in queue):
             break
         time.sleep(1.0)
     for job in running:
@@ -169,9 +201,10 @@ def main() -> None:
     if not args.skip_features:
         extract_features(args.config, args.set)
     jobs = job_order([int(s) for s in args.seeds.split(",")], args.methods.split(","))
+    earlier = earlier_seconds(args.out)
     for job in jobs:  # runs an earlier session finished (see gpu_session.sh) are not relaunched
         if RunStore(run_dir(args.out / job.convention, job.method, job.seed)).is_complete():
-            job.outcome = "complete before this call"
+            job.outcome, job.seconds = FINISHED[1], earlier.get(job.name, 0.0)
     todo = [job for job in jobs if job.outcome == "not started"]
     run_pool(
         todo,
@@ -179,6 +212,7 @@ def main() -> None:
         args.parallel,
         deadline,
         last_start,
+        lambda job: expected_seconds(job, jobs, earlier),
     )
     for convention in CONVENTIONS:
         if (args.out / convention / "runs").is_dir():

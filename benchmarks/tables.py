@@ -1,6 +1,6 @@
 """Print the markdown tables of docs/benchmarks.md from the JSON results (no typed numbers).
 
-    python benchmarks/tables.py [FOLDER]    (default: benchmarks/results)
+python benchmarks/tables.py [FOLDER]    (default: benchmarks/results)
 """
 
 from __future__ import annotations
