@@ -111,6 +111,59 @@ def stop(job: Job) -> None:
     print(f"stopped {job.name}", flush=True)
 
 
+@dataclass(frozen=True)
+class GraphEvidence:
+    """What "--graphs auto" needs before it uses an opt-in CUDA-graph setting: its GPU tests
+    passed, and a measurement (a key of a section of a JSON file) shows it faster than eager."""
+
+    tests: tuple[str, ...]
+    file: str
+    section: str
+    key: str
+    faster: Callable[[float], bool]
+
+
+GRAPH_SETTINGS = {
+    "train.cuda_graphs=true": GraphEvidence(
+        ("test_graphed_steps_train_as_eager_steps_do",),
+        "gpu_graphs.json",
+        "graphs",
+        "engine_graphs_vs_eager_time",
+        lambda ratio: ratio < 1,
+    ),
+    "features.cuda_graph=true": GraphEvidence(
+        ("test_graphed_lanczos_replays_what_eager_lanczos_computes",),
+        "selection_cuda.json",
+        "cuda",
+        "cuda_graph_speedup_vs_eager_lanczos",
+        lambda speedup: speedup > 1,
+    ),
+}
+
+
+def graph_settings(mode: str, evidence: Path) -> list[str]:
+    """The CUDA-graph settings to use: all ("on"), none ("off"), or ("auto") those with their
+    evidence in ``evidence`` (what gpu_session.sh bench left there)."""
+    if mode != "auto":
+        return list(GRAPH_SETTINGS) if mode == "on" else []
+    log = evidence / "gpu_tests.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    passed = {line.split("::")[-1].split()[0] for line in lines if line.startswith("PASSED")}
+    chosen = []
+    for setting, need in GRAPH_SETTINGS.items():
+        path = evidence / need.file
+        value = (
+            json.loads(path.read_text()).get(need.section, {}).get(need.key)
+            if path.exists()
+            else None
+        )
+        tested = all(test in passed for test in need.tests)
+        print(f"--graphs auto: {setting}: tests passed: {tested}; {need.key}: {value}", flush=True)
+        if tested and value is not None and need.faster(value):
+            chosen.append(setting)
+    return chosen
+
+
 def earlier_seconds(out: Path) -> dict[str, float]:
     """Wall seconds of the runs earlier calls finished, by run name (their jobs.json)."""
     path = out / "jobs.json"
@@ -192,9 +245,25 @@ def main() -> None:
     )
     parser.add_argument("--set", action="append", default=[], help="config override for all")
     parser.add_argument("--skip-features", action="store_true")
+    parser.add_argument(
+        "--graphs",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="CUDA-graph settings: auto = those whose GPU tests passed and that measured faster",
+    )
+    parser.add_argument(
+        "--evidence",
+        type=Path,
+        default=Path("runs/gpu_session"),
+        help="where gpu_session.sh bench left gpu_tests.log and its JSON (for --graphs auto)",
+    )
     parser.add_argument("--device", default="cuda", help="cuda, or cpu to check the script")
     args = parser.parse_args()
-    args.set = [f"train.device={args.device}", *args.set]
+    args.set = [
+        f"train.device={args.device}",
+        *graph_settings(args.graphs, args.evidence),
+        *args.set,
+    ]
     began = time.monotonic()
     deadline = began + args.deadline
     last_start = deadline - (args.deadline / 2 if args.last_start is None else args.last_start)

@@ -13,8 +13,9 @@
 # "bench" (about 6 minutes) runs the GPU tests, every ratio and CUDA-graph steps against eager
 # ones, one file each straight into OUT_DIR, so a time-out keeps what finished.
 # "compare" runs the paper's CIFAR-10 protocol (benchmarks/gpu_compare.py: PARALLEL runs at once,
-# all stopped after SECONDS, ARGS passed on, e.g. --set train.cuda_graphs=true --set
-# features.cuda_graph=true once the GPU tests of both passed). It packs the
+# all stopped after SECONDS, ARGS passed on). Its default "--graphs auto" turns on each opt-in
+# CUDA-graph setting whose GPU test passed and which measured faster in a bench call on this
+# warm machine ("--graphs on|off" decides instead). It packs the
 # reports and the complete runs, without checkpoints, into OUT_DIR/cifar10_gpu_runs.tgz.
 # Commit that file as benchmarks/results/cifar10_gpu_runs.tgz: the next compare call unpacks it
 # and trains only what is missing, so seeds accumulate across sessions. One seed of the paper's
@@ -37,11 +38,17 @@ step() {  # name, seconds, command...: a failed or slow step is logged and the r
   timeout "$limit" "$@" || echo "!! $name failed or timed out (exit $?)"
 }
 RUNS=benchmarks/results/cifar10_gpu_runs.tgz  # complete runs of earlier sessions, committed
+EVIDENCE=runs/gpu_session  # survives between calls on a warm machine (OUT does not)
+keep() {  # file: the evidence a later compare call's "--graphs auto" reads
+  mkdir -p "$EVIDENCE" && cp "$OUT/$1" "$EVIDENCE/" 2>/dev/null
+}
 if [ "$WHAT" = bench ]; then
   step gpu-tests 150 bash -c "python -m pytest -m gpu tests -p no:cacheprovider -rA > $OUT/gpu_tests.log 2>&1"
   grep -E '^(PASSED|FAILED|ERROR)|passed|failed' "$OUT/gpu_tests.log" | tail -40
+  keep gpu_tests.log
   step selection 120 python benchmarks/bench_selection.py --skip-cpu --repeats 5 \
     --out "$OUT/selection_cuda.json"
+  keep selection_cuda.json
   for encoder in efficientnet_lite0 resnet50; do
     step "features-$encoder" 90 python benchmarks/bench_features.py --images 10000 \
       --image-size 224 --batch-size 256 --encoder $encoder --archive gpu_payload/cifar10-jpeg.tar.gz \
@@ -51,6 +58,7 @@ if [ "$WHAT" = bench ]; then
     --out "$OUT/gpu_32px.json"
   step graphs 150 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes "" --graphs \
     --out "$OUT/gpu_graphs.json"
+  keep gpu_graphs.json
   step gpu-224px 180 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 224 \
     --epochs 2 --out "$OUT/gpu_224px.json"
   # The comparison's features, so a compare call on this machine while it is warm finds them.
@@ -62,7 +70,7 @@ elif [ "$WHAT" = compare ]; then
   mkdir -p runs/gpu
   [ -f "$RUNS" ] && tar xzf "$RUNS" -C runs/gpu  # finished runs are skipped, not retrained
   python benchmarks/gpu_compare.py --out runs/gpu --deadline "$SECONDS_LEFT" \
-    --parallel "${4:-7}" --seeds "${5:-0,1,2}" "${@:6}"
+    --parallel "${4:-7}" --seeds "${5:-0,1,2}" --evidence "$EVIDENCE" "${@:6}"
   # Reports, logs and every complete run, without checkpoints: commit it as $RUNS.
   (
     cd runs/gpu || exit 1
