@@ -294,6 +294,7 @@ def main() -> None:
             "benchmark": "gpu_compare",
             "machine": machine(),
             "parallel": args.parallel,
+            "settings": args.set,
             "wall_s": time.monotonic() - began,
             "jobs": rows,
         },
