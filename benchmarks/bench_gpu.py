@@ -147,6 +147,12 @@ def main() -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, to check the script on CPU"
     )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".cache/saln"),
+        help="features and decoded images, shared with later calls and the comparison",
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tmp = Path(tempfile.mkdtemp(prefix="saln-gpu-"))
@@ -158,7 +164,7 @@ def main() -> None:
         "data.loader": "resident",
         "model.learner": "resnet18",
         "features.encoder": "efficientnet_lite0",
-        "features.cache_dir": str(tmp / "cache"),
+        "features.cache_dir": str(args.cache_dir),
         "train.epochs": args.epochs,
         "train.progress": False,
         "optim.lr": 0.01,

@@ -42,6 +42,11 @@ EVIDENCE=runs/gpu_session  # survives between calls on a warm machine (OUT does 
 keep() {  # file: the evidence a later compare call's "--graphs auto" reads
   mkdir -p "$EVIDENCE" && cp "$OUT/$1" "$EVIDENCE/" 2>/dev/null
 }
+features() {  # encoder [flags]: extraction against pure inference, 10,000 images at 224 px
+  step "features-$1" 90 python benchmarks/bench_features.py --images 10000 --image-size 224 \
+    --batch-size 256 --encoder "$1" --archive gpu_payload/cifar10-jpeg.tar.gz "${@:2}" \
+    --out "$OUT/features_cuda_$1.json"
+}
 if [ "$WHAT" = bench ]; then
   step gpu-tests 150 bash -c "python -m pytest -m gpu tests -p no:cacheprovider -rA > $OUT/gpu_tests.log 2>&1"
   grep -E '^(PASSED|FAILED|ERROR)|passed|failed' "$OUT/gpu_tests.log" | tail -40
@@ -49,21 +54,18 @@ if [ "$WHAT" = bench ]; then
   step selection 120 python benchmarks/bench_selection.py --skip-cpu --repeats 5 \
     --out "$OUT/selection_cuda.json"
   keep selection_cuda.json
-  for encoder in efficientnet_lite0 resnet50; do
-    step "features-$encoder" 90 python benchmarks/bench_features.py --images 10000 \
-      --image-size 224 --batch-size 256 --encoder $encoder --archive gpu_payload/cifar10-jpeg.tar.gz \
-      $([ $encoder = resnet50 ] && echo --no-pretrained) --out "$OUT/features_cuda_$encoder.json"
-  done
+  features efficientnet_lite0
   step gpu-32px 120 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 32 \
     --out "$OUT/gpu_32px.json"
   step graphs 150 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes "" --graphs \
     --out "$OUT/gpu_graphs.json"
   keep gpu_graphs.json
-  step gpu-224px 180 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 224 \
-    --epochs 2 --out "$OUT/gpu_224px.json"
   # The comparison's features, so a compare call on this machine while it is warm finds them.
   step cache-features 60 python -m saln features --dataset imagefolder:data/cifar10-jpeg \
     --encoder efficientnet_lite0 --image-size 224 --device cuda
+  step gpu-224px 180 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 224 \
+    --epochs 2 --out "$OUT/gpu_224px.json"
+  features resnet50 --no-pretrained  # the paper's encoder, random weights: speed only, last
   python benchmarks/tables.py "$OUT"  # the numbers, in this call's output too
 elif [ "$WHAT" = compare ]; then
   SECONDS_LEFT=${3:?how many seconds the comparison may take}
