@@ -558,3 +558,13 @@ def test_exclusive_makes_a_second_process_wait(tmp_path: Path) -> None:
         waited = time.perf_counter() - start
     child.join()
     assert waited > 0.5
+
+
+def test_the_first_non_finite_step_is_found_after_the_fact() -> None:
+    from saln.train.tracking import EpochAccumulator
+
+    acc = EpochAccumulator(torch.device("cpu"))
+    assert acc.bad_step() is None
+    for step, loss in enumerate([1.0, 2.0, math.nan, 3.0, math.inf]):
+        acc.add(torch.tensor(loss), torch.tensor(1), 4, step)
+    assert acc.bad_step() == 2 and acc.steps == 5

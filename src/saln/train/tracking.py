@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+NO_STEP = 2**62  # larger than any step index
+
 
 class EpochAccumulator:
     """Sums on the device; the first non-finite step is found without a host sync per step."""
@@ -39,8 +41,10 @@ class EpochAccumulator:
         """The first non-finite step on any rank (a collective under torchrun)."""
         from saln.train.distributed import all_reduce
 
-        step = int(all_reduce(self.first_bad, "max"))
-        return None if step < 0 else step
+        # The earliest is a min, and ranks reduce by max: negate, with "none" far below any step.
+        none = torch.full_like(self.first_bad, -NO_STEP)
+        negated = all_reduce(torch.where(self.first_bad >= 0, -self.first_bad, none), "max")
+        return None if int(negated) == -NO_STEP else -int(negated)
 
     def totals(self) -> tuple[float, float, int]:
         """(mean loss, accuracy, rows) over every rank's trained rows."""
