@@ -135,7 +135,23 @@ def features(out: Path) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {f.__name__: f for f in (all_methods, fail, mismatch, killed, global_select, features)}
+def bad_steps(out: Path) -> dict[str, Any]:
+    """Rank 0's loss turns non-finite at step 3, rank 1's at step 1: both must report step 1."""
+    from saln.train.tracking import EpochAccumulator
+
+    acc = EpochAccumulator(torch.device("cpu"))
+    first_bad = 3 if distributed.rank() == 0 else 1
+    for step in range(5):
+        loss = float("nan") if step >= first_bad else 1.0
+        acc.add(torch.tensor(loss), torch.tensor(1), 4, step)
+    seen = [None] * 2
+    torch.distributed.all_gather_object(seen, acc.bad_step())
+    return {"bad_step": seen}
+
+
+SCENARIOS = {
+    f.__name__: f for f in (all_methods, fail, mismatch, killed, global_select, features, bad_steps)
+}
 
 if __name__ == "__main__":
     scenario, out = sys.argv[1], Path(sys.argv[2])

@@ -92,6 +92,11 @@ def test_sharded_feature_extraction_writes_the_single_process_cache(tmp_path: Pa
     assert not list((tmp_path / "sharded").glob(".*part*"))  # parts removed
 
 
+def test_every_rank_names_the_earliest_non_finite_step_of_any_rank(tmp_path: Path) -> None:
+    _, result = scenario("bad_steps", tmp_path)
+    assert result["bad_step"] == [1, 1]
+
+
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path: Path) -> None:
     start = time.monotonic()
     done, _ = scenario("fail", tmp_path, ok=False)
