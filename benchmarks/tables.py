@@ -39,6 +39,9 @@ def selection(name: str, data: dict[str, Any]) -> None:
                 pair(lz["speedup_single"], lz["speedup_epoch_call"]),
                 f"{ex['jaccard_mean']:.3f}",
                 f"{lz['jaccard_mean']:.3f}",
+                f"{r['gram_ms']:.2f} / {r['speedup_cap_from_gram']:.1f}x"
+                if "gram_ms" in r
+                else "-",
             ]
         )
     header = [
@@ -49,6 +52,7 @@ def selection(name: str, data: dict[str, Any]) -> None:
         "lanczos: single / epoch",
         "Jaccard exact",
         "Jaccard lanczos",
+        "Gram alone: ms / cap",
     ]
     if rows:
         table(f"{name} ({data['machine']['cpu']}, {data['machine']['date']})", header, rows)
