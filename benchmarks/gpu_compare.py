@@ -5,7 +5,7 @@
 
 At the paper's batch (64 loaded, 12 trained) a ResNet-18 step is bound by kernel launches, not
 by the GPU, so one process leaves most of an H100/H200 idle. This runs each
-(convention, seed, method) as a separate ``saln compare`` process, ``--parallel`` at a time, in
+(convention, seed, method) as a separate ``saln train`` process, ``--parallel`` at a time, in
 priority order: the paper's convention for the first seed, the fixed-learner-batch convention
 for it, then the remaining seeds. The features are extracted once before any run starts. A run
 starts only if it can finish by the deadline, judged by the slowest finished run of its kind
@@ -67,10 +67,14 @@ def job_order(seeds: list[int], methods: list[str]) -> list[Job]:
 
 
 def command(job: Job, config: str, out: Path, sets: list[str]) -> list[str]:
+    """One run, as ``saln compare`` would train it (its run directory, resumed if a stopped
+    call left it unfinished), without the report a single-run comparison would render: the
+    reports are built once, at the end."""
     extra = [x for s in sets for x in ("--set", s)]
     return [
-        sys.executable, "-m", "saln", "compare", "--config", config,
-        "--methods", job.method, "--seeds", str(job.seed), "--out", str(out / job.convention),
+        sys.executable, "-m", "saln", "train", "--config", config,
+        "--method", job.method, "--seed", str(job.seed),
+        "--out", str(run_dir(out / job.convention, job.method, job.seed)), "--resume",
         "--no-progress", *CONVENTIONS[job.convention], *extra,
     ]  # fmt: skip
 
