@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Take what a GPU lease returned into the repository, then print the tables for the docs.
+#
+#   bash benchmarks/gpu_ingest.sh FILES_AT [FILES_AT ...]
+#
+# FILES_AT: the folder the device tool put a call's $OUT files in (gpu_session.sh bench or
+# compare). JSON results go to benchmarks/results/ (named by device, as the tables expect),
+# the GPU test log and the session log to benchmarks/results/gpu_logs/ stamped with the date
+# and time, and a compare call's run archive replaces benchmarks/results/cifar10_gpu_runs.tgz
+# (its jobs.json becomes compare_jobs_cuda.json). Review `git diff --stat`, then commit.
+set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: gpu_ingest.sh FILES_AT [FILES_AT ...]" >&2; exit 2; }
+RESULTS=benchmarks/results
+STAMP=$(date -u +%F-%H%M)  # never overwrites an earlier lease's log
+mkdir -p "$RESULTS/gpu_logs"
+for from in "$@"; do
+  [ -d "$from" ] || { echo "no such folder: $from" >&2; exit 2; }
+  for json in "$from"/*.json; do
+    [ -e "$json" ] && cp -v "$json" "$RESULTS/"
+  done
+  for log in gpu_tests session; do
+    [ -f "$from/$log.log" ] && cp -v "$from/$log.log" "$RESULTS/gpu_logs/${log}_$STAMP.log"
+  done
+  if [ -f "$from/cifar10_gpu_runs.tgz" ]; then
+    cp -v "$from/cifar10_gpu_runs.tgz" "$RESULTS/cifar10_gpu_runs.tgz"
+    tar xzf "$RESULTS/cifar10_gpu_runs.tgz" -O ./jobs.json > "$RESULTS/compare_jobs_cuda.json" ||
+      echo "(no jobs.json in the archive)"
+  fi
+done
+python benchmarks/tables.py
