@@ -57,8 +57,9 @@ def save_torch_atomic(path: Path, obj: Any) -> Path:
 @contextmanager
 def exclusive(lock: Path) -> Iterator[None]:
     """Hold an advisory lock on the file ``lock`` for the block, so processes that would build
-    the same cache entry take turns and the later ones find it built. Where ``fcntl`` is missing
-    (not POSIX) each builds its own copy, written atomically all the same."""
+    the same cache entry take turns and the later ones find it built. Where locks are missing
+    (no ``fcntl``, or a filesystem without them) each builds its own copy, written atomically
+    all the same."""
     try:
         import fcntl
     except ImportError:
@@ -66,11 +67,17 @@ def exclusive(lock: Path) -> Iterator[None]:
         return
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            locked = False
+        else:
+            locked = True
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _jsonable(value: Any) -> Any:
