@@ -139,7 +139,7 @@ def bad_steps(out: Path) -> dict[str, Any]:
     """Rank 0's loss turns non-finite at step 3, rank 1's at step 1: both must report step 1."""
     from saln.train.tracking import EpochAccumulator
 
-    acc = EpochAccumulator(torch.device("cpu"))
+    acc = EpochAccumulator(torch.device("cpu"), capacity=5)
     first_bad = 3 if distributed.rank() == 0 else 1
     for step in range(5):
         loss = float("nan") if step >= first_bad else 1.0

@@ -563,7 +563,7 @@ def test_exclusive_makes_a_second_process_wait(tmp_path: Path) -> None:
 def test_the_first_non_finite_step_is_found_after_the_fact() -> None:
     from saln.train.tracking import EpochAccumulator
 
-    acc = EpochAccumulator(torch.device("cpu"))
+    acc = EpochAccumulator(torch.device("cpu"), capacity=5)
     assert acc.bad_step() is None
     for step, loss in enumerate([1.0, 2.0, math.nan, 3.0, math.inf]):
         acc.add(torch.tensor(loss), torch.tensor(1), 4, step)

@@ -105,7 +105,7 @@ def run_epoch(
         hook.on_epoch_start(epoch, len(plan))
     # On the device, so JEST's noise is drawn where its scores are (no copy, no sync per step).
     gen = torch.Generator(device=ctx.device).manual_seed(epoch_seed(seed, epoch, 3))
-    acc, last_epoch = EpochAccumulator(ctx.device), epoch == ctx.epochs - 1
+    acc, last_epoch = EpochAccumulator(ctx.device, len(plan)), epoch == ctx.epochs - 1
     tracker.start_epoch()
     ctx.model.train()
     batches = iter(ctx.train_data.batches(plan, train=True, seed=epoch_seed(seed, epoch, 2)))

@@ -11,29 +11,32 @@ NO_STEP = 2**62  # larger than any step index
 
 
 class EpochAccumulator:
-    """Sums on the device; the first non-finite step is found without a host sync per step."""
+    """Each step's loss sum and correct count land in a slot of two device tensors: two copies
+    per step, no host sync (on a launch-bound GPU each kernel counts). Sums, running means and
+    the first non-finite step are computed from the slots when asked."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
+    def __init__(self, device: torch.device, capacity: int) -> None:
+        self.losses = torch.zeros(max(capacity, 1), device=device)
+        self.corrects = torch.zeros(max(capacity, 1), device=device, dtype=torch.long)
+        self.step_of_slot: list[int] = []
         self.rows = 0
-        self.steps = 0
-        self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
+
+    @property
+    def steps(self) -> int:
+        return len(self.step_of_slot)
 
     def add(self, loss_sum: torch.Tensor, correct: torch.Tensor, rows: int, step: int) -> None:
-        bad = ~torch.isfinite(loss_sum) & (self.first_bad < 0)
-        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
-        self.loss += loss_sum
-        self.correct += correct
+        self.losses[self.steps] = loss_sum
+        self.corrects[self.steps] = correct
+        self.step_of_slot.append(step)
         self.rows += rows
-        self.steps += 1
 
     def running(self, seconds: float) -> dict[str, float]:
         """This rank's running means (one host sync; called every few steps for display)."""
         rows = max(self.rows, 1)
         return {
-            "loss": float(self.loss) / rows,
-            "acc": float(self.correct) / rows,
+            "loss": float(self.losses[: self.steps].sum()) / rows,
+            "acc": float(self.corrects[: self.steps].sum()) / rows,
             "rows_per_s": self.rows / max(seconds, 1e-9),
         }
 
@@ -41,9 +44,10 @@ class EpochAccumulator:
         """The first non-finite step on any rank (a collective under torchrun)."""
         from saln.train.distributed import all_reduce
 
-        # The earliest is a min, and ranks reduce by max: negate, with "none" far below any step.
-        none = torch.full_like(self.first_bad, -NO_STEP)
-        negated = all_reduce(torch.where(self.first_bad >= 0, -self.first_bad, none), "max")
+        bad = (~torch.isfinite(self.losses[: self.steps])).nonzero()  # one host sync
+        first = self.step_of_slot[int(bad[0])] if len(bad) else NO_STEP
+        # The earliest is a min, and ranks reduce by max: negate ("none" is far below any step).
+        negated = all_reduce(torch.tensor(-first, device=self.losses.device), "max")
         return None if int(negated) == -NO_STEP else -int(negated)
 
     def totals(self) -> tuple[float, float, int]:
@@ -53,9 +57,9 @@ class EpochAccumulator:
         loss, correct, rows = all_reduce(
             torch.stack(
                 [
-                    self.loss.double(),
-                    self.correct.double(),
-                    torch.tensor(float(self.rows), device=self.loss.device, dtype=torch.float64),
+                    self.losses[: self.steps].double().sum(),
+                    self.corrects[: self.steps].double().sum(),
+                    torch.tensor(float(self.rows), device=self.losses.device, dtype=torch.float64),
                 ]
             )
         )
