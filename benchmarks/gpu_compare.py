@@ -287,8 +287,8 @@ def main() -> None:
         last_start,
         lambda job: expected_seconds(job, jobs, earlier),
     )
-    for convention in CONVENTIONS:
-        if (args.out / convention / "runs").is_dir():
+    for convention in CONVENTIONS:  # a report changes only where a run finished just now
+        if any(j.outcome == "done" and j.convention == convention for j in jobs):
             subprocess.run(
                 [sys.executable, "-m", "saln", "report", str(args.out / convention)], check=False
             )

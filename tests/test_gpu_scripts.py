@@ -1,0 +1,58 @@
+"""The GPU session's scripts, run on CPU: a lease is too scarce to find a broken script in."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def script(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    common = [
+        "benchmarks/gpu_compare.py", "--out", out, "--config", "configs/demo.yaml",
+        "--methods", "uniform", "--seeds", "0", "--device", "cpu", "--skip-features",
+        "--set", "train.epochs=2", "--evidence", tmp_path / "no-bench-here",
+    ]  # fmt: skip
+    done = script(*common, "--parallel", "2", "--deadline", "400")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = json.loads((out / "jobs.json").read_text())
+    assert [j["outcome"] for j in jobs["jobs"]] == ["done"] * 2
+    # Without bench evidence "--graphs auto" turns no CUDA-graph setting on.
+    assert jobs["settings"] == ["train.device=cpu", "train.epochs=2"]
+    for convention in ("cifar10_paper", "cifar10_fixed_batch"):
+        assert (out / convention / "report.md").exists()
+    again = script(*common)
+    rerun = json.loads((out / "jobs.json").read_text())["jobs"]
+    assert again.returncode == 0 and {j["outcome"] for j in rerun} == {"complete before this call"}
+    assert all(j["seconds"] > 0 for j in rerun)  # earlier wall times kept as estimates
+
+
+def test_the_gpu_benchmark_computes_every_ratio(cifar_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    done = script(
+        "benchmarks/bench_gpu.py", "--smoke", "--data", cifar_root, "--out", out,
+        "--cache-dir", tmp_path / "cache",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ratios = json.loads(out.read_text())["results"]["16px"]
+    for key in (
+        "standard_throughput_ratio",
+        "saln_vs_standard_fixed_learner_batch",
+        "saln_vs_standard_paper_convention",
+        "selection_share_of_saln_epoch",
+    ):
+        assert ratios[key] > 0
