@@ -50,7 +50,7 @@ class GraphedStep:
         shape = tuple(images.shape)
         # Only DDP's global selection scales the loss, and graphs run without DDP.
         if self.eager_only or loss_scale != 1.0:
-            return self._on_side_stream(images, labels, loss_scale)
+            return train_step(self.model, self.optimizer, images, labels, self.autocast, loss_scale)
         if self._warm[shape] < WARMUP_STEPS:
             self._warm[shape] += 1
             return self._on_side_stream(images, labels, loss_scale)
@@ -65,7 +65,7 @@ class GraphedStep:
             except RuntimeError as err:  # nothing ran during the failed capture: step eagerly
                 self.eager_only = True
                 capture_failed("train.cuda_graphs", "steps", err)
-                return self._on_side_stream(images, labels, loss_scale)
+                return train_step(self.model, self.optimizer, images, labels, self.autocast)
         captured.images.copy_(images)
         captured.labels.copy_(labels)
         captured.graph.replay()
