@@ -22,7 +22,7 @@ def script(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) -> None:
     out = tmp_path / "compare"
-    common = [
+    common: list[str | Path] = [
         "benchmarks/gpu_compare.py", "--out", out, "--config", "configs/demo.yaml",
         "--methods", "uniform", "--seeds", "0", "--device", "cpu", "--skip-features",
         "--set", "train.epochs=2", "--evidence", tmp_path / "no-bench-here",

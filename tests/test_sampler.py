@@ -132,7 +132,7 @@ def test_graphed_selection_plans_the_epochs_eager_selection_plans(table: np.ndar
     epoch reshuffles, so every replay brings new rows into the graph's static input."""
     from saln.selection.spectral import SpectralSelector
 
-    plans = {}
+    plans: dict[bool, list[list[list[int]]]] = {}
     for graphed in (False, True):
         sampler = saln.SelectiveBatchSampler(
             N, BATCH, SpectralSelector(cuda_graph=graphed), table, 0.8, seed=5, device="cuda"
