@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,6 +146,12 @@ GRAPH_SETTINGS = {
 }
 
 
+def tests_marked(lines: list[str], outcome: str) -> set[str]:
+    """Names of the tests on log lines that carry ``outcome`` as a word."""
+    found = (re.search(r"::(\w+)", line) for line in lines if outcome in line.split())
+    return {match.group(1) for match in found if match}
+
+
 def graph_settings(mode: str, evidence: Path) -> list[str]:
     """The CUDA-graph settings to use: all ("on"), none ("off"), or ("auto") those with their
     evidence in ``evidence`` (what gpu_session.sh bench left there)."""
@@ -152,7 +159,12 @@ def graph_settings(mode: str, evidence: Path) -> list[str]:
         return list(GRAPH_SETTINGS) if mode == "on" else []
     log = evidence / "gpu_tests.log"
     lines = log.read_text().splitlines() if log.exists() else []
-    passed = {line.split("::")[-1].split()[0] for line in lines if line.startswith("PASSED")}
+    # pytest -v writes "path::test PASSED [ 5%]" as each test ends, -rA "PASSED path::test" at the
+    # end: either counts, so a run cut short still shows what passed before the cut. A test
+    # named on any FAILED or ERROR line does not count.
+    passed = (
+        tests_marked(lines, "PASSED") - tests_marked(lines, "FAILED") - tests_marked(lines, "ERROR")
+    )
     chosen = []
     for setting, need in GRAPH_SETTINGS.items():
         path = evidence / need.file

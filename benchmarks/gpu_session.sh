@@ -48,7 +48,7 @@ features() {  # encoder [flags]: extraction against pure inference, 10,000 image
     --out "$OUT/features_cuda_$1.json"
 }
 if [ "$WHAT" = bench ]; then
-  step gpu-tests 150 bash -c "python -m pytest -m gpu tests -p no:cacheprovider -rA > $OUT/gpu_tests.log 2>&1"
+  step gpu-tests 210 bash -c "python -m pytest -m gpu tests -p no:cacheprovider -v -rA > $OUT/gpu_tests.log 2>&1"
   grep -E '^(PASSED|FAILED|ERROR)|passed|failed' "$OUT/gpu_tests.log" | tail -40
   keep gpu_tests.log
   step selection 120 python benchmarks/bench_selection.py --skip-cpu --repeats 5 \
