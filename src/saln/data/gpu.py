@@ -3,8 +3,8 @@
 Decoded uint8 images (:mod:`saln.data.decode`) are held on the device once (CIFAR-10 train is
 150 MB; Pets at 224 px about 0.55 GB), and the paper's augmentation is applied to a whole batch
 at once with independent random parameters per sample, the same distribution as the per-image v2
-pipeline.
-It also runs on CPU, where it beats a DataLoader for small images (digits, CIFAR-10 at 32 px).
+pipeline. It also runs on CPU, where it beats a DataLoader for small images (digits, CIFAR-10 at
+32 px).
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from saln.data.loaders import build_pipeline
 from saln.data.transforms import describe
 from saln.features import cache
 from saln.features.cache import FeatureStore
-from saln.io import check_writable, write_bytes_atomic, write_json_atomic
+from saln.io import check_writable, save_npy_atomic, write_json_atomic
 from saln.models import Encoder, build_encoder
 
 
@@ -173,9 +172,9 @@ def _sharded(
     parts = [folder / f".{key}.part{r}-of-{world_size}.npy" for r in range(world_size)]
     first, last = min(count, rank * per), min(count, (rank + 1) * per)
     blocks = [block for _, block in encode(first, last)]
-    buffer = io.BytesIO()
-    np.save(buffer, np.concatenate(blocks) if blocks else np.zeros((0, ident["dim"]), np.float16))
-    write_bytes_atomic(parts[rank], buffer.getvalue())
+    save_npy_atomic(
+        parts[rank], np.concatenate(blocks) if blocks else np.zeros((0, ident["dim"]), np.float16)
+    )
     barrier()
     if rank == 0:
 

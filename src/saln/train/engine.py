@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from saln.config import Config, ConfigError
-from saln.io import write_bytes_atomic
+from saln.io import save_npy_atomic
 from saln.report.store import RunStore, environment
 from saln.sampling import epoch_seed
 from saln.selection import BatchView
@@ -308,9 +307,7 @@ def _finish(
     distributed.unwrap(ctx.model).load_state_dict(checkpoint.load_best(store.path))
     test_loss_best, test_acc_best = evaluate(ctx, everything, test=True)
     if store.writer:
-        buffer = io.BytesIO()
-        np.save(buffer, tracker.epochs_kept)
-        write_bytes_atomic(store.file("selection_counts.npy"), buffer.getvalue())
+        save_npy_atomic(store.file("selection_counts.npy"), tracker.epochs_kept)
     tests = {
         "test_acc_last": test_acc_last,
         "test_loss_last": test_loss_last,

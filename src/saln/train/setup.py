@@ -136,8 +136,9 @@ def new_learner(
     model = model.to(device)
     if device.type == "cuda":
         # A learner sees a handful of shapes (the kept batch, the last one, eval): autotuning
-        # each once picks cuDNN's fastest kernels for them.
-        torch.backends.cudnn.benchmark = True
+        # each once picks cuDNN's fastest kernels for them. Autotuning may pick differently run
+        # to run, so a deterministic run does without it.
+        torch.backends.cudnn.benchmark = not config.train.deterministic
         if config.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
     return model
