@@ -53,10 +53,13 @@ def agreement(data: np.ndarray, solver: str, refs: list[np.ndarray]) -> dict[str
     scores = np.array([jaccard(p, r) for p, r in zip(positions, refs)])
     gaps = stats["gap"].numpy()
     clear = gaps > 1e-3
+    disagree = scores < 1.0
     return {
         "jaccard_mean": float(scores.mean()),
         "jaccard_min": float(scores.min()),
         "jaccard_min_gap_above_1e-3": float(scores[clear].min()) if clear.any() else float("nan"),
+        # How clear the clearest spectrum was on which the solver still chose differently.
+        "largest_gap_with_disagreement": float(gaps[disagree].max()) if disagree.any() else 0.0,
     }
 
 
@@ -157,7 +160,7 @@ def main() -> None:
         default=None,
         help="JSON path (default: results/selection_<device>.json)",
     )
-    parser.add_argument("--batches", type=int, default=8, help="batches per (n, d) cell")
+    parser.add_argument("--batches", type=int, default=32, help="batches per (n, d) cell")
     parser.add_argument(
         "--repeats", type=int, default=7, help="timed repeats; the median is reported"
     )

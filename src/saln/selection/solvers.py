@@ -22,6 +22,7 @@ from saln.selection.lapack import (
     lanczos_fiedler_dense,
     laplacian_lower,
     limit_blas_threads_once,
+    symmetric_laplacian,
 )
 
 # A solver maps features (b, n, d) to (Fiedler vectors (b, n), (lambda_2, lambda_3) (b, 2)).
@@ -33,6 +34,11 @@ SOLVERS: Registry[tuple[torch.Tensor, torch.Tensor]] = Registry("solver")
 # up to 32x32, so 32 is also the ceiling there.
 LANCZOS_STEPS = 32
 LANCZOS_SEED = 0
+# The CPU Lanczos runs this many bytes of Laplacians in lockstep (16 at n = 256, 4 at n = 512):
+# enough problems per NumPy call to hide its overhead, few enough to stay in cache
+# (benchmarks/results/selection_cpu.json).
+CPU_LANCZOS_GROUP_BYTES = 4 << 20
+MAX_CPU_LANCZOS_GROUP = 16
 
 CpuSolve = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -73,10 +79,14 @@ def laplacian_of_normalised(xn: torch.Tensor) -> torch.Tensor:
     return torch.diag_embed(sim.sum(-1)) - sim
 
 
-def per_batch_cpu(x: torch.Tensor, solve: CpuSolve) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CPU path: each batch's lower-triangle Laplacian (SYRK) handed to ``solve``."""
+def cpu_rows(x: torch.Tensor) -> np.ndarray:
     limit_blas_threads_once()
-    rows = x.float().numpy()
+    return x.float().numpy()
+
+
+def per_batch_cpu(x: torch.Tensor, solve: CpuSolve) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU exact path: each batch's lower-triangle Laplacian (SYRK) handed to ``solve``."""
+    rows = cpu_rows(x)
     vectors = np.empty(rows.shape[:2], dtype=np.float32)
     values = np.empty((rows.shape[0], 2), dtype=np.float32)
     for i, batch in enumerate(rows):
@@ -85,6 +95,37 @@ def per_batch_cpu(x: torch.Tensor, solve: CpuSolve) -> tuple[torch.Tensor, torch
         except NonFiniteRows:
             raise_non_finite(x)
         vectors[i], values[i] = solve(lap)
+    return torch.from_numpy(vectors), torch.from_numpy(values)
+
+
+def cpu_lanczos_group(n: int) -> int:
+    """How many n-row problems the CPU Lanczos runs in lockstep."""
+    return max(1, min(MAX_CPU_LANCZOS_GROUP, CPU_LANCZOS_GROUP_BYTES // (4 * n * n)))
+
+
+def grouped_cpu_lanczos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU Lanczos path: groups of batches' mirrored SYRK Laplacians solved in lockstep
+    (cheaper on CPU than 64 memory-bound passes over x per batch). A batch's result does not
+    depend on its group, so a batched call equals the per-batch loop."""
+    rows = cpu_rows(x)
+    b, n, _ = rows.shape
+    group = min(b, cpu_lanczos_group(n))
+    start = np.random.default_rng(LANCZOS_SEED).random((n,), dtype=np.float32)
+    start -= 0.5
+    laps = np.empty((group, n, n), dtype=np.float32)
+    vectors = np.empty((b, n), dtype=np.float32)
+    values = np.empty((b, 2), dtype=np.float32)
+    for first in range(0, b, group):
+        members = rows[first : first + group]
+        for i, batch in enumerate(members):
+            try:
+                symmetric_laplacian(batch, out=laps[i])
+            except NonFiniteRows:
+                raise_non_finite(x)
+        done = slice(first, first + len(members))
+        vectors[done], values[done] = lanczos_fiedler_dense(
+            laps[: len(members)], LANCZOS_STEPS, start
+        )
     return torch.from_numpy(vectors), torch.from_numpy(values)
 
 
@@ -204,12 +245,7 @@ def lanczos_fiedler(
 
 @SOLVERS.register("lanczos")
 def solve_lanczos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched factored Lanczos on CUDA; on CPU a dense one per batch on the SYRK Laplacian
-    (cheaper there than 64 memory-bound passes over x). On both, every batch starts from the
-    same seeded vector, so a batched call equals the per-batch loop."""
-    if x.is_cuda:
-        return lanczos_fiedler(x)
-    return per_batch_cpu(
-        x,
-        lambda lap: lanczos_fiedler_dense(lap, LANCZOS_STEPS, np.random.default_rng(LANCZOS_SEED)),
-    )
+    """Batched factored Lanczos on CUDA; on CPU a dense one on groups of SYRK Laplacians
+    (:func:`grouped_cpu_lanczos`). On both, every batch starts from the same seeded vector, so a
+    batched call equals the per-batch loop."""
+    return lanczos_fiedler(x) if x.is_cuda else grouped_cpu_lanczos(x)

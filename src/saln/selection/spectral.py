@@ -29,9 +29,9 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 # Below this many rows a batch has no meaningful Fiedler vector (n=2 has a single nonzero mode).
 MIN_SPECTRAL_ROWS = 3
-# On one CPU core LAPACK's exact subset solve is within 10% of Lanczos up to n = 256 (both pay
-# the same Gram matrix) and is exact; Lanczos wins clearly from 512 rows
-# (benchmarks/results/selection_cpu.json).
+# On one CPU core both solvers pay the same Gram matrix, which is most of the cost up to
+# n = 256; there LAPACK's exact subset solve is exact and at most ~1.3x slower than Lanczos.
+# From 512 rows Lanczos wins clearly (benchmarks/results/selection_cpu.json).
 AUTO_LANCZOS_MIN_ROWS_CPU = 512
 
 
