@@ -89,6 +89,28 @@ def test_gap_matches_eigenvalues(solver: str) -> None:
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
+def test_two_groups_of_identical_rows_give_the_analytic_fiedler_pair(solver: str) -> None:
+    # Rows repeated within two groups whose cosine is c: S is block-constant, so the Krylov
+    # space is exhausted after about 3 steps (a Lanczos breakdown), and the answer is known:
+    # lambda_2 = c * n, with a Fiedler vector constant on each group, proportional to
+    # (n_b on group a, -n_a on group b); lambda_3 = n_b + c * n_a, the degree of the smaller
+    # group (any vector summing to zero within that group and zero elsewhere).
+    n_a, n_b, c = 30, 20, 0.4
+    a = np.eye(8, dtype=np.float32)[0]
+    b = c * a + np.sqrt(1 - c**2) * np.eye(8, dtype=np.float32)[1]
+    x = np.vstack([np.tile(a, (n_a, 1)), np.tile(b, (n_b, 1))]).astype(np.float32)
+    v = saln.fiedler_vector(x, solver=solver)
+    assert np.isfinite(v).all()
+    v = v / v[0]
+    np.testing.assert_allclose(v[:n_a], 1.0, atol=1e-3)
+    np.testing.assert_allclose(v[n_a:], -n_a / n_b, atol=1e-3)
+    positions, stats = spectral_select_with_stats(x, 0.8, solver=solver)
+    assert set(positions.tolist()) <= set(range(n_a, n_a + n_b))  # the larger |v|
+    lambda_2, lambda_3 = c * (n_a + n_b), n_b + c * n_a
+    assert float(stats["gap"][0]) == pytest.approx(lambda_3 / lambda_2 - 1, rel=1e-3)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
 def test_batched_equals_loop_and_order_is_by_priority(solver: str) -> None:
     # 20 batches: the CPU Lanczos solves them in two lockstep groups (16 + 4).
     batches = clustered_features(20, 50, 24, seed=7)
