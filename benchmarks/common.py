@@ -76,16 +76,20 @@ def median_seconds(fn: Callable[[], object], repeats: int, sync: bool = False) -
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median wall time of each ``fn``, timed in rounds that run every fn once (after one
-    warm-up each), so a noisy spell on a shared machine hits all candidates alike."""
+    warm-up each), so a noisy spell on a shared machine hits all candidates alike. Each round
+    starts one candidate later than the last, so no candidate always follows the same one (a
+    large reference solve leaves the caches cold for whatever runs next)."""
     for fn in fns.values():
         fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(times[name]) for name in names}
 
 
 def write_json(payload: dict[str, Any], path: Path) -> Path:

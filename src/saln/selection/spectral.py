@@ -128,9 +128,7 @@ def spectral_select(
     ``keep`` defaults to ``int(n * (1 - filter_ratio))``; pass it to fix the kept count instead.
     ``cuda_graph`` as in :func:`fiedler_vector`.
     """
-    positions, _ = spectral_select_with_stats(
-        features, filter_ratio, keep=keep, solver=solver, cuda_graph=cuda_graph
-    )
+    positions, _ = _select(features, filter_ratio, keep, solver, cuda_graph, with_stats=False)
     return positions
 
 
@@ -143,6 +141,17 @@ def spectral_select_with_stats(
     cuda_graph: bool = False,
 ) -> tuple[ArrayT, dict[str, Any]]:
     """Like :func:`spectral_select`, also returning per-batch stats (gap, |Fiedler|, fallback)."""
+    return _select(features, filter_ratio, keep, solver, cuda_graph, with_stats=True)
+
+
+def _select(
+    features: ArrayT,
+    filter_ratio: float,
+    keep: int | None,
+    solver: str,
+    cuda_graph: bool,
+    with_stats: bool,
+) -> tuple[ArrayT, dict[str, Any]]:
     x = as_feature_tensor(features)
     batched = features.ndim == 3
     b, n, _ = x.shape
@@ -156,7 +165,12 @@ def spectral_select_with_stats(
     vectors, values = _solve(x, solver, cuda_graph)
     magnitude = vectors.abs()
     order = priority_order(magnitude)[:, :keep].contiguous()
-    stats = {"gap": spectral_gap(values), "abs_fiedler": magnitude, "fallback": None}
+    # The stats cost a few small kernels per call; positions alone skip them.
+    stats = (
+        {"gap": spectral_gap(values), "abs_fiedler": magnitude, "fallback": None}
+        if with_stats
+        else {}
+    )
     return _like_input(order, features, batched), stats
 
 
