@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import shutil
 import tarfile
@@ -364,6 +365,36 @@ def test_an_edited_file_misses_the_disk_cache(
     fresh = decode.decode_all(build_dataset(f"imagefolder:{copy}").train, 32, cache_dir=cache)
     assert fresh[0, 0].float().mean() > 200  # the edited image, red
     assert len(list((cache / "decoded").glob("*.npy"))) == 2
+
+
+def test_the_disk_cache_keeps_the_most_recently_used_entries(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode, "DECODED_ON_DISK", 2)
+    cache = tmp_path / "cache"
+    copy = tmp_path / "copy"
+    shutil.copytree(cifar_root, copy)
+
+    def decode_in_a_new_process(colour: int | None = None) -> Path:
+        """Decode (after editing one file, if a colour is given) and return the cache entry."""
+        monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())
+        if colour is not None:  # a new version of the dataset
+            first = build_dataset(f"imagefolder:{copy}").train.files[0]
+            Image.new("RGB", (32, 32), (colour, 0, 0)).save(copy / first)
+        source = build_dataset(f"imagefolder:{copy}").train
+        decode.decode_all(source, 32, cache_dir=cache)
+        return decode._decoded_path(cache, (decode._file_signature(source), "own"))
+
+    def age(path: Path, seconds: int) -> None:
+        os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+
+    used = decode_in_a_new_process()
+    age(used, 1)
+    assert decode_in_a_new_process() == used  # loaded from disk, which marks it used now
+    stale = decode_in_a_new_process(colour=20)
+    age(stale, 2)
+    newest = decode_in_a_new_process(colour=30)
+    assert set((cache / "decoded").glob("*.npy")) == {used, newest}
 
 
 def _toy_archive(path: Path) -> Path:

@@ -8,6 +8,7 @@ the labels and each file's size and modification time: an edited file is decoded
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -47,6 +48,9 @@ def _first_size(source: ImageSource) -> tuple[int, int]:
 # they were resized to. Bounded, oldest evicted.
 _DECODED: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
 DECODED_ENTRIES = 4
+# Decoded files kept on disk per cache folder, the most recently used first: a dataset that
+# changes (an edited file, another subset) would otherwise leave its old copy behind for good.
+DECODED_ON_DISK = 8
 
 
 def decode_all(
@@ -73,7 +77,9 @@ def decode_all(
         key = (signature, str(image_size))
     assert decoded is not None
     if cache_dir is not None:
-        _store_decoded(_decoded_path(cache_dir, key), decoded)
+        path = _decoded_path(cache_dir, key)
+        _store_decoded(path, decoded)
+        _prune_decoded(path.parent)
     return _remember(key, decoded)
 
 
@@ -107,7 +113,29 @@ def _load_decoded(path: Path, rows: int) -> torch.Tensor | None:
             f"decoded-image cache {path} has the wrong shape; decoding again", stacklevel=3
         )
         return None
+    _touch(path)
     return torch.from_numpy(array)
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry as used now: pruning keeps the most recently used ones."""
+    with contextlib.suppress(OSError):  # a read-only cache is still a cache
+        os.utime(path)
+
+
+def _prune_decoded(folder: Path) -> None:
+    """Delete all but the ``DECODED_ON_DISK`` most recently used entries. A process that has
+    opened an entry deleted meanwhile still reads it whole; one that had not yet opened it
+    decodes again."""
+    entries = []
+    for path in folder.glob("*.npy"):
+        try:
+            entries.append((path.stat().st_mtime_ns, path))
+        except OSError:
+            continue  # deleted by another process meanwhile
+    for _, path in sorted(entries, reverse=True)[DECODED_ON_DISK:]:
+        with contextlib.suppress(OSError):  # gone already, or a read-only cache
+            path.unlink()
 
 
 def _store_decoded(path: Path, decoded: torch.Tensor) -> None:
