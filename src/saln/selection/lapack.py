@@ -96,7 +96,8 @@ def lanczos_fiedler_dense(
     laps: np.ndarray, steps: int, start: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fiedler vectors (g, n) and (lambda_2, lambda_3) (g, 2) of a group of full symmetric
-    Laplacians (g, n, n) (:func:`symmetric_laplacian`), by Lanczos from ``start`` (n,).
+    Laplacians (g, n, n) (:func:`symmetric_laplacian`), by ``steps`` (2 <= steps < n) Lanczos
+    steps from ``start`` (n,).
 
     The group moves in lockstep so that each NumPy call serves g problems: on one core a
     256-row step is a few microseconds of BLAS and about as much call overhead. Every problem
@@ -106,7 +107,6 @@ def lanczos_fiedler_dense(
     so the smallest Ritz pair approximates (lambda_2, Fiedler).
     """
     g, n, _ = laps.shape
-    steps = max(2, min(steps, n - 1))
     basis = np.empty((g, steps + 1, n), dtype=np.float32)  # row 0: the constant vector
     basis[:, 0] = n**-0.5
     alpha, beta = np.empty((g, steps)), np.empty((g, steps - 1))

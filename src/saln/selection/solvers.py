@@ -40,8 +40,6 @@ LANCZOS_SEED = 0
 CPU_LANCZOS_GROUP_BYTES = 4 << 20
 MAX_CPU_LANCZOS_GROUP = 16
 
-CpuSolve = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
 
 def raise_non_finite(x: torch.Tensor) -> NoReturn:
     """Name the rows that hold NaN/inf (called only once a row norm came out non-finite)."""
@@ -84,8 +82,8 @@ def cpu_rows(x: torch.Tensor) -> np.ndarray:
     return x.float().numpy()
 
 
-def per_batch_cpu(x: torch.Tensor, solve: CpuSolve) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CPU exact path: each batch's lower-triangle Laplacian (SYRK) handed to ``solve``."""
+def exact_cpu(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU exact path: each batch's lower-triangle Laplacian (SYRK) solved by LAPACK."""
     rows = cpu_rows(x)
     vectors = np.empty(rows.shape[:2], dtype=np.float32)
     values = np.empty((rows.shape[0], 2), dtype=np.float32)
@@ -94,7 +92,7 @@ def per_batch_cpu(x: torch.Tensor, solve: CpuSolve) -> tuple[torch.Tensor, torch
             lap = laplacian_lower(batch)
         except NonFiniteRows:
             raise_non_finite(x)
-        vectors[i], values[i] = solve(lap)
+        vectors[i], values[i] = exact_fiedler(lap)
     return torch.from_numpy(vectors), torch.from_numpy(values)
 
 
@@ -124,7 +122,7 @@ def grouped_cpu_lanczos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 raise_non_finite(x)
         done = slice(first, first + len(members))
         vectors[done], values[done] = lanczos_fiedler_dense(
-            laps[: len(members)], LANCZOS_STEPS, start
+            laps[: len(members)], lanczos_steps(n), start
         )
     return torch.from_numpy(vectors), torch.from_numpy(values)
 
@@ -139,7 +137,7 @@ def eigh_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def solve_exact(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact solve: LAPACK ``ssyevr`` (eigenpairs 2-3 only) in float32 on CPU, batched float64
     eigh on CUDA."""
-    return eigh_torch(x) if x.is_cuda else per_batch_cpu(x, exact_fiedler)
+    return eigh_torch(x) if x.is_cuda else exact_cpu(x)
 
 
 Operator = Callable[[torch.Tensor], torch.Tensor]  # (b, 1, n) -> (b, 1, n)
