@@ -5,7 +5,7 @@
 #
 # FILES_AT: the folder the device tool put a call's $OUT files in (gpu_session.sh bench or
 # compare). JSON results go to benchmarks/results/ (named by device, as the tables expect),
-# the GPU test log and the session log to benchmarks/results/gpu_logs/ stamped with the date
+# the GPU test, session and compare logs to benchmarks/results/gpu_logs/ stamped with the date
 # and time, and a compare call's run archive replaces benchmarks/results/cifar10_gpu_runs.tgz
 # (its jobs.json becomes compare_jobs_cuda.json). Review `git diff --stat`, then commit.
 set -euo pipefail
@@ -18,7 +18,7 @@ for from in "$@"; do
   for json in "$from"/*.json; do
     [ -e "$json" ] && cp -v "$json" "$RESULTS/"
   done
-  for log in gpu_tests session; do
+  for log in gpu_tests session compare; do
     [ -f "$from/$log.log" ] && cp -v "$from/$log.log" "$RESULTS/gpu_logs/${log}_$STAMP.log"
   done
   if [ -f "$from/cifar10_gpu_runs.tgz" ]; then
