@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -116,68 +115,12 @@ def stop(job: Job) -> None:
     print(f"stopped {job.name}", flush=True)
 
 
-@dataclass(frozen=True)
-class GraphEvidence:
-    """What "--graphs auto" needs before it uses an opt-in CUDA-graph setting: its GPU tests
-    passed, and a measurement (a key of a section of a JSON file) shows it faster than eager."""
-
-    tests: tuple[str, ...]
-    file: str
-    section: str
-    key: str
-    faster: Callable[[float], bool]
-
-
+# The runs' CUDA-graph settings: "default" leaves the library's auto (on for one CUDA process).
 GRAPH_SETTINGS = {
-    "train.cuda_graphs=true": GraphEvidence(
-        ("test_graphed_steps_train_as_eager_steps_do",),
-        "gpu_graphs.json",
-        "graphs",
-        "engine_graphs_vs_eager_time",
-        lambda ratio: ratio < 1,
-    ),
-    "features.cuda_graph=true": GraphEvidence(
-        ("test_graphed_lanczos_replays_what_eager_lanczos_computes",),
-        "selection_cuda.json",
-        "cuda",
-        "cuda_graph_speedup_vs_eager_lanczos",
-        lambda speedup: speedup > 1,
-    ),
+    "default": [],
+    "on": ["train.cuda_graphs=true", "features.cuda_graph=true"],
+    "off": ["train.cuda_graphs=false", "features.cuda_graph=false"],
 }
-
-
-def tests_marked(lines: list[str], outcome: str) -> set[str]:
-    """Names of the tests on log lines that carry ``outcome`` as a word."""
-    found = (re.search(r"::(\w+)", line) for line in lines if outcome in line.split())
-    return {match.group(1) for match in found if match}
-
-
-def graph_settings(mode: str, evidence: Path) -> list[str]:
-    """The CUDA-graph settings to use: all ("on"), none ("off"), or ("auto") those with their
-    evidence in ``evidence`` (what gpu_session.sh bench left there)."""
-    if mode != "auto":
-        return list(GRAPH_SETTINGS) if mode == "on" else []
-    log = evidence / "gpu_tests.log"
-    lines = log.read_text().splitlines() if log.exists() else []
-    # pytest -v writes "path::test PASSED [ 5%]" as each test ends, -rA "PASSED path::test" at the
-    # end: either counts, so a run cut short still shows what passed before the cut. A test
-    # named on any FAILED or ERROR line does not count.
-    passed = (
-        tests_marked(lines, "PASSED") - tests_marked(lines, "FAILED") - tests_marked(lines, "ERROR")
-    )
-    chosen = []
-    for setting, need in GRAPH_SETTINGS.items():
-        path = evidence / need.file
-        value = (
-            json.loads(path.read_text()).get(need.section, {}).get(need.key)
-            if path.exists()
-            else None
-        )
-        tested = all(test in passed for test in need.tests)
-        print(f"--graphs auto: {setting}: tests passed: {tested}; {need.key}: {value}", flush=True)
-        if tested and value is not None and need.faster(value):
-            chosen.append(setting)
-    return chosen
 
 
 def earlier_seconds(out: Path) -> dict[str, float]:
@@ -263,21 +206,15 @@ def main() -> None:
     parser.add_argument("--skip-features", action="store_true")
     parser.add_argument(
         "--graphs",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="CUDA-graph settings: auto = those whose GPU tests passed and that measured faster",
-    )
-    parser.add_argument(
-        "--evidence",
-        type=Path,
-        default=Path("runs/gpu_session"),
-        help="where gpu_session.sh bench left gpu_tests.log and its JSON (for --graphs auto)",
+        choices=tuple(GRAPH_SETTINGS),
+        default="default",
+        help="CUDA-graph settings of every run (default: the library's auto)",
     )
     parser.add_argument("--device", default="cuda", help="cuda, or cpu to check the script")
     args = parser.parse_args()
     args.set = [
         f"train.device={args.device}",
-        *graph_settings(args.graphs, args.evidence),
+        *GRAPH_SETTINGS[args.graphs],
         *args.set,
     ]
     began = time.monotonic()

@@ -85,6 +85,15 @@ def cuda(name: str, data: dict[str, Any]) -> None:
     table(f"{name} ({where(data)})", header, [row])
 
 
+def with_eager_share(result: dict[str, Any]) -> dict[str, Any]:
+    """The selection share with an eager solve, from a file of any version: files of 2026-11-26
+    and before ran every solve eagerly unless a key says graphed."""
+    eager = result.get(
+        "selection_share_of_saln_epoch_eager_selection", result.get("selection_share_of_saln_epoch")
+    )
+    return {**result, "eager_selection_share": eager} if eager is not None else result
+
+
 def gpu(name: str, data: dict[str, Any]) -> None:
     keys = [
         ("pure_train_img_per_s", "pure step img/s", "{:.0f}"),
@@ -96,15 +105,20 @@ def gpu(name: str, data: dict[str, Any]) -> None:
             "{:.2f}",
         ),
         ("saln_vs_standard_paper_convention", "saln / standard, paper", "{:.2f}"),
-        ("selection_share_of_saln_epoch", "selection / saln epoch (<= 0.01)", "{:.3f}"),
-        ("selection_share_of_saln_epoch_cuda_graph", "same, selection graphed", "{:.3f}"),
+        ("eager_selection_share", "selection / saln epoch, eager solve (<= 0.01)", "{:.3f}"),
+        ("selection_share_of_saln_epoch_cuda_graph", "same, graphed solve", "{:.3f}"),
     ]
     rows = [
-        [size, *(fmt.format(r[k]) if k in r else "not measured" for k, _, fmt in keys)]
-        for size, r in data["results"].items()
+        [
+            size,
+            "graphed" if r.get("steps_graphed") else "eager",
+            *(fmt.format(r[k]) if k in r else "not measured" for k, _, fmt in keys),
+        ]
+        for size, r in ((s, with_eager_share(r)) for s, r in data["results"].items())
     ]
     if rows:
-        table(f"{name} ({where(data)})", ["size", *(label for _, label, _ in keys)], rows)
+        header = ["size", "train steps", *(label for _, label, _ in keys)]
+        table(f"{name} ({where(data)})", header, rows)
     if "graphs" in data:
         g = data["graphs"]
         rows = [

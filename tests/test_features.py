@@ -13,7 +13,7 @@ import torch
 
 from saln.data import build_dataset
 from saln.features import cache, extract_features
-from saln.features.extract import cache_key, identity
+from saln.features.extract import cache_key, identity, pad_rows
 from saln.models import build_encoder
 
 
@@ -41,6 +41,34 @@ def test_round_trip_is_aligned_with_global_indices(digits_source, tmp_path: Path
     assert isinstance(store.array, np.memmap)
     again = extract(digits_source, tmp_path)
     assert "extraction_seconds" in store.meta and again.path == store.path
+
+
+def test_pad_rows_appends_zero_rows_up_to_the_batch_shape() -> None:
+    images = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2) + 1
+    padded = pad_rows(images, 5)
+    assert padded.shape == (5, 3, 2, 2)
+    assert torch.equal(padded[:2], images) and not padded[2:].any()
+    assert pad_rows(images, 2) is images
+
+
+def test_the_encode_loop_records_its_slowest_batch(digits_source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    meta = extract(digits_source, tmp_path, batch_size=500).meta
+    assert 0 < meta["slowest_batch_seconds"] <= meta["encode_seconds"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_short_last_batch_is_padded_on_cuda_without_changing_its_rows(
+    digits_source, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """1,797 digits in batches of 256 end with a 5-row batch, which runs padded to 256 rows:
+    its features must be those of the same images in a full batch."""
+    kw = {"encoder": "efficientnet_lite0", "image_size": 64, "device": "cuda"}
+    short = extract(digits_source, tmp_path / "short", batch_size=256, **kw)
+    whole = extract(digits_source, tmp_path / "whole", batch_size=599, **kw)  # 3 x 599 rows
+    rows = list(range(len(digits_source) - 5, len(digits_source)))
+    a, b = short.get(rows).float(), whole.get(rows).float()
+    assert torch.allclose(a, b, atol=0.05 * b.abs().max().item())
 
 
 def test_cache_hit_does_not_recompute(

@@ -25,13 +25,13 @@ def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) ->
     common: list[str | Path] = [
         "benchmarks/gpu_compare.py", "--out", out, "--config", "configs/demo.yaml",
         "--methods", "uniform", "--seeds", "0", "--device", "cpu", "--skip-features",
-        "--set", "train.epochs=2", "--evidence", tmp_path / "no-bench-here",
+        "--set", "train.epochs=2",
     ]  # fmt: skip
     done = script(*common, "--parallel", "2", "--deadline", "400")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = json.loads((out / "jobs.json").read_text())
     assert [j["outcome"] for j in jobs["jobs"]] == ["done"] * 2
-    # Without bench evidence "--graphs auto" turns no CUDA-graph setting on.
+    # "--graphs default" leaves the library's auto, which is off on CPU.
     assert jobs["settings"] == ["train.device=cpu", "train.epochs=2"]
     for convention in ("cifar10_paper", "cifar10_fixed_batch"):
         assert (out / convention / "report.md").exists()

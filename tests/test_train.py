@@ -378,7 +378,7 @@ def test_model_aware_steps_never_wait_for_the_gpu(tmp_path: Path, method: str) -
 
 
 def test_cuda_graphs_are_refused_where_they_cannot_run(tmp_path: Path) -> None:
-    with pytest.raises(cfg.ConfigError, match=r"one process on a CUDA device.*cuda_graphs=false"):
+    with pytest.raises(cfg.ConfigError, match=r"one process on a CUDA device.*=auto or false"):
         build_run(tiny(tmp_path, "standard", **{"train.device": "cpu", "train.cuda_graphs": True}))
     with pytest.raises(cfg.ConfigError, match=r"eager SGD steps.*optim.optimizer=sgd"):
         tiny(tmp_path, "standard", **{"train.cuda_graphs": True, "optim.optimizer": "adamw"})
@@ -386,6 +386,30 @@ def test_cuda_graphs_are_refused_where_they_cannot_run(tmp_path: Path) -> None:
         build_run(tiny(tmp_path, "saln", **{"train.device": "cpu", "features.cuda_graph": True}))
     with pytest.raises(cfg.ConfigError, match=r"set features.solver=lanczos or auto"):
         tiny(tmp_path, "saln", **{"features.cuda_graph": True, "features.solver": "exact"})
+    with pytest.raises(cfg.ConfigError, match=r"train.cuda_graphs='yes' must be true, false or"):
+        tiny(tmp_path, "standard", **{"train.cuda_graphs": "yes"})
+
+
+def test_cuda_graphs_auto_turns_on_only_where_graphs_can_replay(tmp_path: Path) -> None:
+    auto = tiny(tmp_path, "saln")
+    assert auto.train.cuda_graphs == "auto" and auto.features.cuda_graph == "auto"
+    assert cfg.graphed_steps(auto, "cuda", 1)
+    assert not cfg.graphed_steps(auto, "cpu", 1)
+    assert not cfg.graphed_steps(auto, "cuda", 2)  # DDP's hooks cannot be captured
+    for other in ({"train.compile": True}, {"optim.optimizer": "adamw"}):
+        assert not cfg.graphed_steps(tiny(tmp_path, "saln", **other), "cuda", 1)
+    off = tiny(tmp_path, "saln", **{"train.cuda_graphs": False})
+    assert not cfg.graphed_steps(off, "cuda", 1)
+    assert cfg.graphed_selection(auto.features)
+    exact = tiny(tmp_path, "saln", **{"features.solver": "exact"})
+    assert not cfg.graphed_selection(exact.features)
+    assert not cfg.graphed_selection(
+        tiny(tmp_path, "saln", **{"features.cuda_graph": False}).features
+    )
+    # On CPU, auto runs eagerly and says so.
+    fit(auto, tmp_path / "run")
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env["cuda_graphs"] == {"train_steps": False, "lanczos_solves": False}
 
 
 @pytest.mark.gpu

@@ -49,7 +49,8 @@ class FeatureConfig:
     batch_size: int = 256  # images per extraction forward
     cache_dir: str = ".cache/saln"
     solver: str = "auto"  # exact | lanczos | auto
-    cuda_graph: bool = False  # replay the CUDA Lanczos solve from a CUDA graph (lanczos | auto)
+    # Replay CUDA Lanczos solves from a CUDA graph: auto = wherever the solver may be Lanczos.
+    cuda_graph: bool | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the learner
-    cuda_graphs: bool = False  # replay whole train steps from CUDA graphs (one CUDA process, SGD)
+    # Replay whole train steps from CUDA graphs: auto = on for one CUDA process with eager SGD.
+    cuda_graphs: bool | str = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms
     jest_chunks: int = 16
     selection_mode: str = "local"  # distributed model-aware selection: local | global
@@ -228,13 +230,41 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{path}={choice!r} is not one of {', '.join(choices)}")
     if not 0 <= d.val_fraction < 1 or not 0 <= d.reference_fraction < 1:
         raise ConfigError("data.val_fraction and data.reference_fraction must be in [0, 1)")
-    if f.cuda_graph and f.solver == "exact":
+    for graph_key, switch in (
+        ("features.cuda_graph", f.cuda_graph),
+        ("train.cuda_graphs", t.cuda_graphs),
+    ):
+        if isinstance(switch, str) and switch != "auto":
+            raise ConfigError(f"{graph_key}={switch!r} must be true, false or auto")
+    if f.cuda_graph is True and f.solver == "exact":
         raise ConfigError(
             "features.cuda_graph replays the Lanczos solve: set features.solver=lanczos or "
             "auto, or features.cuda_graph=false"
         )
-    if t.cuda_graphs and (t.compile or o.optimizer != "sgd"):
+    if t.cuda_graphs is True and (t.compile or o.optimizer != "sgd"):
         raise ConfigError(
             "train.cuda_graphs captures eager SGD steps: set train.compile=false and "
             "optim.optimizer=sgd, or train.cuda_graphs=false"
         )
+
+
+def graphed_selection(features: FeatureConfig) -> bool:
+    """``features.cuda_graph`` resolved. It only ever applies to Lanczos solves of CUDA inputs,
+    so ``auto`` is on unless the solver is always exact."""
+    return features.cuda_graph is True or (
+        features.cuda_graph == "auto" and features.solver != "exact"
+    )
+
+
+def graphed_steps(config: Config, device_type: str, world_size: int) -> bool:
+    """``train.cuda_graphs`` resolved: ``auto`` is on where graphs can replay the step (one
+    CUDA process, eager SGD; DDP's gradient hooks and torch.compile cannot be captured here)."""
+    t = config.train
+    if t.cuda_graphs != "auto":
+        return bool(t.cuda_graphs)
+    return (
+        device_type == "cuda"
+        and world_size == 1
+        and not t.compile
+        and config.optim.optimizer == "sgd"
+    )

@@ -83,6 +83,15 @@ def extract_features(
         module = module.to(memory_format=torch.channels_last)
     timing = {"setup_seconds": time.perf_counter() - start}
 
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        rows = len(images)
+        if device.type == "cuda":
+            # Every forward gets the full batch shape: a short last batch is a new shape, for
+            # which cuDNN picks (and may compile) kernels for every layer again, which cost
+            # seconds per extraction on an H200. Eval mode keeps rows independent.
+            images = pad_rows(images, batch_size).contiguous(memory_format=torch.channels_last)
+        return module(images)[:rows].float()
+
     def encode(first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
         """Features of rows [first, last) in order, as (start row, block) pairs."""
         order = [list(range(i, min(i + batch_size, last))) for i in range(first, last, batch_size)]
@@ -97,22 +106,27 @@ def extract_features(
             torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
         )
         began = time.perf_counter()
+        ticks = [began]  # when each block was back on the host
+
+        def read_back(copy: HostCopy) -> tuple[int, np.ndarray]:
+            block = copy.result()
+            ticks.append(time.perf_counter())
+            bar.update(len(block))
+            return copy.start, block
+
         with torch.inference_mode(), autocast, bar:
             pending: HostCopy | None = None
             for batch in pipeline.batches(order, train=False, seed=0):
-                images = batch.images
-                if device.type == "cuda":
-                    images = images.contiguous(memory_format=torch.channels_last)
+                queued = HostCopy(int(batch.indices[0]), forward(batch.images))
                 # Queue this batch before reading the last one back, so the device never
                 # waits on the host's conversion and the next batch's launches.
-                queued = HostCopy(int(batch.indices[0]), module(images).float())
                 if pending is not None:
-                    bar.update(len(block := pending.result()))
-                    yield pending.start, block
+                    yield read_back(pending)
                 pending = queued
             if pending is not None:
-                bar.update(len(block := pending.result()))
-                yield pending.start, block
+                yield read_back(pending)
+        # Diagnostic: a batch far slower than the rest points at one-off work (a new shape).
+        timing["slowest_batch_seconds"] = float(np.diff(ticks).max(initial=0.0))
         timing["encode_seconds"] = time.perf_counter() - began
 
     folder = Path(cache_dir)
@@ -131,6 +145,14 @@ def extract_features(
         write_json_atomic(cache.cache_paths(folder, key)[1], store.meta)
     store.fresh = True
     return store
+
+
+def pad_rows(images: torch.Tensor, rows: int) -> torch.Tensor:
+    """``images`` with zero rows appended up to ``rows`` (unchanged if it has as many)."""
+    missing = rows - len(images)
+    if missing <= 0:
+        return images
+    return torch.cat([images, images.new_zeros((missing, *images.shape[1:]))])
 
 
 class HostCopy:

@@ -9,8 +9,8 @@ the graph's static input. Normalisation (with its finiteness check) and the smal
 eigh run eagerly around the replay.
 
 A shape's first call runs eagerly (it warms up cuBLAS and is all a one-off call needs); its
-second call captures; later calls replay. Opt in with ``features.cuda_graph: true`` or
-``spectral_select(..., cuda_graph=True)``.
+second call captures; later calls replay. Runs use it on CUDA by default
+(``features.cuda_graph: auto``); the functions take ``cuda_graph=True``.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def fit(
     ctx = build_run(config, rank, distributed.world_size())
     if state == "fresh":
         store.start(config)
-    store.write_json("env.json", environment(ctx.device))
+    store.write_json("env.json", {**environment(ctx.device), "cuda_graphs": ctx.cuda_graphs})
     ctx.split.save(store.file("split.json"))
     hooks = _default_callbacks(ctx, store) + list(callbacks or [])
     tracker = SelectionTracker(ctx.bundle.train.labels, len(ctx.bundle.classes))

@@ -7,8 +7,9 @@ optimizer state and let cuDNN autotune), then forward, backward and the fused op
 are captured once per (batch shape, learning rate) and replayed with each batch copied into the
 graph's static inputs. A step of another shape before its warm-up is done runs eagerly.
 
-Opt in with ``train.cuda_graphs: true`` (one process on CUDA, no torch.compile). Steps are the
-same computation as :func:`saln.train.step.train_step`; only the kernels' launch changes.
+``train.cuda_graphs: auto`` (the default) uses it wherever it can run: one process on CUDA,
+eager SGD. Steps are the same computation as :func:`saln.train.step.train_step`; only the
+kernels' launch changes (a graphed SALN epoch took 0.16x the eager one's time on an H200).
 """
 
 from __future__ import annotations

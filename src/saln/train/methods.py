@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from saln.config import Config
+from saln.config import Config, graphed_selection
 from saln.registry import Registry
 from saln.selection import SELECTORS, Selector
 
@@ -45,7 +45,10 @@ for _method in (
     Method(
         "saln",
         "saln",
-        options=lambda c: {"solver": c.features.solver, "cuda_graph": c.features.cuda_graph},
+        options=lambda c: {
+            "solver": c.features.solver,
+            "cuda_graph": graphed_selection(c.features),
+        },
     ),
     Method("loss", "loss"),
     Method("rho_loss", "rho_loss"),

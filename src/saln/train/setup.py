@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from saln.config import Config, ConfigError
+from saln.config import Config, ConfigError, graphed_selection, graphed_steps
 from saln.data import DatasetBundle, Split, build_dataset, build_pipeline, stratified_split
 from saln.data.loaders import Pipeline
 from saln.features import FeatureStore, extract_features
@@ -49,6 +49,7 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     feature_cache_hit: bool = False
+    cuda_graphs: dict[str, bool] = field(default_factory=dict)  # what replays from graphs
 
     @property
     def model_aware(self) -> bool:
@@ -189,22 +190,25 @@ def load_features(
 
 
 def check_cuda_graphs(config: Config, device: torch.device, world_size: int) -> None:
-    if config.train.cuda_graphs and (device.type != "cuda" or world_size > 1):
+    """Refuse CUDA graphs asked for explicitly where they cannot run (``auto`` turns off)."""
+    if config.train.cuda_graphs is True and (device.type != "cuda" or world_size > 1):
         raise ConfigError(
             "train.cuda_graphs needs one process on a CUDA device (it captures steps that "
-            "DDP's gradient hooks would enter); set train.cuda_graphs=false"
+            "DDP's gradient hooks would enter); set train.cuda_graphs=auto or false"
         )
-    if config.features.cuda_graph and device.type != "cuda":
+    if config.features.cuda_graph is True and device.type != "cuda":
         raise ConfigError(
             f"features.cuda_graph replays a CUDA solve, and this run is on {device.type}: "
-            "set train.device=cuda or features.cuda_graph=false"
+            "set train.device=cuda or features.cuda_graph=auto or false"
         )
 
 
-def train_step_for(config: Config, model: nn.Module, optimizer: torch.optim.Optimizer) -> StepFn:
-    """The eager train step, or with ``train.cuda_graphs`` the same step replayed from graphs
-    (:func:`check_cuda_graphs` has vouched for the device)."""
-    if not config.train.cuda_graphs:
+def train_step_for(
+    config: Config, model: nn.Module, optimizer: torch.optim.Optimizer, graphed: bool
+) -> StepFn:
+    """The eager train step, or when ``graphed`` the same step replayed from CUDA graphs
+    (:func:`saln.config.graphed_steps` has vouched for the device)."""
+    if not graphed:
         return eager_step(model, optimizer, config.train.amp)
     from saln.train.graphs import GraphedStep
 
@@ -279,7 +283,8 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = distributed.wrap(model, device)
-    step = train_step_for(config, model, optimizer)
+    graphed = graphed_steps(config, device.type, world_size)
+    step = train_step_for(config, model, optimizer, graphed)
     return RunContext(
         config,
         device,
@@ -303,4 +308,10 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         rank,
         world_size,
         feature_cache_hit=features is not None and not features.fresh,
+        cuda_graphs={
+            "train_steps": graphed,
+            "lanczos_solves": features is not None
+            and device.type == "cuda"
+            and graphed_selection(config.features),
+        },
     )
