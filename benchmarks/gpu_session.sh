@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_session.sh OUT_DIR bench
 #   bash benchmarks/gpu_session.sh OUT_DIR compare SECONDS [PARALLEL] [SEEDS] [ARGS...]
+#   bash benchmarks/gpu_session.sh OUT_DIR extras
 #
 # Prepare on a machine with network (the GPU machine has none), in the repo root:
 #   mkdir -p gpu_payload/wheels && cp ../shared/data/cifar10-jpeg.tar.gz gpu_payload/
@@ -59,6 +60,10 @@ if [ "$WHAT" = bench ]; then
     --epochs 2 --out "$OUT/gpu_224px.json"
   features resnet50 --no-pretrained  # the paper's encoder, random weights: speed only, last
   python benchmarks/tables.py "$OUT"  # the numbers, in this call's output too
+elif [ "$WHAT" = extras ]; then  # about 1.5 min: what the second lease left open
+  features efficientnet_lite0  # the padded last batch: is the encode loop fed now?
+  step profile 60 python benchmarks/profile_selection.py --out "$OUT/selection_profile.json"
+  python benchmarks/tables.py "$OUT"
 elif [ "$WHAT" = compare ]; then
   SECONDS_LEFT=${3:?how many seconds the comparison may take}
   mkdir -p runs/gpu
@@ -76,6 +81,6 @@ elif [ "$WHAT" = compare ]; then
   )
   ls -la "$OUT"
 else
-  echo "say bench or compare, not $WHAT" >&2
+  echo "say bench, extras or compare, not $WHAT" >&2
   exit 2
 fi

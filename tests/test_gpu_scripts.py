@@ -56,3 +56,13 @@ def test_the_gpu_benchmark_computes_every_ratio(cifar_root: Path, tmp_path: Path
         "selection_share_of_saln_epoch",
     ):
         assert ratios[key] > 0
+
+
+def test_the_selection_profile_names_where_the_time_goes(tmp_path: Path) -> None:
+    out = tmp_path / "profile.json"
+    done = script("benchmarks/profile_selection.py", "--out", out, "--calls", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    smoke = json.loads(out.read_text())["smoke"]
+    assert smoke["epoch_ms_unprofiled"] > 0
+    names = {row["name"] for row in smoke["by_host_time"]}
+    assert "aten::sort" in names, names  # the priority order: every selection's torch op

@@ -136,6 +136,16 @@ def test_default_target_is_standard_best_minus_one_point(synthetic: Path) -> Non
     assert report["target_val_acc"] == pytest.approx((0.90 + 0.92) / 2 - 0.01)
 
 
+def test_a_comparison_with_uneven_seeds_lists_each_methods_seeds(synthetic: Path) -> None:
+    from saln.report.render import preamble
+
+    even = preamble(build_report([synthetic], synthetic / "a"))
+    assert "Mean ± sample std over seeds 0, 1." in even
+    shutil.rmtree(synthetic / "runs" / "saln-seed1")
+    text = preamble(build_report([synthetic], synthetic / "b"))
+    assert "Seeds differ between methods (standard 0, 1; uniform 0, 1; saln 0)" in text
+
+
 def test_report_files_have_every_table_row_and_plot(synthetic: Path) -> None:
     out = synthetic / "report"
     build_report([synthetic], out, target=0.84)

@@ -113,12 +113,18 @@ def rows(report: dict[str, Any], columns: list[tuple[str, Cell]]) -> list[list[s
 
 
 def preamble(report: dict[str, Any]) -> str:
-    seeds = sorted({s for row in report["methods"].values() for s in row["seeds"]})
-    spread = (
-        "Mean ± sample std over seeds " + ", ".join(map(str, seeds)) + "."
-        if len(seeds) > 1
-        else f"One seed ({seeds[0]}): no spread, so no verdicts; use --seeds 0,1,2."
-    )
+    by_method = {m: tuple(row["seeds"]) for m, row in report["methods"].items()}
+    seeds = sorted({s for run in by_method.values() for s in run})
+    if len(set(by_method.values())) > 1:  # an unfinished comparison: say which seeds are in
+        listed = "; ".join(f"{m} {', '.join(map(str, run))}" for m, run in by_method.items())
+        spread = (
+            f"Seeds differ between methods ({listed}): mean ± sample std over each method's "
+            "own seeds; a method with one seed has no spread and no verdict."
+        )
+    elif len(seeds) > 1:
+        spread = "Mean ± sample std over seeds " + ", ".join(map(str, seeds)) + "."
+    else:
+        spread = f"One seed ({seeds[0]}): no spread, so no verdicts; use --seeds 0,1,2."
     return (
         f"Target val accuracy: {report['target_val_acc'] * 100:.2f}% (standard's best val accuracy "
         f"minus one point unless set). {spread} Times are training time (data wait + selection + "
