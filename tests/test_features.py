@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from saln.data import build_dataset
+from saln.data import build_dataset, decode
+from saln.data.gpu import BatchAugment
+from saln.data.streaming import rebatch
 from saln.features import cache, extract_features
 from saln.features.extract import cache_key, identity, pad_rows
 from saln.models import build_encoder
@@ -69,6 +72,47 @@ def test_a_short_last_batch_is_padded_on_cuda_without_changing_its_rows(
     rows = list(range(len(digits_source) - 5, len(digits_source)))
     a, b = short.get(rows).float(), whole.get(rows).float()
     assert torch.allclose(a, b, atol=0.05 * b.abs().max().item())
+
+
+def test_rebatch_regroups_blocks_in_order() -> None:
+    blocks = [torch.arange(0, 5), torch.arange(5, 7), torch.arange(7, 13)]
+    sizes = [len(b) for b in rebatch(blocks, 4)]
+    assert sizes == [4, 4, 4, 1]
+    assert torch.equal(torch.cat(list(rebatch(blocks, 4))), torch.arange(13))
+
+
+def pixels_of(source, size: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """The pixels encoder's features the slow way: decode everything, then transform."""
+    images = BatchAugment(size, train=False)(decode.decode_all(source, size))
+    return build_encoder("pixels", image_size=size).module(images)
+
+
+def test_streamed_extraction_encodes_while_workers_decode_and_keeps_the_images(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = build_dataset(f"imagefolder:{cifar_root}").train  # 300 JPEGs, 32 x 32
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())  # nothing decoded yet
+    monkeypatch.setattr(decode, "DECODE_IN_WORKERS_FROM", 0)  # worker processes, as at scale
+    store = extract(source, tmp_path, image_size=16, batch_size=64, loader="resident")
+    assert store.meta["setup_seconds"] < store.meta["encode_seconds"]  # decoding was in the loop
+    expected = pixels_of(source, 16)
+    assert torch.allclose(store.get(list(range(len(source)))).float(), expected, atol=1e-3)
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())  # a new process
+    fail = lambda *a, **k: pytest.fail("decoded again")  # noqa: E731
+    monkeypatch.setattr(decode, "_decoded_blocks", fail)
+    assert decode.decode_all(source, 16, cache_dir=tmp_path).shape == (300, 3, 32, 32)
+
+
+def test_files_of_several_sizes_fall_back_to_resizing_while_decoding(tmp_path: Path) -> None:
+    for i in range(6):  # two classes, widths 20..25
+        for split in ("train", "test"):
+            folder = tmp_path / "data" / split / f"class{i % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20 + i, 18), (40 * i, 90, 200 - 30 * i)).save(folder / f"{i}.png")
+    source = build_dataset(f"imagefolder:{tmp_path / 'data'}").train
+    store = extract(source, tmp_path / "cache", image_size=16, loader="resident")
+    expected = pixels_of(source, 16)
+    assert torch.allclose(store.get(list(range(6))).float(), expected, atol=1e-3)
 
 
 def test_cache_hit_does_not_recompute(

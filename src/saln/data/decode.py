@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,13 +63,9 @@ def decode_all(
     here. In-memory arrays are used as they are."""
     if source.array is not None:
         return torch.from_numpy(source.array).permute(0, 3, 1, 2).contiguous()
-    signature = _file_signature(source)
-    for key in ((signature, "own"), (signature, str(image_size))):
-        found = _DECODED.get(key)
-        if found is None and cache_dir is not None:
-            found = _load_decoded(_decoded_path(cache_dir, key), len(source))
-        if found is not None:
-            return _remember(key, found)
+    signature, found = kept_decoded(source, image_size, cache_dir)
+    if found is not None:
+        return found
     width, height = _first_size(source)
     decoded = _decode_files(source, height, width, progress, resize=False)
     key = (signature, "own")
@@ -76,6 +73,49 @@ def decode_all(
         decoded = _decode_files(source, image_size, image_size, progress, resize=True)
         key = (signature, str(image_size))
     assert decoded is not None
+    return _keep(key, decoded, cache_dir)
+
+
+def kept_decoded(
+    source: ImageSource, image_size: int, cache_dir: Path | None
+) -> tuple[str, torch.Tensor | None]:
+    """The files' signature, and their decoded images if this process or (with ``cache_dir``)
+    an earlier one kept them."""
+    signature = _file_signature(source)
+    for key in ((signature, "own"), (signature, str(image_size))):
+        found = _DECODED.get(key)
+        if found is None and cache_dir is not None:
+            found = _load_decoded(_decoded_path(cache_dir, key), len(source))
+        if found is not None:
+            return signature, _remember(key, found)
+    return signature, None
+
+
+class MixedSizes(Exception):
+    """The files do not all share one size (found while streaming them)."""
+
+
+def stream_decoded(
+    source: ImageSource, signature: str, cache_dir: Path | None = None
+) -> Iterator[torch.Tensor]:
+    """The images as uint8 (B, 3, H, W) blocks in file order, each as soon as a worker process
+    has decoded it, so that a consumer (feature extraction) works while the rest decode. Once
+    the last block is out, all of them are kept as :func:`decode_all` keeps them. An image of
+    another size than the first raises :class:`MixedSizes` (then use ``decode_all``, which
+    resizes). ``signature``: from :func:`kept_decoded`."""
+    width, height = _first_size(source)
+    out = torch.empty(len(source), 3, height, width, dtype=torch.uint8)
+    start = 0
+    for block in _decoded_blocks(source, height, width, progress=False, resize=False):
+        if block is None:
+            raise MixedSizes(f"the images of {source.name} do not all share one size")
+        out[start : start + len(block)] = block
+        yield out[start : start + len(block)]
+        start += len(block)
+    _keep((signature, "own"), out, cache_dir)
+
+
+def _keep(key: tuple[str, str], decoded: torch.Tensor, cache_dir: Path | None) -> torch.Tensor:
     if cache_dir is not None:
         path = _decoded_path(cache_dir, key)
         _store_decoded(path, decoded)
@@ -185,11 +225,25 @@ def _decode_files(
 ) -> torch.Tensor | None:
     """Decode every file into (N, 3, height, width). Without ``resize``, the first image of
     another size stops the pass and the result is None: one pass both learns whether the
-    sizes agree and decodes (opening every header first cost seconds on CIFAR-10).
+    sizes agree and decodes (opening every header first cost seconds on CIFAR-10)."""
+    out = torch.empty(len(source), 3, height, width, dtype=torch.uint8)
+    start = 0
+    for block in _decoded_blocks(source, height, width, progress, resize):
+        if block is None:
+            return None
+        out[start : start + len(block)] = block
+        start += len(block)
+    return out
+
+
+def _decoded_blocks(
+    source: ImageSource, height: int, width: int, progress: bool, resize: bool
+) -> Iterator[torch.Tensor | None]:
+    """Blocks of ``DECODE_CHUNK`` images as (B, 3, height, width) in file order; None (and the
+    end) at the first image of another size when not ``resize``.
 
     Worker processes decode (a DataLoader's): PIL holds the GIL for most of a small image's
     decode, so threads did not scale past about one core."""
-    out = torch.empty(len(source), 3, height, width, dtype=torch.uint8)
     # Forked workers inherit the source; other start methods would pickle its loader closure.
     fork = "fork" in multiprocessing.get_all_start_methods()
     many = len(source) >= DECODE_IN_WORKERS_FROM and fork
@@ -201,13 +255,10 @@ def _decode_files(
         collate_fn=list,
         multiprocessing_context="fork" if workers else None,
     )
-    start = 0
     with tqdm(total=len(source), desc=f"decode {source.name}", disable=not progress) as bar:
         for chunk in loader:
             if any(image.size == 0 for image in chunk):
-                return None
-            block = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)
-            out[start : start + len(chunk)] = block
-            start += len(chunk)
+                yield None
+                return
+            yield torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)
             bar.update(len(chunk))
-    return out

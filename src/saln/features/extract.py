@@ -14,7 +14,9 @@ import torch
 from tqdm import tqdm
 
 from saln.data.datasets import ImageSource
-from saln.data.loaders import build_pipeline
+from saln.data.decode import MixedSizes
+from saln.data.loaders import build_pipeline, choose_pipeline
+from saln.data.streaming import stream_eval_batches
 from saln.data.transforms import describe
 from saln.features import cache
 from saln.features.cache import FeatureStore
@@ -77,7 +79,17 @@ def extract_features(
     if found is not None:
         return found
     start = time.perf_counter()
-    pipeline = build_pipeline(loader, source, image_size, device, workers, Path(cache_dir))
+    folder = Path(cache_dir)
+    # The resident loader's first extraction encodes while worker processes decode the rest
+    # (streaming.py); sharded extraction and the DataLoader path go through the pipeline.
+    streamed = (
+        world_size == 1
+        and source.array is None
+        and choose_pipeline(loader, source, image_size) == "resident"
+    )
+    pipeline = (
+        None if streamed else build_pipeline(loader, source, image_size, device, workers, folder)
+    )
     module = enc.module.to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
@@ -91,6 +103,13 @@ def extract_features(
             # seconds per extraction on an H200. Eval mode keeps rows independent.
             images = pad_rows(images, batch_size).contiguous(memory_format=torch.channels_last)
         return module(images)[:rows].float()
+
+    def eval_batches(order: list[list[int]]) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, images on the device) per batch of ``order``."""
+        if pipeline is None:
+            return stream_eval_batches(source, image_size, device, batch_size, folder)
+        batches = pipeline.batches(order, train=False, seed=0)
+        return ((int(batch.indices[0]), batch.images) for batch in batches)
 
     def encode(first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
         """Features of rows [first, last) in order, as (start row, block) pairs."""
@@ -116,8 +135,8 @@ def extract_features(
 
         with torch.inference_mode(), autocast, bar:
             pending: HostCopy | None = None
-            for batch in pipeline.batches(order, train=False, seed=0):
-                queued = HostCopy(int(batch.indices[0]), forward(batch.images))
+            for row, images in eval_batches(order):
+                queued = HostCopy(row, forward(images))
                 # Queue this batch before reading the last one back, so the device never
                 # waits on the host's conversion and the next batch's launches.
                 if pending is not None:
@@ -129,11 +148,14 @@ def extract_features(
         timing["slowest_batch_seconds"] = float(np.diff(ticks).max(initial=0.0))
         timing["encode_seconds"] = time.perf_counter() - began
 
-    folder = Path(cache_dir)
     if world_size > 1:
         store = _sharded(folder, key, ident, len(source), encode, rank, world_size)
     else:
-        store = cache.write(folder, key, ident, len(source), lambda: encode(0, len(source)))
+        try:
+            store = cache.write(folder, key, ident, len(source), lambda: encode(0, len(source)))
+        except MixedSizes:  # the resident loader resizes files of several sizes as it decodes
+            pipeline = build_pipeline(loader, source, image_size, device, workers, folder)
+            store = cache.write(folder, key, ident, len(source), lambda: encode(0, len(source)))
     seconds = time.perf_counter() - start
     store.meta.update(
         extraction_seconds=seconds,
