@@ -454,6 +454,50 @@ def test_graphed_steps_train_as_eager_steps_do() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_scoring_passes_score_as_eager_ones_do() -> None:
+    """Loss selection (score 16 rows, train the 4 highest) with eager and with graphed scoring
+    and steps: the same scores, the same kept rows, the same weights and running stats."""
+    from saln.models import build_learner
+    from saln.train.graphs import GraphedScorer, GraphedStep
+    from saln.train.step import score_losses, train_step
+
+    device = torch.device("cuda")
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    gen = torch.Generator().manual_seed(1)
+    batches = [
+        (torch.randn(16, 3, 16, 16, generator=gen), torch.randint(0, 10, (16,), generator=gen))
+        for _ in range(8)
+    ]
+    batches = [(x.to(device), y.to(device)) for x, y in batches]
+    scores, finals = [], []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        model = build_learner("small_cnn", 10).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
+        step = GraphedStep(model, optimizer, autocast=False)
+        score = GraphedScorer(model, autocast=False)
+        seen = []
+        for x, y in batches:
+            losses = score(x, y) if graphed else score_losses(model, x, y, False)
+            kept = losses.topk(4).indices
+            if graphed:
+                step(x[kept], y[kept])
+            else:
+                train_step(model, optimizer, x[kept], y[kept], False)
+            seen.append(losses.cpu())
+        if graphed:
+            assert len(score._graphs) == 1 and not score.eager_only  # it did replay
+        scores.append(torch.stack(seen))
+        state = model.state_dict().values()  # weights, running stats and batch counts
+        finals.append(torch.cat([t.detach().flatten().float() for t in state]))
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+    assert torch.allclose(scores[0], scores[1], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(finals[0], finals[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_failed_step_capture_warns_and_trains_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host sync inside the step makes the real capture fail; training goes on eagerly."""
     from saln.models import build_learner

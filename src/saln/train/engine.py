@@ -17,7 +17,7 @@ from saln.selection import BatchView
 from saln.train import checkpoint, diagnostics, distributed
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
 from saln.train.setup import RunContext, build_run, eval_batches
-from saln.train.step import evaluate_batches, score_losses
+from saln.train.step import evaluate_batches
 from saln.train.summary import run_summary
 from saln.train.timing import PhaseTimer
 from saln.train.tracking import EpochAccumulator, SelectionTracker, selection_summary
@@ -187,7 +187,7 @@ def select_rows(
     """Model-aware selection: score the loaded rows without grad, keep the selector's choice.
     Returns (positions, loss scale); ``global`` mode under torchrun selects over all ranks."""
     assert ctx.selector is not None
-    losses = score_losses(distributed.unwrap(ctx.model), images, labels, ctx.config.train.amp)
+    losses = ctx.score(images, labels)
     ref = None
     if ctx.ref_losses is not None:  # indices are pinned by the loaders on CUDA: no sync
         ref = ctx.ref_losses[indices.to(ctx.device, non_blocking=True)]

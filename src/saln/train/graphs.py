@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from saln.selection.graphed import capture_failed
-from saln.train.step import train_step
+from saln.train.step import score_losses, train_step
 
 WARMUP_STEPS = 3  # eager steps per batch shape before its capture (PyTorch's recipe uses 3)
 
@@ -97,3 +97,64 @@ class GraphedStep:
                 autocast_cache=False,  # a cached cast would outlive the capture
             )
         return _Captured(graph, static_images, static_labels, loss_sum, correct)
+
+
+@dataclass
+class _CapturedScores:
+    graph: torch.cuda.CUDAGraph
+    images: torch.Tensor  # static inputs
+    labels: torch.Tensor
+    losses: torch.Tensor  # static output
+
+
+class GraphedScorer:
+    """``score_losses`` for one model, replayed from CUDA graphs (one per batch shape).
+
+    Loss, RHO-LOSS and JEST score every loaded row with a no-grad forward before each step;
+    eagerly that forward costs a whole network's launches, as an eager step does, so with
+    graphed steps alone these methods would pay for launches that the others no longer pay.
+    The model's parameters are updated in place by the steps, so a replay always reads the
+    current weights; batch-norm momentum is 0 during the capture, as in every scoring pass."""
+
+    def __init__(self, model: nn.Module, autocast: bool) -> None:
+        self.model, self.autocast = model, autocast
+        self._graphs: dict[tuple[object, ...], _CapturedScores] = {}
+        self._calls: Counter[tuple[object, ...]] = Counter()
+        self._side = torch.cuda.Stream()
+        self.eager_only = False  # set when a capture fails: scoring goes on eagerly
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.eager_only:
+            return score_losses(self.model, images, labels, self.autocast)
+        key = (tuple(images.shape), images.stride())
+        captured = self._graphs.get(key)
+        if captured is None:
+            self._calls[key] += 1
+            if self._calls[key] <= WARMUP_STEPS:
+                return self._on_side_stream(images, labels)
+            try:
+                captured = self._graphs[key] = self._capture(images, labels)
+            except RuntimeError as err:  # nothing ran during the failed capture
+                self.eager_only = True
+                capture_failed("train.cuda_graphs", "scoring passes", err)
+                return score_losses(self.model, images, labels, self.autocast)
+        captured.images.copy_(images)
+        captured.labels.copy_(labels)
+        captured.graph.replay()
+        return captured.losses.clone()  # the next replay overwrites the static output
+
+    def _on_side_stream(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self._side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._side):
+            losses = score_losses(self.model, images, labels, self.autocast)
+        torch.cuda.current_stream().wait_stream(self._side)
+        return losses
+
+    def _capture(self, images: torch.Tensor, labels: torch.Tensor) -> _CapturedScores:
+        static_images, static_labels = images.clone(), labels.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            losses = score_losses(
+                self.model, static_images, static_labels, self.autocast, autocast_cache=False
+            )
+        return _CapturedScores(graph, static_images, static_labels, losses)

@@ -22,7 +22,7 @@ from saln.sampling import SelectiveBatchSampler
 from saln.selection import Selector, is_model_free, keep_count
 from saln.train import distributed
 from saln.train.methods import METHODS, Method
-from saln.train.step import StepFn, eager_step
+from saln.train.step import ScoreFn, StepFn, eager_scorer, eager_step
 
 
 @dataclass
@@ -43,6 +43,7 @@ class RunContext:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     step: StepFn  # the train step: eager, or replayed from CUDA graphs
+    score: ScoreFn  # the model-aware methods' scoring pass: eager, or replayed likewise
     features: FeatureStore | None = None
     ref_losses: torch.Tensor | None = None  # by global index, on device
     one_off: dict[str, float] = field(default_factory=dict)  # seconds, paid once per run
@@ -215,6 +216,16 @@ def train_step_for(
     return GraphedStep(model, optimizer, config.train.amp)
 
 
+def scorer_for(config: Config, model: nn.Module, graphed: bool) -> ScoreFn:
+    """The scoring pass over the loaded rows, graphed along with the steps (no DDP then, so
+    the model is the learner itself)."""
+    if not graphed:
+        return eager_scorer(distributed.unwrap(model), config.train.amp)
+    from saln.train.graphs import GraphedScorer
+
+    return GraphedScorer(model, config.train.amp)
+
+
 def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     from saln.train.reference import reference_losses
 
@@ -285,6 +296,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     model = distributed.wrap(model, device)
     graphed = graphed_steps(config, device.type, world_size)
     step = train_step_for(config, model, optimizer, graphed)
+    score = scorer_for(config, model, graphed)
     return RunContext(
         config,
         device,
@@ -302,6 +314,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         optimizer,
         scheduler,
         step,
+        score,
         features,
         ref_losses,
         one_off,

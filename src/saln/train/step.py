@@ -36,13 +36,26 @@ def frozen_batchnorm(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
+# (images, labels) -> per-row losses on the device
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def score_losses(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, autocast: bool
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    autocast: bool,
+    autocast_cache: bool = True,
 ) -> torch.Tensor:
     """Per-row cross-entropy of the learner, no grad: what loss/RHO-LOSS/JEST select by."""
-    with torch.no_grad(), frozen_batchnorm(model), autocast_for(images.device, autocast):
+    amp = autocast_for(images.device, autocast, autocast_cache)
+    with torch.no_grad(), frozen_batchnorm(model), amp:
         logits = model(images)
     return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def eager_scorer(model: nn.Module, autocast: bool) -> ScoreFn:
+    return lambda images, labels: score_losses(model, images, labels, autocast)
 
 
 def train_step(
