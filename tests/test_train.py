@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -412,29 +413,46 @@ def test_cuda_graphs_auto_turns_on_only_where_graphs_can_replay(tmp_path: Path) 
     assert env["cuda_graphs"] == {"train_steps": False, "lanczos_solves": False}
 
 
+@pytest.fixture
+def same_cudnn_kernels() -> Iterator[None]:
+    """Eager and graphed runs must pick the same kernels to be compared closely."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def cuda_batches(sizes: list[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randn(n, 3, 16, 16, generator=gen).cuda(),
+            torch.randint(0, 10, (n,), generator=gen).cuda(),
+        )
+        for n in sizes
+    ]
+
+
+def fresh_learner() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The same small CNN and fused SGD every call."""
+    from saln.models import build_learner
+
+    torch.manual_seed(0)
+    model = build_learner("small_cnn", 10).cuda()
+    return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_graphed_steps_train_as_eager_steps_do() -> None:
+def test_graphed_steps_train_as_eager_steps_do(same_cudnn_kernels: None) -> None:
     """The same model, data and learning-rate change, stepped eagerly and from CUDA graphs."""
-    from saln.models import build_learner
     from saln.train.graphs import WARMUP_STEPS, GraphedStep
     from saln.train.step import train_step
 
-    device = torch.device("cuda")
-    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    # The two runs must pick the same kernels.
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    gen = torch.Generator().manual_seed(0)
-    batches = [  # four 12-row batches, then a 5-row one (an epoch's last)
-        (torch.randn(n, 3, 16, 16, generator=gen), torch.randint(0, 10, (n,), generator=gen))
-        for n in (12, 12, 12, 12, 5)
-    ]
-    batches = [(x.to(device), y.to(device)) for x, y in batches]
+    batches = cuda_batches([12, 12, 12, 12, 5], seed=0)  # four 12-row batches, an epoch's last
     finals, losses = [], []
     for graphed in (False, True):
-        torch.manual_seed(0)
-        model = build_learner("small_cnn", 10).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
+        model, optimizer = fresh_learner()
         graphs = GraphedStep(model, optimizer, autocast=False)
         seen = []
         for _epoch in range(2):
@@ -447,34 +465,22 @@ def test_graphed_steps_train_as_eager_steps_do() -> None:
         if graphed:  # the 12-row shape was captured (after its warm-up), the 5-row one was not
             assert [key[0][0] for key in graphs._graphs] == [12]
             assert graphs._warm[(5, 3, 16, 16)] == 2 < WARMUP_STEPS
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
     assert np.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
     assert torch.allclose(finals[0], finals[1], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_graphed_scoring_passes_score_as_eager_ones_do() -> None:
+def test_graphed_scoring_passes_score_as_eager_ones_do(same_cudnn_kernels: None) -> None:
     """Loss selection (score 16 rows, train the 4 highest) with eager and with graphed scoring
     and steps: the same scores, the same kept rows, the same weights and running stats."""
-    from saln.models import build_learner
     from saln.train.graphs import GraphedScorer, GraphedStep
     from saln.train.step import score_losses, train_step
 
-    device = torch.device("cuda")
-    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    gen = torch.Generator().manual_seed(1)
-    batches = [
-        (torch.randn(16, 3, 16, 16, generator=gen), torch.randint(0, 10, (16,), generator=gen))
-        for _ in range(8)
-    ]
-    batches = [(x.to(device), y.to(device)) for x, y in batches]
+    batches = cuda_batches([16] * 8, seed=1)
     scores, finals = [], []
     for graphed in (False, True):
-        torch.manual_seed(0)
-        model = build_learner("small_cnn", 10).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
+        model, optimizer = fresh_learner()
         step = GraphedStep(model, optimizer, autocast=False)
         score = GraphedScorer(model, autocast=False)
         seen = []
@@ -491,7 +497,6 @@ def test_graphed_scoring_passes_score_as_eager_ones_do() -> None:
         scores.append(torch.stack(seen))
         state = model.state_dict().values()  # weights, running stats and batch counts
         finals.append(torch.cat([t.detach().flatten().float() for t in state]))
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
     assert torch.allclose(scores[0], scores[1], rtol=1e-4, atol=1e-5)
     assert torch.allclose(finals[0], finals[1], rtol=1e-4, atol=1e-5)
 
