@@ -39,6 +39,19 @@ def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) ->
     rerun = json.loads((out / "jobs.json").read_text())["jobs"]
     assert again.returncode == 0 and {j["outcome"] for j in rerun} == {"complete before this call"}
     assert all(j["seconds"] > 0 for j in rerun)  # earlier wall times kept as estimates
+    # Publishing: refused while runs are missing, then the reports rebuilt from the archive.
+    archive = tmp_path / "runs.tgz"
+    subprocess.run(["tar", "czf", archive, "-C", out, "."], check=True)
+    publish = ["benchmarks/publish_cifar10.py", "--archive", archive, "--out", tmp_path / "docs"]
+    refused = script(*publish, "--methods", "uniform,saln", "--seeds", "0")
+    assert refused.returncode == 2 and "cifar10_paper/saln-seed0" in refused.stderr
+    done = script(*publish, "--methods", "uniform", "--seeds", "0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("paper", "fixed_batch"):
+        summary = json.loads((tmp_path / "docs" / name / "summary.json").read_text())
+        assert list(summary["methods"]) == ["uniform"]
+        env = json.loads((tmp_path / "docs" / name / "env.json").read_text())
+        assert list(env["settings"].values()) == [["uniform-seed0"]]
 
 
 def test_the_gpu_benchmark_computes_every_ratio(cifar_root: Path, tmp_path: Path) -> None:

@@ -1,0 +1,94 @@
+"""Publish the GPU CIFAR-10 comparison: the committed runs archive -> docs/results/cifar10/.
+
+    python benchmarks/publish_cifar10.py [--archive benchmarks/results/cifar10_gpu_runs.tgz]
+
+Each convention's report (markdown, PNGs, summary.json and .csv) is rebuilt from the archived
+runs into OUT/paper and OUT/fixed_batch, with an env.json naming every code version, torch and
+GPU the runs came from. Refuses (exit 2, naming the missing runs) unless every method has every
+seed in both conventions; ``--partial`` publishes what there is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+import tempfile
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from saln.io import write_json_atomic
+from saln.report.compare import DEFAULT_METHODS, build_report, run_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVENTIONS = {"cifar10_paper": "paper", "cifar10_fixed_batch": "fixed_batch"}
+
+
+def missing_runs(root: Path, methods: list[str], seeds: list[int]) -> list[str]:
+    return [
+        f"{convention}/{method}-seed{seed}"
+        for convention in CONVENTIONS
+        for method in methods
+        for seed in seeds
+        if not (run_dir(root / convention, method, seed) / "summary.json").exists()
+    ]
+
+
+def environments(folder: Path) -> dict[str, Any]:
+    """What the runs of one convention ran on: each value with the runs that had it."""
+    seen: dict[str, dict[str, list[str]]] = {}
+    for env_file in sorted(folder.glob("runs/*/env.json")):
+        env = json.loads(env_file.read_text())
+        argv = env.get("argv", [])
+        env["settings"] = [value for flag, value in pairwise(argv) if flag == "--set"]
+        for key in ("git_sha", "torch", "torchvision", "python", "gpu", "cuda", "settings"):
+            seen.setdefault(key, {}).setdefault(str(env.get(key)), []).append(env_file.parent.name)
+    return seen
+
+
+def publish(root: Path, out: Path) -> list[Path]:
+    written = []
+    for convention, name in CONVENTIONS.items():
+        folder = root / convention
+        if not (folder / "runs").is_dir():
+            continue
+        target = out / name
+        build_report([folder], target)
+        (target / "report.html").unlink(missing_ok=True)  # the markdown and PNGs are the record
+        write_json_atomic(target / "env.json", environments(folder))
+        written.append(target)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--archive", type=Path, default=ROOT / "benchmarks/results/cifar10_gpu_runs.tgz"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/cifar10")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    parser.add_argument("--partial", action="store_true", help="publish an incomplete protocol")
+    args = parser.parse_args()
+    if not args.archive.is_file():
+        sys.exit(f"no runs archive at {args.archive}: run gpu_session.sh compare, then ingest")
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(args.archive) as archive:
+            archive.extractall(tmp, filter="data")
+        seeds = [int(s) for s in args.seeds.split(",")]
+        missing = missing_runs(Path(tmp), args.methods.split(","), seeds)
+        if missing and not args.partial:
+            print(f"{len(missing)} runs missing: {', '.join(missing)}", file=sys.stderr)
+            print("train them (gpu_session.sh compare) or pass --partial", file=sys.stderr)
+            sys.exit(2)
+        for folder in publish(Path(tmp), args.out):
+            print(f"wrote {folder}/report.md")
+
+
+if __name__ == "__main__":
+    main()
