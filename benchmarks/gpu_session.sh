@@ -70,13 +70,19 @@ elif [ "$WHAT" = compare ]; then
   [ -f "$RUNS" ] && tar xzf "$RUNS" -C runs/gpu  # finished runs are skipped, not retrained
   # The runs replay steps, scoring passes and Lanczos solves from CUDA graphs (the default on
   # one GPU): check those paths against eager ones on this machine first (about 30 s).
+  # An earlier call on this warm machine that passed them leaves a mark (runs/ survives calls).
   GRAPHS=()
-  if ! timeout 150 python -m pytest -m gpu tests -k "graphed or capture" -p no:cacheprovider \
+  PASSED=runs/graph_tests_passed  # outside runs/gpu, which is packed and committed
+  if [ -f "$PASSED" ]; then
+    echo "CUDA-graph tests passed in an earlier call on this machine"
+  elif timeout 150 python -m pytest -m gpu tests -k "graphed or capture" -p no:cacheprovider \
     -q > "$OUT/graph_tests.log" 2>&1; then
+    cp "$OUT/graph_tests.log" "$PASSED"
+  else
     echo "!! a CUDA-graph test failed (graph_tests.log): every run steps eagerly"
     GRAPHS=(--graphs off)
   fi
-  tail -3 "$OUT/graph_tests.log"
+  tail -3 "$OUT/graph_tests.log" 2>/dev/null
   SECONDS_LEFT=$((SECONDS_LEFT - SECONDS))  # bash's SECONDS: time since the script started
   python benchmarks/gpu_compare.py --out runs/gpu --deadline "$SECONDS_LEFT" \
     --parallel "${4:-7}" --seeds "${5:-0,1,2}" ${GRAPHS[@]+"${GRAPHS[@]}"} "${@:6}"
