@@ -20,9 +20,12 @@
 # Commit that file as benchmarks/results/cifar10_gpu_runs.tgz: the next compare call unpacks it
 # and trains only what is missing, so seeds accumulate across sessions. One seed of the paper's
 # convention took 5 GPU-minutes with 7 processes and CUDA graphs on 2026-11-26 (second lease).
+# Before its runs, "compare" checks the CUDA-graph paths against eager ones (once per warm
+# machine) and runs everything eagerly if one fails. "extras" (about 1.5 minutes) re-measures
+# feature extraction with EfficientNet-Lite0 and profiles an epoch's selections.
 set -uo pipefail
-OUT=${1:?usage: gpu_session.sh OUT_DIR bench|compare [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
-WHAT=${2:?say bench or compare}
+OUT=${1:?usage: gpu_session.sh OUT_DIR bench|extras|compare [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
+WHAT=${2:?say bench, extras or compare}
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 # "python -m pip": a bare pip there can belong to another interpreter (it did on 2026-11-26).
