@@ -6,7 +6,7 @@
 # FILES_AT: the folder the device tool put a call's $OUT files in (gpu_session.sh bench or
 # compare). JSON results go to benchmarks/results/ (named by device, as the tables expect),
 # the GPU test, session and compare logs to benchmarks/results/gpu_logs/ stamped with the date
-# and time, and a compare call's run archive replaces benchmarks/results/cifar10_gpu_runs.tgz
+# and time, and a compare call's run archive replaces benchmarks/results/cifar10_gpu_runs.tar.xz
 # (its jobs.json becomes compare_jobs_cuda.json). Review `git diff --stat`, then commit.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: gpu_ingest.sh FILES_AT [FILES_AT ...]" >&2; exit 2; }
@@ -21,9 +21,10 @@ for from in "$@"; do
   for log in gpu_tests session compare; do
     [ -f "$from/$log.log" ] && cp -v "$from/$log.log" "$RESULTS/gpu_logs/${log}_$STAMP.log"
   done
-  if [ -f "$from/cifar10_gpu_runs.tgz" ]; then
-    cp -v "$from/cifar10_gpu_runs.tgz" "$RESULTS/cifar10_gpu_runs.tgz"
-    tar xzf "$RESULTS/cifar10_gpu_runs.tgz" -O ./jobs.json > "$RESULTS/compare_jobs_cuda.json" ||
+  if [ -f "$from/cifar10_gpu_runs.tar.xz" ]; then
+    cp -v "$from/cifar10_gpu_runs.tar.xz" "$RESULTS/cifar10_gpu_runs.tar.xz"
+    python -c 'import sys, tarfile; sys.stdout.buffer.write(tarfile.open(sys.argv[1]).extractfile("jobs.json").read())' \
+      "$RESULTS/cifar10_gpu_runs.tar.xz" > "$RESULTS/compare_jobs_cuda.json" ||
       echo "(no jobs.json in the archive)"
   fi
 done

@@ -16,8 +16,8 @@
 # "compare" runs the paper's CIFAR-10 protocol (benchmarks/gpu_compare.py: PARALLEL runs at once,
 # all stopped after SECONDS, ARGS passed on; the runs replay their steps and Lanczos solves from
 # CUDA graphs, the library's default on one GPU, unless ARGS say "--graphs off"). It packs the
-# reports and the complete runs, without checkpoints, into OUT_DIR/cifar10_gpu_runs.tgz.
-# Commit that file as benchmarks/results/cifar10_gpu_runs.tgz: the next compare call unpacks it
+# complete runs, without checkpoints or reports, into OUT_DIR/cifar10_gpu_runs.tar.xz.
+# Commit that file as benchmarks/results/cifar10_gpu_runs.tar.xz: the next compare call unpacks it
 # and trains only what is missing, so seeds accumulate across sessions. One seed of the paper's
 # convention took 5 GPU-minutes with 7 processes and CUDA graphs on 2026-11-26 (second lease).
 # Before its runs, "compare" checks the CUDA-graph paths against eager ones (once per warm
@@ -40,7 +40,7 @@ step() {  # name, seconds, command...: a failed or slow step is logged and the r
   echo "== $name ($(date +%T))"
   timeout "$limit" "$@" || echo "!! $name failed or timed out (exit $?)"
 }
-RUNS=benchmarks/results/cifar10_gpu_runs.tgz  # complete runs of earlier sessions, committed
+RUNS=benchmarks/results/cifar10_gpu_runs.tar.xz  # complete runs of earlier sessions, committed
 features() {  # encoder [flags]: extraction against pure inference, 10,000 images at 224 px
   step "features-$1" 90 python benchmarks/bench_features.py --images 10000 --image-size 224 \
     --batch-size 256 --encoder "$1" --archive gpu_payload/cifar10-jpeg.tar.gz "${@:2}" \
@@ -70,12 +70,11 @@ elif [ "$WHAT" = extras ]; then  # about 1.5 min: what the second lease left ope
 elif [ "$WHAT" = compare ]; then
   SECONDS_LEFT=${3:?how many seconds the comparison may take}
   mkdir -p runs/gpu
-  [ -f "$RUNS" ] && tar xzf "$RUNS" -C runs/gpu  # finished runs are skipped, not retrained
   # The runs replay steps, scoring passes and Lanczos solves from CUDA graphs (the default on
   # one GPU): check those paths against eager ones on this machine first (about 30 s).
   # An earlier call on this warm machine that passed them leaves a mark (runs/ survives calls).
   GRAPHS=()
-  PASSED=runs/graph_tests_passed  # outside runs/gpu, which is packed and committed
+  PASSED=runs/graph_tests_passed  # a fresh machine has no runs/: it checks again
   if [ -f "$PASSED" ]; then
     echo "CUDA-graph tests passed in an earlier call on this machine"
   elif timeout 150 python -m pytest -m gpu tests -k "graphed or capture" -p no:cacheprovider \
@@ -88,16 +87,8 @@ elif [ "$WHAT" = compare ]; then
   tail -3 "$OUT/graph_tests.log" 2>/dev/null
   SECONDS_LEFT=$((SECONDS_LEFT - SECONDS))  # bash's SECONDS: time since the script started
   python benchmarks/gpu_compare.py --out runs/gpu --deadline "$SECONDS_LEFT" \
-    --parallel "${4:-7}" --seeds "${5:-0,1,2}" ${GRAPHS[@]+"${GRAPHS[@]}"} "${@:6}"
-  # Reports, logs and every complete run, without checkpoints: commit it as $RUNS.
-  (
-    cd runs/gpu || exit 1
-    find . -path '*/runs/*' -prune -o -type f ! -name '*.pt' -print > /tmp/pack.txt
-    for run in */runs/*/; do
-      if [ -f "$run/summary.json" ]; then find "$run" -type f ! -name '*.pt' >> /tmp/pack.txt; fi
-    done
-    tar czf "$OUT/cifar10_gpu_runs.tgz" -T /tmp/pack.txt
-  )
+    --parallel "${4:-7}" --seeds "${5:-0,1,2}" --archive "$RUNS" \
+    --pack "$OUT/cifar10_gpu_runs.tar.xz" ${GRAPHS[@]+"${GRAPHS[@]}"} "${@:6}"
   ls -la "$OUT"
 else
   echo "say bench, extras or compare, not $WHAT" >&2

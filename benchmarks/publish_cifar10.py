@@ -1,6 +1,6 @@
 """Publish the GPU CIFAR-10 comparison: the committed runs archive -> docs/results/cifar10/.
 
-    python benchmarks/publish_cifar10.py [--archive benchmarks/results/cifar10_gpu_runs.tgz]
+    python benchmarks/publish_cifar10.py [--archive benchmarks/results/cifar10_gpu_runs.tar.xz]
 
 Each convention's report (markdown, PNGs, summary.json and .csv) is rebuilt from the archived
 runs into OUT/paper and OUT/fixed_batch, with an env.json naming every code version, torch and
@@ -68,7 +68,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--archive", type=Path, default=ROOT / "benchmarks/results/cifar10_gpu_runs.tgz"
+        "--archive", type=Path, default=ROOT / "benchmarks/results/cifar10_gpu_runs.tar.xz"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/cifar10")
     parser.add_argument("--seeds", default="0,1,2")

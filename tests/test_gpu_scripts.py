@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,20 @@ def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) ->
     rerun = json.loads((out / "jobs.json").read_text())["jobs"]
     assert again.returncode == 0 and {j["outcome"] for j in rerun} == {"complete before this call"}
     assert all(j["seconds"] > 0 for j in rerun)  # earlier wall times kept as estimates
+    # The archive holds the complete runs without checkpoints; a fresh folder unpacks it and
+    # trains nothing again.
+    archive = tmp_path / "runs.tar.xz"
+    packed = script(*common, "--pack", archive)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    with tarfile.open(archive) as packed_runs:
+        names = packed_runs.getnames()
+    assert "jobs.json" in names and "cifar10_paper/runs/uniform-seed0/summary.json" in names
+    assert not [n for n in names if n.endswith(".pt") or n.endswith("report.md")]
+    fresh = [c if c != out else tmp_path / "fresh" for c in common]
+    script(*fresh, "--archive", archive)
+    again = json.loads((tmp_path / "fresh" / "jobs.json").read_text())["jobs"]
+    assert {j["outcome"] for j in again} == {"complete before this call"}
     # Publishing: refused while runs are missing, then the reports rebuilt from the archive.
-    archive = tmp_path / "runs.tgz"
-    subprocess.run(["tar", "czf", archive, "-C", out, "."], check=True)
     publish = ["benchmarks/publish_cifar10.py", "--archive", archive, "--out", tmp_path / "docs"]
     refused = script(*publish, "--methods", "uniform,saln", "--seeds", "0")
     assert refused.returncode == 2 and "cifar10_paper/saln-seed0" in refused.stderr
