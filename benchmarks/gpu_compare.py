@@ -125,10 +125,12 @@ GRAPH_SETTINGS = {
 
 
 def unpack(archive: Path, out: Path) -> None:
-    """Earlier leases' complete runs and their jobs.json, so that none is trained again."""
+    """Earlier leases' complete runs and their jobs.json, so that none is trained again. A file
+    already in ``out`` is kept: on a warm machine it is this lease's own, at least as new."""
     if archive.is_file():
         with tarfile.open(archive) as tar:
-            tar.extractall(out, filter="data")
+            fresh = [m for m in tar.getmembers() if not (out / m.name).exists()]
+            tar.extractall(out, members=fresh, filter="data")
 
 
 def pack(out: Path, archive: Path) -> None:
@@ -155,13 +157,33 @@ def earlier_seconds(out: Path) -> dict[str, float]:
     return {r["run"]: r["seconds"] for r in rows if r["seconds"] and r["outcome"] in FINISHED}
 
 
-def expected_seconds(job: Job, jobs: list[Job], earlier: dict[str, float]) -> float | None:
+def expected_seconds(
+    job: Job, jobs: list[Job], earlier: dict[str, float], out: Path
+) -> float | None:
     """How long ``job`` will take: the slowest finished run of its convention and method, in
-    this call (the same sharing of the GPU) or else in an earlier one; None if none finished."""
+    this call (the same sharing of the GPU) or else in an earlier one, times the share of its
+    epochs still to train (a run stopped by an earlier call on this machine resumes from its
+    checkpoint); None if none finished."""
     prefix = f"{job.convention}/{job.method}-seed"
     now = [j.seconds for j in jobs if j.outcome == "done" and j.name.startswith(prefix)]
     before = [seconds for name, seconds in earlier.items() if name.startswith(prefix)]
-    return max(now or before) if now or before else None
+    if not (now or before):
+        return None
+    return max(now or before) * share_left(out / job.convention, job.method, job.seed)
+
+
+def share_left(out: Path, method: str, seed: int) -> float:
+    """The share of a run's epochs not yet in its metrics.jsonl, judged by a complete run of the
+    same method (standard_matched trains fewer epochs than the config says); 1 if unknown."""
+    done = len(RunStore(run_dir(out, method, seed)).metrics())
+    if not done:
+        return 1.0
+    complete = [
+        RunStore(run) for run in sorted((out / "runs").glob(f"{method}-seed*"))
+        if RunStore(run).is_complete()
+    ]  # fmt: skip
+    total = len(complete[0].metrics()) if complete else 0
+    return max(0.0, 1.0 - done / total) if total else 1.0
 
 
 def run_pool(
@@ -171,15 +193,18 @@ def run_pool(
     deadline: float,
     last_start: float,
     estimate: Callable[[Job], float | None] = lambda job: None,
+    then: float = 0.0,
 ) -> None:
     """Keep ``parallel`` jobs running in order until all end or the deadline passes. A job is
     started only if it can finish: by ``estimate`` where a run like it has finished, else only
-    before ``last_start``. A run stopped at the deadline is lost (its checkpoints are too large
-    to carry to the next session), so its slot is better left to a shorter one."""
+    before ``last_start``. A run stopped at the deadline is lost to the next session (its
+    checkpoints are too large to carry), so its slot is better left to a shorter one, unless a
+    later call on this warm machine (``then`` seconds long) resumes it: then a job may start if
+    it can finish by ``deadline + then``."""
 
     def can_finish(job: Job, now: float) -> bool:
         seconds = estimate(job)
-        return now < last_start if seconds is None else now + seconds <= deadline
+        return now < last_start if seconds is None else now + seconds <= deadline + then
 
     queue, running = list(jobs), list[Job]()
     while (queue or running) and time.monotonic() < deadline:
@@ -227,6 +252,13 @@ def main() -> None:
         default=None,
         help="start no run in the final N seconds (default: half the deadline)",
     )
+    parser.add_argument(
+        "--then",
+        type=float,
+        default=0.0,
+        help="seconds a later call on this warm machine will run: start runs that can finish "
+        "by then (they resume there from their checkpoints)",
+    )
     parser.add_argument("--set", action="append", default=[], help="config override for all")
     parser.add_argument("--skip-features", action="store_true")
     parser.add_argument(
@@ -265,7 +297,8 @@ def main() -> None:
         args.parallel,
         deadline,
         last_start,
-        lambda job: expected_seconds(job, jobs, earlier),
+        lambda job: expected_seconds(job, jobs, earlier, args.out),
+        args.then,
     )
     for convention in CONVENTIONS:  # a report changes only where a run finished just now
         if any(j.outcome == "done" and j.convention == convention for j in jobs):

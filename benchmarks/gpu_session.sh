@@ -20,6 +20,10 @@
 # Commit that file as benchmarks/results/cifar10_gpu_runs.tar.xz: the next compare call unpacks it
 # and trains only what is missing, so seeds accumulate across sessions. One seed of the paper's
 # convention took 5 GPU-minutes with 7 processes and CUDA graphs on 2026-11-26 (second lease).
+# A run stopped at SECONDS is lost to the next session, so by default only runs that can end by
+# then start. When a second compare call will follow on the same warm machine (it must start
+# within the machine's idle release, 30 s), pass "--then ITS_SECONDS" as the first ARG: longer
+# runs start too, and the second call resumes them from their checkpoints.
 # Before its runs, "compare" checks the CUDA-graph paths against eager ones (once per warm
 # machine) and runs everything eagerly if one fails. "extras" (about 1.5 minutes) re-measures
 # feature extraction with EfficientNet-Lite0 and profiles an epoch's selections.

@@ -10,9 +10,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from benchmarks import gpu_compare
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 def script(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -21,6 +21,7 @@ def script(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) -> None:
     out = tmp_path / "compare"
     common: list[str | Path] = [
@@ -66,6 +67,7 @@ def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) ->
         assert list(env["settings"].values()) == [["uniform-seed0"]]
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmark_computes_every_ratio(cifar_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     done = script(
@@ -83,6 +85,7 @@ def test_the_gpu_benchmark_computes_every_ratio(cifar_root: Path, tmp_path: Path
         assert ratios[key] > 0
 
 
+@pytest.mark.slow
 def test_the_selection_profile_names_where_the_time_goes(tmp_path: Path) -> None:
     out = tmp_path / "profile.json"
     done = script("benchmarks/profile_selection.py", "--out", out, "--calls", "2")
@@ -91,3 +94,63 @@ def test_the_selection_profile_names_where_the_time_goes(tmp_path: Path) -> None
     assert smoke["epoch_ms_unprofiled"] > 0
     names = {row["name"] for row in smoke["by_host_time"]}
     assert "aten::sort" in names, names  # the priority order: every selection's torch op
+
+
+def write_run(out: Path, method: str, seed: int, epochs: int, complete: bool) -> None:
+    run = gpu_compare.run_dir(out, method, seed)
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(f'{{"epoch": {e + 1}}}\n' for e in range(epochs)))
+    if complete:
+        (run / "summary.json").write_text("{}")
+
+
+def test_a_stopped_run_is_expected_to_take_only_its_epochs_left(tmp_path: Path) -> None:
+    out = tmp_path / "cifar10_paper"
+    write_run(out, "saln", 0, epochs=20, complete=True)
+    write_run(out, "saln", 1, epochs=5, complete=False)  # stopped by an earlier call
+    jobs = [gpu_compare.Job("cifar10_paper", s, "saln") for s in (0, 1, 2)]
+    earlier = {"cifar10_paper/saln-seed0": 200.0}
+    assert gpu_compare.expected_seconds(jobs[1], jobs, earlier, tmp_path) == 150.0
+    assert gpu_compare.expected_seconds(jobs[2], jobs, earlier, tmp_path) == 200.0
+    other = gpu_compare.Job("cifar10_paper", 1, "uniform")  # nothing like it finished
+    assert gpu_compare.expected_seconds(other, jobs, earlier, tmp_path) is None
+
+
+def test_a_later_call_on_the_warm_machine_lets_longer_runs_start(tmp_path: Path) -> None:
+    """With --then, a run that cannot end by this call's deadline but can by the next call's
+    starts now (it resumes there); without it, its slot is left to runs that can end."""
+    started: list[str] = []
+
+    def launch(job: gpu_compare.Job) -> None:
+        started.append(job.method)
+        job.process = subprocess.Popen([sys.executable, "-c", "pass"])
+        job.started = gpu_compare.time.monotonic()
+
+    def estimate(job: gpu_compare.Job) -> float:
+        return {"long": 30.0, "short": 0.5}[job.method]
+
+    def pool(then: float) -> list[str]:
+        started.clear()
+        jobs = [gpu_compare.Job("cifar10_paper", 0, m) for m in ("long", "short")]
+        deadline = gpu_compare.time.monotonic() + 5
+        gpu_compare.run_pool(jobs, launch, 2, deadline, deadline, estimate, then=then)
+        return started
+
+    assert pool(then=0) == ["short"]
+    assert pool(then=60) == ["long", "short"]
+
+
+def test_unpacking_keeps_what_this_machine_already_has(tmp_path: Path) -> None:
+    packed = tmp_path / "packed"
+    write_run(packed / "cifar10_paper", "saln", 0, epochs=2, complete=True)
+    (packed / "jobs.json").write_text("earlier lease")
+    archive = tmp_path / "runs.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        for path in sorted(p for p in packed.rglob("*") if p.is_file()):
+            tar.add(path, arcname=path.relative_to(packed).as_posix())
+    out = tmp_path / "warm"
+    out.mkdir()
+    (out / "jobs.json").write_text("this lease's first call")
+    gpu_compare.unpack(archive, out)
+    assert (out / "jobs.json").read_text() == "this lease's first call"
+    assert (gpu_compare.run_dir(out / "cifar10_paper", "saln", 0) / "summary.json").exists()
