@@ -62,7 +62,7 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         cfg.load(broken)
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "paper_cifar10.yaml", "paper_pets.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_shipped_configs_load(name: str) -> None:
     c = cfg.load(REPO / "configs" / name)
     assert c.train.filter_ratio == 0.8
