@@ -158,31 +158,25 @@ def earlier_seconds(out: Path) -> dict[str, float]:
 
 
 def expected_seconds(
-    job: Job, jobs: list[Job], earlier: dict[str, float], out: Path
+    job: Job, jobs: list[Job], earlier: dict[str, float], share: float = 1.0
 ) -> float | None:
     """How long ``job`` will take: the slowest finished run of its convention and method, in
-    this call (the same sharing of the GPU) or else in an earlier one, times the share of its
-    epochs still to train (a run stopped by an earlier call on this machine resumes from its
-    checkpoint); None if none finished."""
+    this call (the same sharing of the GPU) or else in an earlier one, times ``share``, the
+    share of its epochs still to train (:func:`share_left`); None if none finished."""
     prefix = f"{job.convention}/{job.method}-seed"
     now = [j.seconds for j in jobs if j.outcome == "done" and j.name.startswith(prefix)]
     before = [seconds for name, seconds in earlier.items() if name.startswith(prefix)]
-    if not (now or before):
-        return None
-    return max(now or before) * share_left(out / job.convention, job.method, job.seed)
+    return max(now or before) * share if now or before else None
 
 
 def share_left(out: Path, method: str, seed: int) -> float:
-    """The share of a run's epochs not yet in its metrics.jsonl, judged by a complete run of the
-    same method (standard_matched trains fewer epochs than the config says); 1 if unknown."""
+    """The share of a run's epochs not yet in its metrics.jsonl (a run stopped by an earlier call
+    on this machine resumes from its checkpoint), judged by a complete run of the same method
+    (standard_matched trains fewer epochs than the config says); 1 if unknown."""
     done = len(RunStore(run_dir(out, method, seed)).metrics())
-    if not done:
-        return 1.0
-    complete = [
-        RunStore(run) for run in sorted((out / "runs").glob(f"{method}-seed*"))
-        if RunStore(run).is_complete()
-    ]  # fmt: skip
-    total = len(complete[0].metrics()) if complete else 0
+    runs = sorted((out / "runs").glob(f"{method}-seed*"))
+    complete = [store for store in map(RunStore, runs) if store.is_complete()]
+    total = len(complete[0].metrics()) if done and complete else 0
     return max(0.0, 1.0 - done / total) if total else 1.0
 
 
@@ -291,13 +285,15 @@ def main() -> None:
         if RunStore(run_dir(args.out / job.convention, job.method, job.seed)).is_complete():
             job.outcome, job.seconds = FINISHED[1], earlier.get(job.name, 0.0)
     todo = [job for job in jobs if job.outcome == "not started"]
+    # Read once: a queued run's files do not change until it starts.
+    shares = {job.name: share_left(args.out / job.convention, job.method, job.seed) for job in todo}
     run_pool(
         todo,
         lambda job: start(job, args.config, args.out, args.set),
         args.parallel,
         deadline,
         last_start,
-        lambda job: expected_seconds(job, jobs, earlier, args.out),
+        lambda job: expected_seconds(job, jobs, earlier, shares[job.name]),
         args.then,
     )
     for convention in CONVENTIONS:  # a report changes only where a run finished just now

@@ -108,12 +108,15 @@ def test_a_stopped_run_is_expected_to_take_only_its_epochs_left(tmp_path: Path) 
     out = tmp_path / "cifar10_paper"
     write_run(out, "saln", 0, epochs=20, complete=True)
     write_run(out, "saln", 1, epochs=5, complete=False)  # stopped by an earlier call
+    assert gpu_compare.share_left(out, "saln", 1) == 0.75
+    assert gpu_compare.share_left(out, "saln", 2) == 1.0  # not started
+    assert gpu_compare.share_left(out, "uniform", 1) == 1.0  # nothing like it finished
     jobs = [gpu_compare.Job("cifar10_paper", s, "saln") for s in (0, 1, 2)]
     earlier = {"cifar10_paper/saln-seed0": 200.0}
-    assert gpu_compare.expected_seconds(jobs[1], jobs, earlier, tmp_path) == 150.0
-    assert gpu_compare.expected_seconds(jobs[2], jobs, earlier, tmp_path) == 200.0
-    other = gpu_compare.Job("cifar10_paper", 1, "uniform")  # nothing like it finished
-    assert gpu_compare.expected_seconds(other, jobs, earlier, tmp_path) is None
+    assert gpu_compare.expected_seconds(jobs[1], jobs, earlier, 0.75) == 150.0
+    assert gpu_compare.expected_seconds(jobs[2], jobs, earlier) == 200.0
+    other = gpu_compare.Job("cifar10_paper", 1, "uniform")
+    assert gpu_compare.expected_seconds(other, jobs, earlier) is None
 
 
 def test_a_later_call_on_the_warm_machine_lets_longer_runs_start(tmp_path: Path) -> None:
