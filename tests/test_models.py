@@ -10,9 +10,11 @@ import torch
 from saln.models import (
     ENCODERS,
     LEARNERS,
+    InputTooSmall,
     WeightsError,
     build_encoder,
     build_learner,
+    check_input_size,
     classifier_weight,
 )
 
@@ -87,3 +89,15 @@ def test_encoders_are_frozen_and_pool() -> None:
         assert out.shape == (2, encoder.dim)
         assert not any(p.requires_grad for p in encoder.module.parameters())
     assert set(ENCODERS.names()) >= {"pixels", "efficientnet_lite0", "resnet50"}
+
+
+def test_an_image_size_the_layers_shrink_to_nothing_names_the_smallest_that_fits() -> None:
+    # small_cnn pools twice by 2 before its last 3x3 block: 4 px is the smallest that fits.
+    model = build_learner("small_cnn", num_classes=3)
+    with pytest.raises(InputTooSmall, match=r"data.image_size=3 is too small .* >= 4"):
+        check_input_size(model, 3, "data.image_size", "the learner small_cnn")
+    assert model.training  # the probe leaves the mode as it found it
+    check_input_size(model, 4, "data.image_size", "the learner small_cnn")
+    encoder = build_encoder("efficientnet_lite0", pretrained=False).module
+    with pytest.raises(InputTooSmall, match=r"features.image_size=8 .* >= \d+"):
+        check_input_size(encoder, 8, "features.image_size", "the encoder efficientnet_lite0")

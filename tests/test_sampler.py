@@ -67,9 +67,30 @@ def test_subset_indices_and_short_last_batch() -> None:
     sampler = saln.SelectiveBatchSampler(pool, 20, "uniform", None, 0.8)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 6
-    assert [len(b) for b in batches] == [4] * 5 + [1]
+    # The 5-row tail keeps its share (1 row) raised to two: one row is no batch for BatchNorm.
+    assert [len(b) for b in batches] == [4] * 5 + [2]
     assert all(1000 <= i < 1105 for b in batches for i in b)
     assert len(list(saln.SelectiveBatchSampler(pool, 20, "uniform", drop_last=True))) == 5
+
+
+def test_a_one_row_tail_is_left_out_and_reshuffled() -> None:
+    sampler = saln.SelectiveBatchSampler(41, 20, None, filter_ratio=0.0)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 2 and all(len(b) == 20 for b in batches)
+        (left_out,) = set(range(41)) - {i for b in batches for i in b}
+        epochs.append(left_out)
+    assert epochs[0] != epochs[1]  # not the same sample every epoch (seed 0: 2 draws differ)
+    assert len(list(saln.SelectiveBatchSampler(1, 1, None, filter_ratio=0.0))) == 1
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"), [(50, 10), (49, 9), (10, 2), (8, 2), (2, 2), (1, 1)]
+)
+def test_tail_keep(rows: int, expected: int) -> None:
+    assert saln.selection.tail_keep(rows, 10, 50) == expected
 
 
 def test_no_selector_keeps_everything() -> None:

@@ -258,6 +258,25 @@ def test_a_filter_ratio_that_keeps_no_row_is_refused(tmp_path: Path) -> None:
         fit(tiny(tmp_path, "saln", **{"train.batch_size": 4}), tmp_path / "run")
 
 
+def test_one_trained_row_per_step_is_refused_for_a_batchnorm_learner(tmp_path: Path) -> None:
+    with pytest.raises(cfg.ConfigError, match=r"trains 1 row .*batch_size >= 10"):
+        fit(tiny(tmp_path, "saln", **{"train.batch_size": 5}), tmp_path / "run")
+
+
+@pytest.mark.parametrize("method", ["saln", "loss"])
+def test_short_tails_train_a_learner_whose_last_maps_are_one_pixel(
+    tmp_path: Path, method: str
+) -> None:
+    # torchvision's ResNet-18 at 16 px ends in 1x1 maps, where BatchNorm cannot train on one
+    # row. The training split leaves a short tail whose 20% share is one row: it trains two.
+    recorder = Recorder()
+    overrides = {"model.learner": "resnet18", "train.epochs": 1}
+    summary = fit(tiny(tmp_path, method, **overrides), tmp_path / "run", callbacks=[recorder])
+    loaded, kept = recorder.sizes[-1]
+    assert loaded * 10 // 50 == 1 and kept == 2
+    assert math.isfinite(summary["final_train_loss"])
+
+
 def test_cli_train_end_to_end(tmp_path: Path) -> None:
     args = [
         sys.executable,

@@ -270,6 +270,46 @@ def pixels_encoder(
     return Encoder("pixels", _Pixels().eval(), 3 * image_size * image_size, "none")
 
 
+class InputTooSmall(ValueError):
+    """A network's layers shrink the configured image size to nothing."""
+
+
+PROBE_LIMIT = 64  # the largest size tried when looking for the smallest one that fits
+
+
+def _fits(module: nn.Module, size: int) -> str | None:
+    """None if ``module`` takes a (1, 3, size, size) image, else torch's complaint."""
+    try:
+        module(torch.zeros(1, 3, size, size))
+    except RuntimeError as err:
+        return str(err).splitlines()[0]
+    return None
+
+
+def check_input_size(module: nn.Module, image_size: int, setting: str, name: str) -> None:
+    """Fail early, and say what size fits, when ``module`` cannot take ``image_size`` px images:
+    otherwise the first training step fails with a message from deep inside a pooling layer.
+    Probed on one blank image in eval mode (BatchNorm statistics untouched)."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            complaint = _fits(module, image_size)
+            if complaint is None:
+                return
+            smallest = next(
+                (s for s in range(image_size + 1, PROBE_LIMIT + 1) if _fits(module, s) is None),
+                None,
+            )
+    finally:
+        module.train(was_training)
+    fix = f"use {setting} >= {smallest}" if smallest else f"raise {setting}"
+    raise InputTooSmall(
+        f"{setting}={image_size} is too small for {name}: its layers shrink a {image_size} px "
+        f"image to nothing ({complaint}); {fix}"
+    )
+
+
 def build_learner(
     name: str,
     num_classes: int,

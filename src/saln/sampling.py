@@ -22,6 +22,7 @@ from saln.selection.base import (
     check_keep,
     is_model_free,
     keep_count,
+    tail_keep,
 )
 
 
@@ -78,7 +79,9 @@ class SelectiveBatchSampler(Sampler[list[int]]):
     ``sampler_or_len``: the number of samples (indices ``0..N-1``), a sequence of global indices
     (e.g. a training split), or any Sampler whose order is used as is. Each epoch a seeded
     permutation is cut into super-batches; a model-free ``selector`` keeps
-    ``int(n * (1 - filter_ratio))`` rows of each (or exactly ``keep`` if given). With
+    ``int(n * (1 - filter_ratio))`` rows of each (or exactly ``keep`` if given). A short last
+    super-batch keeps the same share, at least two rows; one of a single row is left out (it
+    reshuffles into the next epoch), since BatchNorm cannot train on one row. With
     ``world_size > 1`` super-batches are dealt round-robin, so each is selected once, by the rank
     that trains it. Call ``set_epoch(e)`` before each epoch, as with ``DistributedSampler``.
     """
@@ -156,12 +159,13 @@ class SelectiveBatchSampler(Sampler[list[int]]):
             and len(batches[-1]) < self.batch_size
         ):
             batches.pop()  # a short tail would give ranks unequal work; it reshuffles next epoch
+        elif batches and len(batches[-1]) == 1 < self.batch_size:
+            batches.pop()  # one row is no batch for BatchNorm; it reshuffles next epoch too
         usable = len(batches) - len(batches) % self.world_size
         return batches[self.rank : usable : self.world_size]
 
     def _keep_for(self, n: int) -> int:
-        # A short last batch keeps the same share, at least one row.
-        return self.keep if n == self.batch_size else max(1, n * self.keep // self.batch_size)
+        return tail_keep(n, self.keep, self.batch_size)
 
     def plan_epoch(self) -> list[list[int]]:
         """The kept global indices of every super-batch of this rank, computed once per epoch."""
@@ -222,9 +226,10 @@ class SelectiveBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         n = self.source if isinstance(self.source, int) else len(self.source)  # type: ignore[arg-type]
+        one_row_tail = n % self.batch_size == 1 and self.batch_size > 1
         batches = (
             n // self.batch_size
-            if self.drop_last or self.world_size > 1
+            if self.drop_last or self.world_size > 1 or one_row_tail
             else -(-n // self.batch_size)
         )
         return batches // self.world_size

@@ -21,7 +21,7 @@ from saln.data.transforms import describe
 from saln.features import cache
 from saln.features.cache import FeatureStore
 from saln.io import check_writable, save_npy_atomic, write_json_atomic
-from saln.models import Encoder, build_encoder
+from saln.models import Encoder, build_encoder, check_input_size
 
 
 def cache_key(source: ImageSource, encoder: str, image_size: int) -> str:
@@ -78,6 +78,7 @@ def extract_features(
     found = cache.load(Path(cache_dir), key, ident)
     if found is not None:
         return found
+    check_input_size(enc.module, image_size, "features.image_size", f"the encoder {enc.name}")
     start = time.perf_counter()
     folder = Path(cache_dir)
     # The resident loader's first extraction encodes while worker processes decode the rest

@@ -9,6 +9,7 @@ from saln.selection.base import (
     check_filter_ratio,
     is_model_free,
     keep_count,
+    tail_keep,
 )
 from saln.selection.spectral import (
     fiedler_vector,
@@ -31,4 +32,5 @@ __all__ = [
     "spectral_gap",
     "spectral_select",
     "spectral_select_with_stats",
+    "tail_keep",
 ]

@@ -91,6 +91,13 @@ def keep_count(n: int, filter_ratio: float) -> int:
     return min(keep, n)
 
 
+def tail_keep(rows: int, keep: int, batch: int) -> int:
+    """Rows kept from a batch of ``rows`` when a full ``batch`` keeps ``keep``: all of it when
+    full; a short last batch keeps the same share, but at least two rows (one row is no batch
+    for BatchNorm, whose training statistics need two values per channel)."""
+    return keep if rows == batch else max(min(2, rows), rows * keep // batch)
+
+
 def check_keep(keep: int, n: int) -> int:
     if isinstance(keep, bool) or not isinstance(keep, int):
         raise TypeError(f"keep must be an int, got {type(keep).__name__}")

@@ -13,7 +13,7 @@ from saln.config import Config, ConfigError
 from saln.io import save_npy_atomic
 from saln.report.store import RunStore, environment
 from saln.sampling import epoch_seed
-from saln.selection import BatchView
+from saln.selection import BatchView, tail_keep
 from saln.train import checkpoint, diagnostics, distributed
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
 from saln.train.setup import RunContext, build_run, eval_batches
@@ -194,8 +194,7 @@ def select_rows(
     view = BatchView(
         indices=indices, labels=labels, losses=losses, ref_losses=ref, epoch=epoch, step=step
     )
-    full = len(indices) == ctx.loaded_batch
-    keep = ctx.keep if full else max(1, len(indices) * ctx.keep // ctx.loaded_batch)
+    keep = tail_keep(len(indices), ctx.keep, ctx.loaded_batch)
     if ctx.world_size > 1 and ctx.config.train.selection_mode == "global":
         positions, scale = distributed.global_select(ctx.selector, view, keep, gen)
     else:

@@ -57,7 +57,7 @@ def train_reference(
     config: Config, bundle: DatasetBundle, split: Split, data: Pipeline, device: torch.device
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Train the reference model on the holdout and score every training sample with it."""
-    from saln.train.setup import build_optimizer, chunks, eval_batches, new_learner
+    from saln.train.setup import build_optimizer, eval_batches, new_learner, training_chunks
 
     start = time.perf_counter()
     torch.manual_seed(config.train.seed + 10_007)  # independent of the learner's initialisation
@@ -70,7 +70,7 @@ def train_reference(
         gen = torch.Generator().manual_seed(epoch_seed(config.train.seed, epoch, 7))
         order = split.reference[torch.randperm(len(split.reference), generator=gen).numpy()]
         for batch in data.batches(
-            chunks(order, config.train.batch_size),
+            training_chunks(order, config.train.batch_size),
             train=True,
             seed=epoch_seed(config.train.seed, epoch, 8),
         ):

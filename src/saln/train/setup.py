@@ -17,7 +17,7 @@ from saln.config import Config, ConfigError, graphed_selection, graphed_steps
 from saln.data import DatasetBundle, Split, build_dataset, build_pipeline, stratified_split
 from saln.data.loaders import Pipeline
 from saln.features import FeatureStore, extract_features
-from saln.models import WeightsError, build_learner
+from saln.models import WeightsError, build_learner, check_input_size
 from saln.sampling import SelectiveBatchSampler
 from saln.selection import Selector, is_model_free, keep_count
 from saln.train import distributed
@@ -89,6 +89,22 @@ def batch_shape(config: Config, method: Method) -> tuple[int, int]:
         ) from None
 
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def check_rows_per_step(config: Config, keep: int, model: nn.Module) -> None:
+    """One trained row per step fails (or trains on junk statistics) in any BatchNorm layer."""
+    if keep >= 2 or not any(isinstance(m, BATCH_NORMS) for m in model.modules()):
+        return
+    t = config.train
+    raise ConfigError(
+        f"each step trains {keep} row (train.batch_size={t.batch_size}, train.filter_ratio="
+        f"{t.filter_ratio}), and the learner {config.model.learner} has BatchNorm layers, whose "
+        f"batch statistics need at least 2 rows: use train.batch_size >= "
+        f"{math.ceil(2 / (1 - t.filter_ratio) - 1e-9)} or train.learner_batch_size >= 2"
+    )
+
+
 def build_optimizer(
     model: nn.Module, config: Config, epochs: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -135,6 +151,8 @@ def new_learner(
         weights=m.weights if arch is None else None,
         download=config.data.download,
     )
+    name = f"the learner {arch or m.learner}"
+    check_input_size(model, config.data.image_size, "data.image_size", name)
     model = model.to(device)
     if device.type == "cuda":
         # A learner sees a handful of shapes (the kept batch, the last one, eval): autotuning
@@ -148,6 +166,12 @@ def new_learner(
 
 def chunks(indices: np.ndarray, size: int) -> list[list[int]]:
     return [indices[i : i + size].tolist() for i in range(0, len(indices), size)]
+
+
+def training_chunks(indices: np.ndarray, size: int) -> list[list[int]]:
+    """``chunks`` to train on: a one-row tail is left out, as the sampler leaves it out."""
+    batches = chunks(indices, size)
+    return batches[:-1] if size > 1 and batches and len(batches[-1]) == 1 else batches
 
 
 def eval_batches(
@@ -246,6 +270,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     )
     torch.manual_seed(t.seed)  # the same initial learner for every method of a seed
     model = new_learner(config, len(bundle.classes), device)
+    check_rows_per_step(config, keep, model)
     epochs = method.epochs(config)
     optimizer, scheduler = build_optimizer(model, config, epochs)
     data = config.data
