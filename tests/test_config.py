@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from saln import config as cfg
+from saln.cli import csv_list
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +48,7 @@ def test_round_trip_through_yaml() -> None:
             r"optim.schedule='linear' is not one of constant, cosine, step",
         ),
         ({"epochs": 3}, r"must be section.key"),
+        ({"data.workers": -1}, r"data.workers must be >= 0"),
     ],
 )
 def test_invalid_keys_and_values_are_named(overrides: dict[str, object], message: str) -> None:
@@ -73,3 +76,14 @@ def test_override_parsing() -> None:
     assert cfg.parse_override("model.weights=null") == ("model.weights", None)
     with pytest.raises(cfg.ConfigError, match=r"section.key=value"):
         cfg.parse_override("optim.lr")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("0,0,1", "0 given more than once"), (",", "at least one"), ("0,x", "list of int")],
+)
+def test_seed_lists_refuse_repeats_and_junk(text: str, message: str) -> None:
+    # A repeated seed would be averaged as another seed: a spread of zero that is not there.
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        csv_list(int)(text)
+    assert csv_list(int)(" 2, 0 ,1") == [2, 0, 1]

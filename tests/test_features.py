@@ -124,6 +124,22 @@ def test_cache_hit_does_not_recompute(
 
 
 @pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"workers": -1}, "workers must be >= 0"),
+        ({"loader": "fast"}, "unknown loader 'fast'; valid names: dataloader, resident"),
+    ],
+)
+def test_bad_settings_are_named_even_when_the_cache_would_hit(  # type: ignore[no-untyped-def]
+    digits_source, tmp_path: Path, setting: dict[str, object], message: str
+) -> None:
+    extract(digits_source, tmp_path)
+    with pytest.raises(ValueError, match=message):
+        extract(digits_source, tmp_path, **setting)
+
+
+@pytest.mark.parametrize(
     "field", ["format", "dataset", "encoder", "weights_sha256", "transform", "image_size", "dim"]
 )
 def test_every_identity_field_invalidates(digits_source, tmp_path: Path, field: str) -> None:  # type: ignore[no-untyped-def]

@@ -86,9 +86,7 @@ def test_a_one_row_tail_is_left_out_and_reshuffled() -> None:
     assert len(list(saln.SelectiveBatchSampler(1, 1, None, filter_ratio=0.0))) == 1
 
 
-@pytest.mark.parametrize(
-    ("rows", "expected"), [(50, 10), (49, 9), (10, 2), (8, 2), (2, 2), (1, 1)]
-)
+@pytest.mark.parametrize(("rows", "expected"), [(50, 10), (49, 9), (10, 2), (8, 2), (2, 2), (1, 1)])
 def test_tail_keep(rows: int, expected: int) -> None:
     assert saln.selection.tail_keep(rows, 10, 50) == expected
 

@@ -159,13 +159,22 @@ def default_config() -> str:
 
 
 def csv_list(kind: type) -> Callable[[str], list[Any]]:
+    """A comma-separated list, each item once: a repeated seed would be averaged as if it
+    were another one (a spread of zero that is not there)."""
+
     def parse(text: str) -> list[Any]:
         try:
-            return [kind(x) for x in text.split(",") if x.strip()]
+            items = [kind(x.strip()) for x in text.split(",") if x.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list of {kind.__name__}"
+                f"expected a comma-separated list of {kind.__name__}, got {text!r}"
             ) from None
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected at least one {kind.__name__}")
+        repeated = sorted({str(x) for x in items if items.count(x) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(f"{', '.join(repeated)} given more than once")
+        return items
 
     return parse
 

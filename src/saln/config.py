@@ -217,6 +217,8 @@ def validate(config: Config) -> None:
         ("train.check_every", t.check_every),
     ):
         _positive(path, value)
+    if d.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0 (0: the main process), got {d.workers}")
     if t.learner_batch_size is not None:
         _positive("train.learner_batch_size", t.learner_batch_size)
     if o.weight_decay < 0 or not 0 <= o.momentum < 1:

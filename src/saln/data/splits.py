@@ -52,7 +52,10 @@ def stratified_split(
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name}={value} must be in [0, 1)")
     if val_fraction + reference_fraction >= 1.0:
-        raise ValueError("val_fraction + reference_fraction must leave samples to train on")
+        raise ValueError(
+            f"val_fraction={val_fraction} + reference_fraction={reference_fraction} leaves no "
+            "samples to train on; their sum must stay below 1 (e.g. 0.1 each)"
+        )
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "reference": []}
     for cls in np.unique(labels):

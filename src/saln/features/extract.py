@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from saln.data.datasets import ImageSource
 from saln.data.decode import MixedSizes
-from saln.data.loaders import build_pipeline, choose_pipeline
+from saln.data.loaders import PIPELINES, build_pipeline, choose_pipeline
 from saln.data.streaming import stream_eval_batches
 from saln.data.transforms import describe
 from saln.features import cache
@@ -41,6 +41,17 @@ def identity(source: ImageSource, encoder: Encoder, image_size: int) -> dict[str
     }
 
 
+def check_extraction_settings(image_size: int, batch_size: int, loader: str, workers: int) -> None:
+    """Bad settings fail before any work, even when a cache hit would not have used them."""
+    for name, value, least in (("image_size", image_size, 1), ("batch_size", batch_size, 1)):
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: the main process), got {workers}")
+    if loader != "auto":
+        PIPELINES.get(loader)  # names the valid loaders
+
+
 def extract_features(
     source: ImageSource,
     encoder: str | Encoder = "efficientnet_lite0",
@@ -62,6 +73,7 @@ def extract_features(
 
     A valid cache entry is returned as is; a stale, truncated or corrupted one is re-extracted.
     """
+    check_extraction_settings(image_size, batch_size, loader, workers)
     device = torch.device(device)
     enc = (
         encoder
