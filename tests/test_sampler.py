@@ -163,3 +163,10 @@ def test_graphed_selection_plans_the_epochs_eager_selection_plans(table: np.ndar
     for graphed_epoch, eager_epoch in zip(plans[True], plans[False], strict=True):
         for a, b in zip(graphed_epoch, eager_epoch, strict=True):
             assert len(set(a) & set(b)) >= len(a) - 1  # a near-tie may round the other way
+
+
+def test_features_shorter_than_the_indices_are_named(table: np.ndarray) -> None:
+    with pytest.raises(ValueError, match=r"features have 50 rows but .* indices up to 99"):
+        saln.SelectiveBatchSampler(100, 10, "saln", table[:50])
+    with pytest.raises(ValueError, match=r"up to 60"):
+        saln.SelectiveBatchSampler(np.array([3, 60]), 10, "saln", torch.as_tensor(table[:50]))

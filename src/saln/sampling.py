@@ -8,7 +8,7 @@ whole epoch's selections are computed in one batched call when the epoch starts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,6 +35,9 @@ class _ArrayFeatures:
 
     def __init__(self, table: np.ndarray | torch.Tensor) -> None:
         self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
 
     def get(self, indices: np.ndarray) -> torch.Tensor:
         if isinstance(self.table, torch.Tensor):
@@ -123,6 +126,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         self.last_super_batches: list[np.ndarray] = []
         self.last_stats: dict[str, Any] = {}
         self._check_selector()
+        self._check_feature_rows()
 
     def _check_selector(self) -> None:
         if self.selector is None:
@@ -136,6 +140,19 @@ class SelectiveBatchSampler(Sampler[list[int]]):
             raise ValueError(
                 f"selector {self.selector.name!r} needs reference features: pass features= "
                 "(an (N, d) array or a FeatureStore from saln.extract_features)"
+            )
+
+    def _check_feature_rows(self) -> None:
+        """Every index drawn must have a feature row (on CUDA a bad gather is a device assert)."""
+        if not isinstance(self.features, Sized) or isinstance(self.source, Sampler):
+            return  # a Sampler's indices are known only when drawn
+        pool = self.source if isinstance(self.source, int) else np.asarray(self.source)
+        largest = pool - 1 if isinstance(pool, int) else int(pool.max(initial=-1))
+        rows = len(self.features)
+        if largest >= rows:
+            raise ValueError(
+                f"features have {rows} rows but the sampler draws indices up to {largest}: pass "
+                "the features of the whole dataset, one row per global index"
             )
 
     def set_epoch(self, epoch: int) -> None:
