@@ -202,6 +202,17 @@ def test_incomplete_runs_are_named_and_left_out(synthetic: Path) -> None:
     assert "incomplete runs left out" in (synthetic / "report" / "report.md").read_text()
 
 
+def test_damaged_records_are_named(synthetic: Path) -> None:
+    run = synthetic / "runs" / "saln-seed1"
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join([rows[0][:9], *rows[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"saln-seed1/metrics.jsonl line 1 is not valid JSON"):
+        build_report([synthetic], synthetic / "report")
+    (run / "summary.json").write_text("{")
+    with pytest.raises(ValueError, match=r"saln-seed1/summary.json is not valid JSON .*overwrite"):
+        build_report([synthetic], synthetic / "report")
+
+
 def test_nothing_to_report(tmp_path: Path) -> None:
     (tmp_path / "runs" / "a").mkdir(parents=True)
     with pytest.raises(ValueError, match="no complete runs"):

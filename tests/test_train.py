@@ -112,6 +112,8 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path: Path, method:
     assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 1
     with pytest.raises(cfg.ConfigError, match=r"unfinished run .* --resume"):
         fit(config, tmp_path / "killed")
+    with open(tmp_path / "killed" / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"epoch": 2, "train_lo')  # as if killed while appending a row
     resumed = fit(config, tmp_path / "killed", resume=True)
     rows = [
         [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]

@@ -148,7 +148,15 @@ class RunStore:
 
     def read_json(self, name: str) -> Any:
         path = self.file(name)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:  # written atomically: damaged after the fact
+            raise ValueError(
+                f"{path} is not valid JSON ({err}); rerun this run with --overwrite, or move it "
+                "out of the folder"
+            ) from None
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         if not self.writer:
@@ -165,10 +173,25 @@ class RunStore:
             )
 
     def metrics(self) -> list[dict[str, Any]]:
+        """Per-epoch rows. A kill while a row was appended can leave it cut short: that last
+        row is dropped (resuming rewrites the rows from the checkpoint); a damaged row before
+        it is an error."""
         path = self.file("metrics.jsonl")
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if number == len(lines):
+                    break
+                raise ValueError(
+                    f"{path} line {number} is not valid JSON ({err}); rerun this run with "
+                    "--overwrite"
+                ) from None
+        return rows
 
     def summary(self) -> dict[str, Any] | None:
         return self.read_json("summary.json")
