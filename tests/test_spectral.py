@@ -211,7 +211,7 @@ def test_filter_ratio_zero_keeps_all() -> None:
 
 
 def test_unknown_solver_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown solver 'eig'; valid names: exact, lanczos"):
+    with pytest.raises(ValueError, match="unknown solver 'eig'; valid names: auto, exact, lanczos"):
         saln.spectral_select(clustered_features(1, 10, 4)[0], 0.5, solver="eig")
 
 

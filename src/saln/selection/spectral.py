@@ -68,7 +68,10 @@ def as_feature_tensor(features: Any) -> torch.Tensor:
 def resolve_solver(solver: str, n: int, device: torch.device) -> str:
     """``auto``: batched Lanczos on CUDA; on CPU exact below 512 rows, Lanczos from there."""
     if solver != "auto":
-        SOLVERS.get(solver)  # raises with the valid names
+        if solver not in SOLVERS.names():
+            raise ValueError(
+                f"unknown solver {solver!r}; valid names: auto, {', '.join(SOLVERS.names())}"
+            )
         return solver
     if device.type == "cuda" or n >= AUTO_LANCZOS_MIN_ROWS_CPU:
         return "lanczos"
