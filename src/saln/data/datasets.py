@@ -6,6 +6,7 @@ and reference losses are all keyed by it. The official test split is kept apart,
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from saln.io import write_bytes_atomic
 from saln.registry import Registry
 
 
@@ -161,6 +163,55 @@ def pets(root: str, download: bool = False, **_: Any) -> DatasetBundle:
             f"{os.path.join(root, 'oxford-iiit-pet')}/images/*.jpg and "
             "annotations/{trainval,test}.txt. Pass --download to fetch it"
         ) from None
+
+
+# Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist): the idx files,
+# gzipped, which torchvision reads once unpacked into its own layout.
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def unpack_system_fashion_mnist(raw: Path, system: Path) -> None:
+    """Unpack the system copy's gzipped idx files into torchvision's ``raw`` folder, each
+    atomically, where torchvision's own files are missing."""
+    for name in FASHION_MNIST_FILES:
+        packed = system / f"{name}.gz"
+        if (raw / name).exists() or not packed.is_file():
+            continue
+        with gzip.open(packed, "rb") as handle:
+            write_bytes_atomic(raw / name, handle.read())
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(root: str, download: bool = False, **_: Any) -> DatasetBundle:
+    """Fashion-MNIST (60,000 train / 10,000 test grey 28x28 images, 10 classes) as RGB uint8,
+    through torchvision: from ``ROOT/FashionMNIST/raw``, from Debian's package, or downloaded."""
+    from torchvision.datasets import FashionMNIST
+
+    raw = Path(root) / "FashionMNIST" / "raw"
+    if not download:
+        unpack_system_fashion_mnist(raw, SYSTEM_FASHION_MNIST)
+    try:
+        train = FashionMNIST(root, train=True, download=download)
+        test = FashionMNIST(root, train=False, download=download)
+    except RuntimeError:
+        raise DataError(
+            f"Fashion-MNIST not found: torchvision expects {raw}/"
+            f"{{{','.join(FASHION_MNIST_FILES)}}}. "
+            "Pass --download to fetch it, or install Debian's copy (apt-get install "
+            f"dataset-fashion-mnist, read from {SYSTEM_FASHION_MNIST})"
+        ) from None
+
+    def source(split: str, data: Any) -> ImageSource:
+        rgb = np.repeat(data.data.numpy()[..., None], 3, axis=-1)
+        return _array_source(f"fashion_mnist/{split}", root, list(data.classes), rgb, data.targets)
+
+    return DatasetBundle("fashion_mnist", source("train", train), source("test", test))
 
 
 @DATASETS.register("imagefolder")
