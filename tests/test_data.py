@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import pickle
 import shutil
+import struct
 import tarfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from saln.data import (
     DataError,
     build_dataset,
     build_pipeline,
+    datasets,
     decode,
     gpu,
     loaders,
@@ -103,6 +106,36 @@ def test_pets_reads_torchvision_layout(tmp_path: Path) -> None:
 def test_pets_missing_root(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"oxford-iiit-pet.*--download"):
         build_dataset("pets", str(tmp_path))
+
+
+def write_idx_gz(path: Path, array: np.ndarray) -> None:
+    """The idx format by its spec: a big-endian magic (0x08 = uint8, then the number of
+    dimensions), each dimension as a big-endian uint32, then the bytes."""
+    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_the_system_copy_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = tmp_path / "system"
+    system.mkdir()
+    images = (np.arange(5 * 28 * 28) % 251).reshape(5, 28, 28)
+    labels = np.array([9, 0, 3, 9, 1])
+    for split, count in (("train", 3), ("t10k", 2)):
+        write_idx_gz(system / f"{split}-images-idx3-ubyte.gz", images[:count])
+        write_idx_gz(system / f"{split}-labels-idx1-ubyte.gz", labels[:count])
+    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST", system)
+    bundle = build_dataset("fashion_mnist", str(tmp_path / "data"))
+    assert bundle.train.array is not None and bundle.train.array.shape == (3, 28, 28, 3)
+    assert all(np.array_equal(bundle.train.array[..., c], images[:3]) for c in range(3))
+    assert bundle.train.labels.tolist() == [9, 0, 3] and bundle.test.labels.tolist() == [9, 0]
+    assert bundle.classes[9] == "Ankle boot" and len(bundle.test) == 2
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
+    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
+    with pytest.raises(DataError, match=r"FashionMNIST/raw/.*--download.*dataset-fashion-mnist"):
+        build_dataset("fashion_mnist", str(tmp_path / "elsewhere"))
 
 
 def test_imagefolder_on_real_cifar_jpegs(cifar_root: Path) -> None:
