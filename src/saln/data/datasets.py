@@ -125,20 +125,26 @@ def check_classes(source: ImageSource) -> ImageSource:
     return source
 
 
+def torchvision_splits(make: Callable[[bool], Any], missing: str) -> tuple[Any, Any]:
+    """(train, test) of a torchvision dataset, ``make(train)``; torchvision's "not found"
+    RuntimeError becomes a DataError saying ``missing``."""
+    try:
+        return make(True), make(False)
+    except RuntimeError:
+        raise DataError(missing) from None
+
+
 @DATASETS.register("cifar10")
 def cifar10(root: str, download: bool = False, **_: Any) -> DatasetBundle:
     from torchvision.datasets import CIFAR10
 
-    try:
-        train = CIFAR10(root, train=True, download=download)
-        test = CIFAR10(root, train=False, download=download)
-    except RuntimeError:
-        raise DataError(
-            f"CIFAR-10 not found under {root!r}: torchvision expects "
-            f"{os.path.join(root, 'cifar-10-batches-py')}/data_batch_1..5 and test_batch. "
-            "Pass --download to fetch it, or use --dataset imagefolder:PATH for a folder "
-            "of images (PATH/train/<class>/*, PATH/test/<class>/*)"
-        ) from None
+    train, test = torchvision_splits(
+        lambda train: CIFAR10(root, train=train, download=download),
+        f"CIFAR-10 not found under {root!r}: torchvision expects "
+        f"{os.path.join(root, 'cifar-10-batches-py')}/data_batch_1..5 and test_batch. "
+        "Pass --download to fetch it, or use --dataset imagefolder:PATH for a folder "
+        "of images (PATH/train/<class>/*, PATH/test/<class>/*)",
+    )
     return DatasetBundle(
         "cifar10",
         _array_source("cifar10/train", root, list(train.classes), train.data, train.targets),
@@ -196,16 +202,13 @@ def fashion_mnist(root: str, download: bool = False, **_: Any) -> DatasetBundle:
     raw = Path(root) / "FashionMNIST" / "raw"
     if not download:
         unpack_system_fashion_mnist(raw, SYSTEM_FASHION_MNIST)
-    try:
-        train = FashionMNIST(root, train=True, download=download)
-        test = FashionMNIST(root, train=False, download=download)
-    except RuntimeError:
-        raise DataError(
-            f"Fashion-MNIST not found: torchvision expects {raw}/"
-            f"{{{','.join(FASHION_MNIST_FILES)}}}. "
-            "Pass --download to fetch it, or install Debian's copy (apt-get install "
-            f"dataset-fashion-mnist, read from {SYSTEM_FASHION_MNIST})"
-        ) from None
+    train, test = torchvision_splits(
+        lambda train: FashionMNIST(root, train=train, download=download),
+        f"Fashion-MNIST not found: torchvision expects {raw}/"
+        f"{{{','.join(FASHION_MNIST_FILES)}}}. "
+        "Pass --download to fetch it, or install Debian's copy (apt-get install "
+        f"dataset-fashion-mnist, read from {SYSTEM_FASHION_MNIST})",
+    )
 
     def source(split: str, data: Any) -> ImageSource:
         rgb = np.repeat(data.data.numpy()[..., None], 3, axis=-1)
