@@ -157,3 +157,17 @@ def test_unpacking_keeps_what_this_machine_already_has(tmp_path: Path) -> None:
     gpu_compare.unpack(archive, out)
     assert (out / "jobs.json").read_text() == "this lease's first call"
     assert (gpu_compare.run_dir(out / "cifar10_paper", "saln", 0) / "summary.json").exists()
+
+
+def test_every_seed_of_the_papers_convention_comes_before_the_second_table() -> None:
+    names = [job.name for job in gpu_compare.job_order([0, 1], ["saln", "uniform"])]
+    assert names == [
+        "cifar10_paper/saln-seed0",
+        "cifar10_paper/uniform-seed0",
+        "cifar10_paper/saln-seed1",
+        "cifar10_paper/uniform-seed1",
+        "cifar10_fixed_batch/saln-seed0",
+        "cifar10_fixed_batch/uniform-seed0",
+        "cifar10_fixed_batch/saln-seed1",
+        "cifar10_fixed_batch/uniform-seed1",
+    ]
