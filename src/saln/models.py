@@ -279,8 +279,10 @@ PROBE_LIMIT = 64  # the largest size tried when looking for the smallest one tha
 
 def _fits(module: nn.Module, size: int) -> str | None:
     """None if ``module`` takes a (1, 3, size, size) image, else torch's complaint."""
+    weight = next(module.parameters(), None)
+    device = weight.device if weight is not None else torch.device("cpu")
     try:
-        module(torch.zeros(1, 3, size, size))
+        module(torch.zeros(1, 3, size, size, device=device))
     except RuntimeError as err:
         return str(err).splitlines()[0]
     return None
