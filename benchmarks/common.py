@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from saln.config import Config
-from saln.report.store import git_sha
+from saln.report.store import git_dirty, git_sha
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,6 +37,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if torch.cuda.is_available():

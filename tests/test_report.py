@@ -328,3 +328,20 @@ def test_a_missing_path_is_named_and_nothing_is_created(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nope does not exist"):
         build_report([missing], missing)
     assert not missing.exists()
+
+
+def test_the_environment_says_whether_the_code_differs_from_its_commit(tmp_path: Path) -> None:
+    from saln.report.store import git_dirty, git_sha
+
+    assert git_sha(tmp_path) is None and git_dirty(tmp_path) is None  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "code.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    assert git_sha(tmp_path) is not None and len(str(git_sha(tmp_path))) == 40
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "scratch.txt").write_text("untracked files are not the code that ran\n")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_dirty(tmp_path) is True

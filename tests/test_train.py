@@ -140,7 +140,7 @@ def test_records_have_the_documented_fields(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["method"] == "saln"
     env = json.loads((run / "env.json").read_text())
-    assert {"torch", "device", "git_sha", "python"} <= set(env)
+    assert {"torch", "device", "git_sha", "git_dirty", "python"} <= set(env)
     split = json.loads((run / "split.json").read_text())
     assert {"train", "val", "reference", "seed"} <= set(split)
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])

@@ -68,25 +68,35 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "argv": sys.argv,
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
     }
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
     return env
 
 
-def git_sha() -> str | None:
-    """The checkout's commit, or None outside a git checkout."""
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str | None:
+    """git's output in ``cwd``, or None where git or a checkout is missing."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_sha(cwd: Path = PACKAGE_DIR) -> str | None:
+    """The checkout's commit, or None outside a git checkout."""
+    return _git("rev-parse", "HEAD", cwd=cwd) or None
+
+
+def git_dirty(cwd: Path = PACKAGE_DIR) -> bool | None:
+    """Whether tracked files differ from that commit (then the SHA alone does not say what
+    code ran), or None outside a git checkout."""
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    return None if status is None else bool(status)
 
 
 class RunStore:
