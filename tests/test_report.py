@@ -345,3 +345,16 @@ def test_the_environment_says_whether_the_code_differs_from_its_commit(tmp_path:
     assert git_dirty(tmp_path) is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_dirty(tmp_path) is True
+
+
+def test_runs_record_the_commit_of_the_code_loaded_not_a_later_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from saln.report import store
+
+    store.loaded_code.cache_clear()
+    monkeypatch.setattr(store, "git_sha", lambda: "a" * 40)
+    first = store.environment(torch.device("cpu"))
+    monkeypatch.setattr(store, "git_sha", lambda: "b" * 40)  # a commit while the process runs
+    assert store.environment(torch.device("cpu"))["git_sha"] == first["git_sha"] == "a" * 40
+    store.loaded_code.cache_clear()

@@ -6,6 +6,7 @@ One writer, atomic files, and a clear rule for an existing directory: the same c
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -67,8 +68,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "cpu_threads": torch.get_num_threads(),
         "argv": sys.argv,
-        "git_sha": git_sha(),
-        "git_dirty": git_dirty(),
+        **loaded_code(),
     }
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
@@ -90,6 +90,14 @@ def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str | None:
 def git_sha(cwd: Path = PACKAGE_DIR) -> str | None:
     """The checkout's commit, or None outside a git checkout."""
     return _git("rev-parse", "HEAD", cwd=cwd) or None
+
+
+@functools.cache
+def loaded_code() -> dict[str, Any]:
+    """The commit (and dirtiness) of the code this process runs, read once, at its first run:
+    a comparison trains its runs in one process, whose code does not change when the checkout
+    does (a run started later must not claim a later commit)."""
+    return {"git_sha": git_sha(), "git_dirty": git_dirty()}
 
 
 def git_dirty(cwd: Path = PACKAGE_DIR) -> bool | None:
