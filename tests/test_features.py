@@ -123,6 +123,11 @@ def test_cache_hit_does_not_recompute(
     extract(digits_source, tmp_path)
 
 
+def test_a_source_that_is_not_a_dataset_split_is_named(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"source must be an ImageSource, got ndarray"):
+        extract(np.zeros((3, 8, 8, 3)), tmp_path)
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [

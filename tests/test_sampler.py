@@ -170,3 +170,7 @@ def test_features_shorter_than_the_indices_are_named(table: np.ndarray) -> None:
         saln.SelectiveBatchSampler(100, 10, "saln", table[:50])
     with pytest.raises(ValueError, match=r"up to 60"):
         saln.SelectiveBatchSampler(np.array([3, 60]), 10, "saln", torch.as_tensor(table[:50]))
+    with pytest.raises(ValueError, match=r"labels have 5 rows .* up to 99"):
+        saln.SelectiveBatchSampler(100, 10, "uniform", None, 0.5, labels=np.zeros(5))
+    with pytest.raises(ValueError, match=r"seed must be a non-negative int, got -1"):
+        saln.SelectiveBatchSampler(100, 10, "uniform", None, 0.5, seed=-1)

@@ -217,6 +217,9 @@ def validate(config: Config) -> None:
         ("train.check_every", t.check_every),
     ):
         _positive(path, value)
+    for path, count in (("train.seed", t.seed), ("data.split_seed", d.split_seed)):
+        if count < 0:
+            raise ConfigError(f"{path} must be >= 0, got {count}")
     if d.workers < 0:
         raise ConfigError(f"data.workers must be >= 0 (0: the main process), got {d.workers}")
     if t.learner_batch_size is not None:

@@ -109,6 +109,8 @@ class SelectiveBatchSampler(Sampler[list[int]]):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.source = sampler_or_len
         self.batch_size = batch_size
         self.selector = SELECTORS.build(selector) if isinstance(selector, str) else selector
@@ -143,17 +145,18 @@ class SelectiveBatchSampler(Sampler[list[int]]):
             )
 
     def _check_feature_rows(self) -> None:
-        """Every index drawn must have a feature row (on CUDA a bad gather is a device assert)."""
-        if not isinstance(self.features, Sized) or isinstance(self.source, Sampler):
+        """Every index drawn must have a feature row and a label (on CUDA a bad gather is a
+        device assert, not an error)."""
+        if isinstance(self.source, Sampler):
             return  # a Sampler's indices are known only when drawn
         pool = self.source if isinstance(self.source, int) else np.asarray(self.source)
         largest = pool - 1 if isinstance(pool, int) else int(pool.max(initial=-1))
-        rows = len(self.features)
-        if largest >= rows:
-            raise ValueError(
-                f"features have {rows} rows but the sampler draws indices up to {largest}: pass "
-                "the features of the whole dataset, one row per global index"
-            )
+        for what, table in (("features", self.features), ("labels", self.labels)):
+            if isinstance(table, Sized) and largest >= len(table):
+                raise ValueError(
+                    f"{what} have {len(table)} rows but the sampler draws indices up to "
+                    f"{largest}: pass the {what} of the whole dataset, one row per global index"
+                )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -73,6 +73,11 @@ def extract_features(
 
     A valid cache entry is returned as is; a stale, truncated or corrupted one is re-extracted.
     """
+    if not isinstance(source, ImageSource):
+        raise TypeError(
+            f"source must be an ImageSource, got {type(source).__name__}: pass a dataset split, "
+            "e.g. saln.data.build_dataset('digits').train"
+        )
     check_extraction_settings(image_size, batch_size, loader, workers)
     device = torch.device(device)
     enc = (
