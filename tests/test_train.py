@@ -263,6 +263,8 @@ def test_a_filter_ratio_that_keeps_no_row_is_refused(tmp_path: Path) -> None:
 def test_one_trained_row_per_step_is_refused_for_a_batchnorm_learner(tmp_path: Path) -> None:
     with pytest.raises(cfg.ConfigError, match=r"trains 1 row .*batch_size >= 10"):
         fit(tiny(tmp_path, "saln", **{"train.batch_size": 5}), tmp_path / "run")
+    with pytest.raises(cfg.ConfigError, match=r"\(train.learner_batch_size=1\).*size >= 2$"):
+        fit(tiny(tmp_path, "loss", **{"train.learner_batch_size": 1}), tmp_path / "run")
 
 
 @pytest.mark.parametrize("method", ["saln", "loss"])

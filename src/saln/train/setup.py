@@ -92,16 +92,21 @@ def batch_shape(config: Config, method: Method) -> tuple[int, int]:
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
-def check_rows_per_step(config: Config, keep: int, model: nn.Module) -> None:
+def check_rows_per_step(config: Config, method: Method, keep: int, model: nn.Module) -> None:
     """One trained row per step fails (or trains on junk statistics) in any BatchNorm layer."""
     if keep >= 2 or not any(isinstance(m, BATCH_NORMS) for m in model.modules()):
         return
     t = config.train
+    if t.learner_batch_size is not None:
+        setting, fix = f"train.learner_batch_size={t.learner_batch_size}", "2"
+    else:
+        ratio = t.filter_ratio if method.selector is not None else 0.0
+        setting = f"train.batch_size={t.batch_size} with filter ratio {ratio}"
+        fix = f"{math.ceil(2 / (1 - ratio) - 1e-9)}"
+    name = "train.learner_batch_size" if t.learner_batch_size is not None else "train.batch_size"
     raise ConfigError(
-        f"each step trains {keep} row (train.batch_size={t.batch_size}, train.filter_ratio="
-        f"{t.filter_ratio}), and the learner {config.model.learner} has BatchNorm layers, whose "
-        f"batch statistics need at least 2 rows: use train.batch_size >= "
-        f"{math.ceil(2 / (1 - t.filter_ratio) - 1e-9)} or train.learner_batch_size >= 2"
+        f"each step trains {keep} row ({setting}), and the learner {config.model.learner} has "
+        f"BatchNorm layers, whose batch statistics need at least 2 rows: use {name} >= {fix}"
     )
 
 
@@ -270,7 +275,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     )
     torch.manual_seed(t.seed)  # the same initial learner for every method of a seed
     model = new_learner(config, len(bundle.classes), device)
-    check_rows_per_step(config, keep, model)
+    check_rows_per_step(config, method, keep, model)
     epochs = method.epochs(config)
     optimizer, scheduler = build_optimizer(model, config, epochs)
     data = config.data
