@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from saln.config import Config
-from saln.report.store import git_dirty, git_sha
+from saln.report.store import loaded_code
 
 RESULTS = Path(__file__).resolve().parent / "results"
+loaded_code()  # the commit of the code this benchmark runs, pinned now, before it runs
 
 
 def machine() -> dict[str, Any]:
@@ -36,8 +37,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "git_sha": git_sha(),
-        "git_dirty": git_dirty(),
+        **loaded_code(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if torch.cuda.is_available():

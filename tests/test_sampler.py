@@ -174,3 +174,13 @@ def test_features_shorter_than_the_indices_are_named(table: np.ndarray) -> None:
         saln.SelectiveBatchSampler(100, 10, "uniform", None, 0.5, labels=np.zeros(5))
     with pytest.raises(ValueError, match=r"seed must be a non-negative int, got -1"):
         saln.SelectiveBatchSampler(100, 10, "uniform", None, 0.5, seed=-1)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 7])
+@pytest.mark.parametrize("drop_short", [False, True])
+def test_batch_count_is_the_length_of_the_cut(size: int, drop_short: bool) -> None:
+    for n in range(0, 23):
+        cut = saln.sampling.cut_batches(np.arange(n), size, drop_short)
+        assert saln.sampling.batch_count(n, size, drop_short) == len(cut), (n, size)
+        assert all(len(b) >= min(2, size) for b in cut)
+        assert [i for b in cut for i in b] == list(range(sum(map(len, cut))))

@@ -71,6 +71,23 @@ def as_feature_source(features: Any, device: torch.device) -> FeatureSource | No
     return _ArrayFeatures(table)
 
 
+def cut_batches(order: np.ndarray, size: int, drop_short: bool = False) -> list[np.ndarray]:
+    """``order`` in consecutive batches of ``size``. A short last batch is left out when
+    ``drop_short``, and always when it has a single row, since BatchNorm cannot train on one
+    row; either way it reshuffles into the next epoch."""
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    tail = len(batches[-1]) if batches else size
+    if tail < size and (drop_short or tail == 1):
+        batches.pop()
+    return batches
+
+
+def batch_count(n: int, size: int, drop_short: bool = False) -> int:
+    """``len(cut_batches(order, size, drop_short))`` for ``len(order) == n``, without the order."""
+    full, tail = divmod(n, size)
+    return full + int(tail > 1 and not drop_short)
+
+
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A distinct, reproducible seed per (run seed, epoch, stream); independent of rank."""
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
@@ -170,17 +187,11 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return pool[torch.randperm(len(pool), generator=gen).numpy()].astype(np.int64)
 
+    def _drop_short(self) -> bool:
+        return self.drop_last or self.world_size > 1  # ranks must get equal work
+
     def _super_batches(self) -> list[np.ndarray]:
-        order = self._order()
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if (
-            batches
-            and (self.drop_last or self.world_size > 1)
-            and len(batches[-1]) < self.batch_size
-        ):
-            batches.pop()  # a short tail would give ranks unequal work; it reshuffles next epoch
-        elif batches and len(batches[-1]) == 1 < self.batch_size:
-            batches.pop()  # one row is no batch for BatchNorm; it reshuffles next epoch too
+        batches = cut_batches(self._order(), self.batch_size, self._drop_short())
         usable = len(batches) - len(batches) % self.world_size
         return batches[self.rank : usable : self.world_size]
 
@@ -246,10 +257,4 @@ class SelectiveBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         n = self.source if isinstance(self.source, int) else len(self.source)  # type: ignore[arg-type]
-        one_row_tail = n % self.batch_size == 1 and self.batch_size > 1
-        batches = (
-            n // self.batch_size
-            if self.drop_last or self.world_size > 1 or one_row_tail
-            else -(-n // self.batch_size)
-        )
-        return batches // self.world_size
+        return batch_count(n, self.batch_size, self._drop_short()) // self.world_size

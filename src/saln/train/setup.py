@@ -18,7 +18,7 @@ from saln.data import DatasetBundle, Split, build_dataset, build_pipeline, strat
 from saln.data.loaders import Pipeline
 from saln.features import FeatureStore, extract_features
 from saln.models import WeightsError, build_learner, check_input_size
-from saln.sampling import SelectiveBatchSampler
+from saln.sampling import SelectiveBatchSampler, cut_batches
 from saln.selection import Selector, is_model_free, keep_count
 from saln.train import distributed
 from saln.train.methods import METHODS, Method
@@ -174,9 +174,8 @@ def chunks(indices: np.ndarray, size: int) -> list[list[int]]:
 
 
 def training_chunks(indices: np.ndarray, size: int) -> list[list[int]]:
-    """``chunks`` to train on: a one-row tail is left out, as the sampler leaves it out."""
-    batches = chunks(indices, size)
-    return batches[:-1] if size > 1 and batches and len(batches[-1]) == 1 else batches
+    """``chunks`` to train on, cut as the sampler cuts them (a one-row tail is left out)."""
+    return [batch.tolist() for batch in cut_batches(indices, size)]
 
 
 def eval_batches(
