@@ -131,6 +131,34 @@ def test_numbers_match_a_hand_computation(synthetic: Path) -> None:
     assert m["uniform"]["verdict_vs_uniform"] == "control"
 
 
+def _runs(values: tuple[float, ...]) -> list[Any]:
+    from saln.report.aggregate import Run
+
+    return [Run(Path(f"s{i}"), {}, {"test_acc_best": v}, []) for i, v in enumerate(values)]
+
+
+def test_the_verdict_is_a_welch_t_test_on_the_seeds() -> None:
+    from scipy import stats
+
+    from saln.report.aggregate import compare_to_control
+
+    control = (0.9537, 0.9778, 0.9574)
+    # 2.4 standard errors above the control with 3 seeds each, as standard was on digits: a
+    # "2 standard errors" rule called it better, the t-test does not (Welch's df ~ 2.5)
+    close = compare_to_control(_runs((0.9778, 0.9852, 0.9815)), _runs(control))
+    reference = stats.ttest_ind((0.9778, 0.9852, 0.9815), control, equal_var=False)
+    assert close.p_value == pytest.approx(reference.pvalue, rel=1e-9)
+    assert 0.05 < close.p_value < 0.2 and close.verdict == "indistinguishable"
+    far = compare_to_control(_runs((0.44, 0.46, 0.43)), _runs(control))
+    assert far.p_value < 0.001 and far.verdict == "worse"
+    assert far.difference == pytest.approx(0.4433333 - 0.9629667, abs=1e-6)
+    # seeds that all agree: an exact difference, or none at all
+    assert compare_to_control(_runs((0.5, 0.5)), _runs((0.4, 0.4))).verdict == "better"
+    assert compare_to_control(_runs((0.5, 0.5)), _runs((0.5, 0.5))).p_value == 1.0
+    one_seed = compare_to_control(_runs((0.9,)), _runs(control))
+    assert one_seed.p_value is None and one_seed.verdict == "no verdict (needs >= 2 seeds)"
+
+
 def test_default_target_is_standard_best_minus_one_point(synthetic: Path) -> None:
     report = build_report([synthetic], synthetic / "report")
     assert report["target_val_acc"] == pytest.approx((0.90 + 0.92) / 2 - 0.01)
@@ -161,6 +189,8 @@ def test_report_files_have_every_table_row_and_plot(synthetic: Path) -> None:
         assert all(f"| {m} |" in section for m in SYNTHETIC), title
     assert "not reached (0/2 seeds)" in md
     assert "89.00 ± 1.41" in md  # standard's test acc (best val), in %
+    # saln 70.5 against uniform 79.0: Welch's t = -7.60 on 1.47 degrees of freedom
+    assert "| -8.50 | 0.037 | worse |" in md
     images = [
         "curves.png",
         "accuracy_vs_cost.png",

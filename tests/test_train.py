@@ -686,3 +686,19 @@ def test_the_first_non_finite_step_is_found_after_the_fact() -> None:
     for step, loss in enumerate([1.0, 2.0, math.nan, 3.0, math.inf]):
         acc.add(torch.tensor(loss), torch.tensor(1), 4, step)
     assert acc.bad_step() == 2 and acc.steps == 5
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_the_progress_bar_redraws_rarely_into_a_log() -> None:
+    from saln.train.callbacks import LOG_REDRAW_S, redraw_interval
+
+    assert redraw_interval(_Stream(tty=True)) == pytest.approx(0.1)
+    assert redraw_interval(_Stream(tty=False)) == LOG_REDRAW_S
+    assert redraw_interval(object()) == LOG_REDRAW_S  # a stream without isatty is a log

@@ -28,6 +28,16 @@ def pm(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
 
 
+def control_cell(row: dict[str, Any], field: str) -> str:
+    """The difference from the control (in points) or its p-value; n/a where none applies."""
+    info = row.get("vs_uniform")
+    if not info or info[field] is None:
+        return "n/a"
+    if field == "difference":
+        return f"{info[field] * 100:+.2f}"
+    return "< 0.001" if info[field] < 0.001 else f"{info[field]:.3f}"
+
+
 def target_cell(row: dict[str, Any], field: str, digits: int) -> str:
     info = row["to_target"]
     if info[field] is None:
@@ -76,9 +86,12 @@ TABLES: list[tuple[str, list[tuple[str, Cell]]]] = [
         ],
     ),
     (
-        "Against the uniform control at the same filter ratio (test acc of the best-val model)",
+        "Against the uniform control at the same filter ratio (test acc of the best-val model; "
+        "verdict at p < 0.05, two-sided Welch t-test over seeds)",
         [
             ("filter ratio", lambda r: f"{r['filter_ratio']}"),
+            ("difference (points)", lambda r: control_cell(r, "difference")),
+            ("p", lambda r: control_cell(r, "p")),
             ("verdict", lambda r: r["verdict_vs_uniform"]),
         ],
     ),
