@@ -205,6 +205,8 @@ def test_report_files_have_every_table_row_and_plot(synthetic: Path) -> None:
     assert page.count('src="data:image/png;base64,') == len(images)
     rows = (out / "summary.csv").read_text().splitlines()
     assert rows[0].startswith("method,seeds,") and len(rows) == 4
+    header, saln_row = rows[0].split(","), next(r for r in rows if r.startswith("saln,")).split(",")
+    assert float(saln_row[header.index("p_vs_uniform")]) == pytest.approx(0.0372, abs=1e-4)
     assert (
         json.loads((out / "summary.json").read_text())["methods"]["saln"]["verdict_vs_uniform"]
         == "worse"

@@ -210,6 +210,8 @@ def csv_text(report: dict[str, Any]) -> str:
             "method",
             "seeds",
             *[f"{k}_{s}" for k in keys for s in ("mean", "std")],
+            "difference_vs_uniform",
+            "p_vs_uniform",
             "verdict_vs_uniform",
             "to_target_reached",
         ]
@@ -221,6 +223,7 @@ def csv_text(report: dict[str, Any]) -> str:
                 method,
                 " ".join(map(str, row["seeds"])),
                 *values,
+                *((row["vs_uniform"] or {}).get(k) for k in ("difference", "p")),
                 row["verdict_vs_uniform"],
                 row["to_target"]["reached"],
             ]
