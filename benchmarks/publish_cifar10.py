@@ -25,6 +25,9 @@ from saln.report.compare import DEFAULT_METHODS, build_report, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVENTIONS = {"cifar10_paper": "paper", "cifar10_fixed_batch": "fixed_batch"}
+# cuda_graphs: what each run replayed ("null" in runs older than 08d4d70, whose scoring forward
+# ran eagerly), so a table that mixes timing regimes says which runs
+ENV_KEYS = ("git_sha", "torch", "torchvision", "python", "gpu", "cuda", "settings", "cuda_graphs")
 
 
 def missing_runs(root: Path, methods: list[str], seeds: list[int]) -> list[str]:
@@ -44,8 +47,10 @@ def environments(folder: Path) -> dict[str, Any]:
         env = json.loads(env_file.read_text())
         argv = env.get("argv", [])
         env["settings"] = [value for flag, value in pairwise(argv) if flag == "--set"]
-        for key in ("git_sha", "torch", "torchvision", "python", "gpu", "cuda", "settings"):
-            seen.setdefault(key, {}).setdefault(str(env.get(key)), []).append(env_file.parent.name)
+        for key in ENV_KEYS:
+            value = env.get(key)
+            value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            seen.setdefault(key, {}).setdefault(value, []).append(env_file.parent.name)
     return seen
 
 
