@@ -171,6 +171,23 @@ def test_changed_dataset_content_re_extracts(tmp_path: Path, cifar_root: Path) -
     assert len(first) == 300 and len(second) == 299
 
 
+def test_two_image_folders_keep_their_own_cache_entries(tmp_path: Path, cifar_root: Path) -> None:
+    import shutil
+    import warnings
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(cifar_root, a)
+    shutil.copytree(cifar_root, b)
+    next(iter((b / "train" / "cat").glob("*.jpg"))).unlink()  # b differs from a
+    first = extract(build_dataset(f"imagefolder:{a}").train, tmp_path / "c", image_size=32)
+    other = extract(build_dataset(f"imagefolder:{b}").train, tmp_path / "c", image_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stale-cache warning would mean b replaced a's entry
+        again = extract(build_dataset(f"imagefolder:{a}").train, tmp_path / "c", image_size=32)
+    assert (len(first), len(other), len(again)) == (300, 299, 300)
+    assert again.path == first.path != other.path
+
+
 def test_killed_write_leaves_nothing_that_loads(digits_source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     encoder = build_encoder("pixels", image_size=8)
     ident = identity(digits_source, encoder, 8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +26,18 @@ from saln.models import Encoder, build_encoder, check_input_size
 
 
 def cache_key(source: ImageSource, encoder: str, image_size: int) -> str:
+    """One cache slot per (split, data location, encoder, size): two image folders get two
+    slots, so alternating between them does not re-extract; a folder whose files change keeps
+    its slot, and the fingerprint check replaces the stale entry."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.name)
-    return f"{slug}-{encoder}-{image_size}px"
+    return f"{slug}-{location_digest(source.root)}-{encoder}-{image_size}px"
+
+
+def location_digest(root: str) -> str:
+    """8 hex digits naming where the data lives (a folder's absolute path, else the root as is,
+    e.g. ``sklearn``)."""
+    place = str(Path(root).resolve()) if Path(root).is_dir() else root
+    return hashlib.sha256(place.encode()).hexdigest()[:8]
 
 
 def identity(source: ImageSource, encoder: Encoder, image_size: int) -> dict[str, Any]:
