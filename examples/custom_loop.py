@@ -3,7 +3,8 @@
     python examples/custom_loop.py
 
 Model-free selection (SALN) runs as a ``batch_sampler``, so the DataLoader only ever loads the
-kept samples; model-aware selection (here RHO-LOSS-free ``loss``) is one call in the step.
+kept samples; model-aware selection (here ``loss``, which needs no reference model) is one call
+in the step.
 """
 
 from __future__ import annotations
