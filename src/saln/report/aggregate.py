@@ -223,10 +223,10 @@ def compare_to_control(
     return ControlComparison(difference, p, "better" if difference > 0 else "worse")
 
 
-def verdict(runs: list[Run], control: list[Run], key: str = "test_acc_best") -> str:
-    if not control:
-        return "no uniform control"
-    return compare_to_control(runs, control, key).verdict
+def control_verdict(method: str, comparison: ControlComparison | None) -> str:
+    if method == "uniform":
+        return "control"
+    return comparison.verdict if comparison else "no uniform control"
 
 
 METRICS = {  # summary key -> column label
@@ -270,12 +270,9 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
         row["speedup_vs_standard"] = speedup(group, standard).to_json() if standard else None
         row["speedup_vs_uniform"] = speedup(group, control).to_json() if control else None
         row["to_target"] = target_stats(group, target)
-        row["verdict_vs_uniform"] = "control" if method == "uniform" else verdict(group, control)
-        row["vs_uniform"] = (
-            compare_to_control(group, control).to_json()
-            if control and method != "uniform"
-            else None
-        )
+        comparison = compare_to_control(group, control) if control and method != "uniform" else None
+        row["verdict_vs_uniform"] = control_verdict(method, comparison)
+        row["vs_uniform"] = comparison.to_json() if comparison else None
         row["filter_ratio"] = group[0].summary.get("filter_ratio")
         row["convention"] = group[0].summary.get("convention")
         table[method] = row
