@@ -98,15 +98,14 @@ def check_rows_per_step(config: Config, method: Method, keep: int, model: nn.Mod
         return
     t = config.train
     if t.learner_batch_size is not None:
-        setting, fix = f"train.learner_batch_size={t.learner_batch_size}", "2"
+        name, setting, fix = "train.learner_batch_size", f"={t.learner_batch_size}", 2
     else:
         ratio = t.filter_ratio if method.selector is not None else 0.0
-        setting = f"train.batch_size={t.batch_size} with filter ratio {ratio}"
-        fix = f"{math.ceil(2 / (1 - ratio) - 1e-9)}"
-    name = "train.learner_batch_size" if t.learner_batch_size is not None else "train.batch_size"
+        name, setting = "train.batch_size", f"={t.batch_size} with filter ratio {ratio}"
+        fix = math.ceil(2 / (1 - ratio) - 1e-9)
     raise ConfigError(
-        f"each step trains {keep} row ({setting}), and the learner {config.model.learner} has "
-        f"BatchNorm layers, whose batch statistics need at least 2 rows: use {name} >= {fix}"
+        f"each step trains {keep} row ({name}{setting}), and the learner {config.model.learner} "
+        f"has BatchNorm layers, whose batch statistics need at least 2 rows: use {name} >= {fix}"
     )
 
 
