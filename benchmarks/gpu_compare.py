@@ -65,6 +65,14 @@ def job_order(seeds: list[int], methods: list[str]) -> list[Job]:
     return [Job(c, s, m) for c in CONVENTIONS for s in seeds for m in methods]
 
 
+def resumed_first(jobs: list[Job], shares: dict[str, float]) -> list[Job]:
+    """Runs an earlier call on this machine started (``shares``: their epochs left, < 1) ahead
+    of the rest, each group in priority order: an earlier call started them with ``--then`` on
+    the promise that this call resumes them, and a run left behind again is lost with the
+    machine (on 2026-11-26 two were, after 140 GPU-seconds each)."""
+    return sorted(jobs, key=lambda job: shares[job.name] >= 1.0)
+
+
 def command(job: Job, config: str, out: Path, sets: list[str]) -> list[str]:
     """One run, as ``saln compare`` would train it (its run directory, resumed if a stopped
     call left it unfinished), without the report a single-run comparison would render: the
@@ -286,7 +294,7 @@ def main() -> None:
     # Read once: a queued run's files do not change until it starts.
     shares = {job.name: share_left(args.out / job.convention, job.method, job.seed) for job in todo}
     run_pool(
-        todo,
+        resumed_first(todo, shares),
         lambda job: start(job, args.config, args.out, args.set),
         args.parallel,
         deadline,

@@ -119,6 +119,21 @@ def test_a_stopped_run_is_expected_to_take_only_its_epochs_left(tmp_path: Path) 
     assert gpu_compare.expected_seconds(other, jobs, earlier) is None
 
 
+def test_runs_an_earlier_call_started_are_resumed_before_new_ones(tmp_path: Path) -> None:
+    out = tmp_path / "cifar10_fixed_batch"
+    write_run(out, "saln", 0, epochs=20, complete=True)
+    write_run(out, "saln", 2, epochs=8, complete=False)  # started under --then, then stopped
+    jobs = [gpu_compare.Job("cifar10_fixed_batch", s, m) for s in (1, 2) for m in ("jest", "saln")]
+    shares = {job.name: gpu_compare.share_left(out, job.method, job.seed) for job in jobs}
+    order = [job.name for job in gpu_compare.resumed_first(jobs, shares)]
+    assert order == [
+        "cifar10_fixed_batch/saln-seed2",
+        "cifar10_fixed_batch/jest-seed1",
+        "cifar10_fixed_batch/saln-seed1",
+        "cifar10_fixed_batch/jest-seed2",
+    ]
+
+
 def test_a_later_call_on_the_warm_machine_lets_longer_runs_start(tmp_path: Path) -> None:
     """With --then, a run that cannot end by this call's deadline but can by the next call's
     starts now (it resumes there); without it, its slot is left to runs that can end."""
