@@ -188,6 +188,20 @@ def test_two_image_folders_keep_their_own_cache_entries(tmp_path: Path, cifar_ro
     assert again.path == first.path != other.path
 
 
+def test_a_folder_named_relatively_or_absolutely_is_one_cache_entry(
+    tmp_path: Path, cifar_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copytree(cifar_root, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    first = extract(build_dataset("imagefolder:data").train, tmp_path / "c", image_size=32)
+    monkeypatch.setattr(cache, "write", lambda *a, **k: pytest.fail("re-extracted: root differs"))
+    absolute = build_dataset(f"imagefolder:{tmp_path / 'data'}").train
+    again = extract(absolute, tmp_path / "c", image_size=32)
+    assert again.path == first.path and len(again) == 300
+
+
 def test_killed_write_leaves_nothing_that_loads(digits_source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     encoder = build_encoder("pixels", image_size=8)
     ident = identity(digits_source, encoder, 8)

@@ -25,6 +25,12 @@ class DataError(ValueError):
     """A dataset that cannot be read as asked; the message names the problem and the fix."""
 
 
+def canonical_root(root: str) -> str:
+    """One name per data location: a folder's absolute path (``data/x`` and ``/abs/data/x`` are
+    one place, so caches keyed by it do not re-extract), else the root as is (``sklearn``)."""
+    return str(Path(root).resolve()) if root and Path(root).is_dir() else root
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """One split: labels, class names, and images by position (RGB PIL), decoded on demand.
@@ -56,7 +62,7 @@ class ImageSource:
             digest.update(hashlib.sha256(self.array.tobytes()).digest())
         return {
             "name": self.name,
-            "root": self.root,
+            "root": canonical_root(self.root),
             "count": len(self),
             "classes": len(self.classes),
             "content_sha256": digest.hexdigest(),

@@ -190,7 +190,8 @@ def _store_decoded(path: Path, decoded: torch.Tensor) -> None:
 def _file_signature(source: ImageSource) -> str:
     """Root, file list, labels, sizes and modification times: a file edited between two runs
     of one process is decoded again, never served stale."""
-    digest = hashlib.sha256(source.fingerprint()["content_sha256"].encode() + source.root.encode())
+    identity = source.fingerprint()
+    digest = hashlib.sha256((identity["content_sha256"] + identity["root"]).encode())
     for name in source.files:
         stat = os.stat(os.path.join(source.root, name))
         digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())

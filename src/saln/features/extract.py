@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saln.data.datasets import ImageSource
+from saln.data.datasets import ImageSource, canonical_root
 from saln.data.decode import MixedSizes
 from saln.data.loaders import PIPELINES, build_pipeline, choose_pipeline
 from saln.data.streaming import stream_eval_batches
@@ -34,10 +34,8 @@ def cache_key(source: ImageSource, encoder: str, image_size: int) -> str:
 
 
 def location_digest(root: str) -> str:
-    """8 hex digits naming where the data lives (a folder's absolute path, else the root as is,
-    e.g. ``sklearn``)."""
-    place = str(Path(root).resolve()) if Path(root).is_dir() else root
-    return hashlib.sha256(place.encode()).hexdigest()[:8]
+    """8 hex digits naming where the data lives (:func:`canonical_root`)."""
+    return hashlib.sha256(canonical_root(root).encode()).hexdigest()[:8]
 
 
 def identity(source: ImageSource, encoder: Encoder, image_size: int) -> dict[str, Any]:
