@@ -184,3 +184,15 @@ def test_batch_count_is_the_length_of_the_cut(size: int, drop_short: bool) -> No
         assert saln.sampling.batch_count(n, size, drop_short) == len(cut), (n, size)
         assert all(len(b) >= min(2, size) for b in cut)
         assert [i for b in cut for i in b] == list(range(sum(map(len, cut))))
+
+
+def test_the_spectral_record_has_each_super_batchs_top_entry_mass(table: np.ndarray) -> None:
+    from saln.train.diagnostics import spectral_record
+
+    sampler = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=3)
+    list(sampler)
+    record = spectral_record(sampler)
+    assert record is not None
+    for super_batch, mass in zip(sampler.last_super_batches, record["top_entry_mass"], strict=True):
+        squared = saln.selection.reference_fiedler(table[super_batch]) ** 2
+        assert mass == pytest.approx(squared.max() / squared.sum(), abs=1e-3)

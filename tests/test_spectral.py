@@ -307,3 +307,31 @@ def test_a_failed_capture_warns_and_solves_eagerly(monkeypatch: pytest.MonkeyPat
     eager_vectors, eager_values = solvers.lanczos_fiedler(x)
     assert torch.allclose(values, eager_values, rtol=1e-4) and not solve._graphs
     assert torch.allclose(again.abs(), eager_vectors.abs(), atol=1e-4)
+
+
+def two_way_graph(sizes: tuple[int, int], cross: float) -> np.ndarray:
+    """Rows whose cosine similarity is exactly 1 within each group and ``cross`` between them."""
+    first = np.tile([1.0, 0.0], (sizes[0], 1))
+    second = np.tile([cross, np.sqrt(1 - cross**2)], (sizes[1], 1))
+    return np.vstack([first, second]).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ((31, 1), 31 / 32),  # one weakly linked sample: v = (n - 1, -1, ..., -1) / norm
+        ((16, 16), 1 / 32),  # two equal groups: v = +-1 / sqrt(n), spread evenly
+    ],
+)
+def test_the_fiedler_vectors_top_entry_mass_has_its_known_value(
+    sizes: tuple[int, int], expected: float
+) -> None:
+    from saln.train.diagnostics import top_entry_mass
+
+    x = two_way_graph(sizes, cross=0.1)
+    oracle = torch.from_numpy(np.abs(saln.selection.reference_fiedler(x)))
+    ours = saln.fiedler_vector(torch.from_numpy(x), solver="exact").abs()
+    assert top_entry_mass(oracle).item() == pytest.approx(expected, abs=1e-4)
+    assert top_entry_mass(ours).item() == pytest.approx(expected, abs=1e-4)
+    batched = top_entry_mass(torch.stack([oracle, torch.full((32,), 0.5)]))
+    assert batched.tolist() == pytest.approx([expected, 1 / 32], abs=1e-4)

@@ -112,11 +112,13 @@ def draw(runs: RunSet, out: Path, target: float) -> tuple[dict[str, Path], list[
             k: [v for x in records for v in x[k]]
             for k in ("gaps", "abs_fiedler_kept", "abs_fiedler_dropped")
         }
+        recorded = all("top_entry_mass" in x for x in records)  # runs since 2026-11-26
         images["SALN spectral diagnostics"] = plots.spectral(
             joined["gaps"],
             joined["abs_fiedler_kept"],
             joined["abs_fiedler_dropped"],
             out / "spectral.png",
+            [v for x in records for v in x["top_entry_mass"]] if recorded else None,
         )
     return images, notes
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from saln.report.aggregate import Run, RunSet, one_off_seconds
@@ -89,9 +90,18 @@ def accuracy_vs_cost(runs: RunSet, path: Path, target: float) -> Path:
     return save(fig, path)
 
 
-def spectral(gaps: list[float], kept: list[float], dropped: list[float], path: Path) -> Path:
-    """SALN diagnostics: relative gap (l3 - l2) / l2 per batch; |Fiedler| of kept vs dropped."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+def spectral(
+    gaps: list[float],
+    kept: list[float],
+    dropped: list[float],
+    path: Path,
+    top_mass: list[float] | None = None,
+) -> Path:
+    """SALN diagnostics: relative gap (l3 - l2) / l2 per batch; |Fiedler| of kept vs dropped;
+    where recorded, the share of each batch's Fiedler vector on its largest entry."""
+    panels = 2 if top_mass is None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8))
+    left, right = axes[0], axes[1]
     positive = np.clip(np.asarray(gaps), 1e-6, None)
     left.hist(
         positive, bins=np.logspace(-6, max(0.0, np.log10(positive.max()) + 0.1), 40), color="C3"
@@ -108,5 +118,16 @@ def spectral(gaps: list[float], kept: list[float], dropped: list[float], path: P
     right.set_xlabel("|Fiedler entry| x sqrt(n)")
     right.set_ylabel("density")
     right.legend()
+    if top_mass is not None:
+        localisation(axes[2], np.asarray(top_mass))
     fig.suptitle("SALN spectral diagnostics (final epoch)")
     return save(fig, path)
+
+
+def localisation(ax: Axes, top_mass: np.ndarray) -> None:
+    """Histogram of the Fiedler vector's squared mass on its largest entry, one value per batch."""
+    ax.hist(top_mass, bins=np.linspace(0, 1, 41).tolist(), color="C4")
+    ax.set_xlabel("share of |Fiedler|^2 on the largest entry")
+    ax.set_ylabel("batches")
+    median, localised = float(np.median(top_mass)), float(np.mean(top_mass > 0.5))
+    ax.set_title(f"median {median:.2f}; one sample holds > half in {localised:.0%} of batches")

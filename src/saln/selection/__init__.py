@@ -13,6 +13,7 @@ from saln.selection.base import (
 )
 from saln.selection.spectral import (
     fiedler_vector,
+    reference_fiedler,
     reference_select,
     spectral_gap,
     spectral_select,
@@ -28,6 +29,7 @@ __all__ = [
     "fiedler_vector",
     "is_model_free",
     "keep_count",
+    "reference_fiedler",
     "reference_select",
     "spectral_gap",
     "spectral_select",

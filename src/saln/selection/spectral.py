@@ -187,13 +187,20 @@ def reference_select(features: np.ndarray, filter_ratio: float = 0.8) -> np.ndar
     if x.ndim != 2:
         raise ValueError(f"reference_select takes one batch (n, d), got shape {x.shape}")
     keep = keep_count(x.shape[0], filter_ratio)
+    fiedler = np.abs(reference_fiedler(x))
+    return np.argsort(-fiedler, kind="stable")[:keep].astype(np.int64)
+
+
+def reference_fiedler(features: np.ndarray) -> np.ndarray:
+    """The Fiedler vector of one batch (n, d) as the paper computes it (unit norm, sign
+    arbitrary): cosine similarity, ``L = diag(S.sum(1)) - S``, ``np.linalg.eigh``, column 1."""
+    x = np.asarray(features, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     xn = x / np.where(norms > 0, norms, 1.0)
     sim = xn @ xn.T
     lap = np.diag(sim.sum(axis=1)) - sim
     _, vectors = np.linalg.eigh(lap)
-    fiedler = np.abs(vectors[:, 1])
-    return np.argsort(-fiedler, kind="stable")[:keep].astype(np.int64)
+    return vectors[:, 1]
 
 
 @SELECTORS.register("saln")

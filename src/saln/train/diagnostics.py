@@ -1,4 +1,5 @@
-"""Per-epoch selection diagnostics for the report: spectral gaps and one example batch."""
+"""Per-epoch selection diagnostics for the report: spectral gaps, how localised the Fiedler
+vector is, and one example batch."""
 
 from __future__ import annotations
 
@@ -13,15 +14,27 @@ SMALL_GAP = 1e-3
 MAX_VALUES = 20_000  # |Fiedler| values kept per group for the report's histogram
 
 
+def top_entry_mass(abs_fiedler: torch.Tensor) -> torch.Tensor:
+    """Per batch (last dim: the batch's rows), the share of the Fiedler vector's squared mass on
+    its largest entry: 1/n when the vector spreads evenly over the batch, near 1 when it is
+    localised on one sample, so that the rest of the kept set is ranked by near-zero entries."""
+    squared = abs_fiedler.double().square()
+    return squared.amax(-1) / squared.sum(-1).clamp_min(torch.finfo(torch.float64).tiny)
+
+
 def spectral_epoch_stats(sampler: SelectiveBatchSampler) -> dict[str, float]:
     gap = sampler.last_stats.get("gap")
     if gap is None:
         return {}
     values = gap.float().cpu().numpy()
-    return {
+    stats = {
         "gap_median": float(np.median(values)),
         "gap_small_share": float((values < SMALL_GAP).mean()),
     }
+    if "abs_fiedler" in sampler.last_stats:
+        mass = top_entry_mass(sampler.last_stats["abs_fiedler"].cpu())
+        stats["top_entry_mass_median"] = float(mass.median())
+    return stats
 
 
 def spectral_record(sampler: SelectiveBatchSampler) -> dict[str, Any] | None:
@@ -35,6 +48,7 @@ def spectral_record(sampler: SelectiveBatchSampler) -> dict[str, Any] | None:
     kept.scatter_(1, stats["positions"].cpu(), True)
     return {
         "gaps": stats["gap"].float().cpu().tolist(),
+        "top_entry_mass": top_entry_mass(magnitude).tolist(),
         "abs_fiedler_kept": magnitude[kept][:MAX_VALUES].tolist(),
         "abs_fiedler_dropped": magnitude[~kept][:MAX_VALUES].tolist(),
     }

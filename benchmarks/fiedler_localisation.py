@@ -1,0 +1,99 @@
+"""How much of each batch's Fiedler vector sits on one sample, in trained SALN runs and in the
+paper's own NumPy recipe on cached features.
+
+    python benchmarks/fiedler_localisation.py RUN_DIR [RUN_DIR ...] \
+        [--features CACHE.npy --rows 64 --batches 500] [--out benchmarks/results/X.json]
+
+A unit Fiedler vector spread evenly over n rows puts 1/n of its squared mass on each; a vector
+localised on one weakly linked sample puts nearly all of it there, and the other kept rows are
+then ranked by entries close to zero. For each run (a ``saln`` run directory) this reads the
+final epoch's ``spectral.json``: its ``top_entry_mass`` where recorded (runs since 2026-11-26),
+else the share derived from the kept rows' |Fiedler| x sqrt(n), n from the run's config.
+``--features`` repeats the measurement with ``saln.selection.reference_fiedler`` (NumPy eigh
+on the dense Laplacian, as the paper computes it) on random batches of a feature cache, so the
+result does not rest on our solvers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine, write_json
+from saln import config as cfg
+from saln.selection import reference_fiedler
+from saln.train.methods import METHODS
+from saln.train.setup import batch_shape
+
+
+def summarise(top_mass: np.ndarray) -> dict[str, float]:
+    return {
+        "batches": len(top_mass),
+        "median": float(np.median(top_mass)),
+        "share_above_half": float(np.mean(top_mass > 0.5)),
+        "share_above_0.9": float(np.mean(top_mass > 0.9)),
+    }
+
+
+def top_mass_of_run(run: Path) -> np.ndarray:
+    """Per batch of the final epoch, the share of |Fiedler|^2 on the largest entry."""
+    record = json.loads((run / "spectral.json").read_text())
+    if "top_entry_mass" in record:
+        return np.asarray(record["top_entry_mass"])
+    rows, keep = batch_shape(cfg.load(run / "config.yaml"), METHODS.build("saln"))
+    kept = np.asarray(record["abs_fiedler_kept"])  # |v| x sqrt(rows), batch after batch
+    if len(kept) != len(record["gaps"]) * keep:
+        raise SystemExit(f"{run}: the kept values were truncated; cannot group them by batch")
+    return (kept.reshape(-1, keep) ** 2 / rows).max(axis=1)
+
+
+def oracle(features: np.ndarray, rows: int, batches: int, seed: int) -> dict[str, float]:
+    """The paper's recipe on random batches: top-entry mass, and how often the largest entry is
+    the batch's least connected sample (the lowest row sum of the cosine similarities)."""
+    rng = np.random.default_rng(seed)
+    masses, least_connected = [], []
+    for _ in range(batches):
+        x = np.asarray(features[rng.choice(len(features), rows, replace=False)], np.float32)
+        squared = reference_fiedler(x) ** 2
+        masses.append(squared.max() / squared.sum())
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+        least_connected.append(squared.argmax() == (unit @ unit.T).sum(axis=1).argmin())
+    return {
+        **summarise(np.asarray(masses)),
+        "share_top_is_least_connected": float(np.mean(least_connected)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="*", type=Path, help="saln run directories")
+    parser.add_argument("--features", type=Path, help="a feature cache (.npy) for the oracle")
+    parser.add_argument("--rows", type=int, default=64, help="rows per oracle batch")
+    parser.add_argument("--batches", type=int, default=500, help="oracle batches")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="write the result here as JSON")
+    args = parser.parse_args()
+    result: dict[str, Any] = {"benchmark": "fiedler_localisation", "machine": machine()}
+    # named by their last three parts (cifar10_paper/runs/saln-seed0), wherever they were unpacked
+    result["runs"] = {
+        "/".join(run.parts[-3:]): summarise(top_mass_of_run(run)) for run in args.runs
+    }
+    if args.features is not None:
+        features = np.load(args.features, mmap_mode="r")
+        found = oracle(features, args.rows, args.batches, args.seed)
+        result["oracle"] = {"features": args.features.name, "rows": args.rows, **found}
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+    if args.out is not None:
+        write_json(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
