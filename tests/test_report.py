@@ -306,6 +306,10 @@ def test_compare_end_to_end_then_resume_reruns_nothing_complete(
     (out / "runs" / "jest-seed0" / "summary.json").unlink()  # as if killed before finishing
     run_comparison(config, list(compare.DEFAULT_METHODS), [0], out)
     assert trained == ["jest-seed0"]
+    only_saln = run_comparison(config, ["saln"], [0], out)  # complete: nothing trains
+    assert trained == ["jest-seed0"] and set(only_saln["methods"]) == {"saln"}
+    note = next(n for n in only_saln["notes"] if "left out" in n)
+    assert "uniform-seed0" in note and "saln-seed0" not in note and "saln report" in note
 
 
 def test_cli_report_rebuilds_without_training(synthetic: Path) -> None:

@@ -40,7 +40,25 @@ def run_comparison(
         for method in methods:
             config = cfg.from_dict({"train": {"method": method, "seed": seed}}, base)
             train_one(config, run_dir(out, method, seed), nproc)
-    return build_report([run_dir(out, m, s) for s in seeds for m in methods], out, target)
+    paths = [run_dir(out, m, s) for s in seeds for m in methods]
+    return build_report(paths, out, target, others_left_out(out, paths))
+
+
+def others_left_out(out: Path, paths: list[Path]) -> list[str]:
+    """A note naming the complete runs in ``out`` that this comparison did not ask for: a call
+    that adds methods to a folder reports only its own, which would otherwise read as if the
+    folder had no control."""
+    from saln.report.store import RunStore
+
+    asked = set(paths)
+    others = [p.name for p in sorted((out / "runs").glob("*")) if p not in asked]
+    others = [name for name in others if RunStore(out / "runs" / name).is_complete()]
+    if not others:
+        return []
+    return [
+        f"runs in {out} that this comparison left out: {', '.join(others)} "
+        f"(`saln report {out}` reports every run there)"
+    ]
 
 
 def train_one(config: cfg.Config, path: Path, nproc: int) -> None:
@@ -60,13 +78,19 @@ def train_one(config: cfg.Config, path: Path, nproc: int) -> None:
     fit(config, path, resume=store.exists())
 
 
-def build_report(paths: list[Path], out: str | Path, target: float | None = None) -> dict[str, Any]:
+def build_report(
+    paths: list[Path],
+    out: str | Path,
+    target: float | None = None,
+    extra_notes: list[str] | None = None,
+) -> dict[str, Any]:
     runs = aggregate.load_runs(paths)  # before touching out: a bad path must not create folders
     out = check_writable(Path(out), "out dir")
     report = aggregate.aggregate(runs, target)
     images, notes = draw(runs, out, report["target_val_acc"])
     if runs.incomplete:
         notes.append("incomplete runs left out: " + ", ".join(str(p) for p in runs.incomplete))
+    notes += extra_notes or []
     report["notes"] = notes
     write_json_atomic(out / "summary.json", json.loads(aggregate.dump(report)))
     write_text_atomic(out / "summary.csv", render.csv_text(report))
