@@ -65,12 +65,17 @@ def job_order(seeds: list[int], methods: list[str]) -> list[Job]:
     return [Job(c, s, m) for c in CONVENTIONS for s in seeds for m in methods]
 
 
-def resumed_first(jobs: list[Job], shares: dict[str, float]) -> list[Job]:
-    """Runs an earlier call on this machine started (``shares``: their epochs left, < 1) ahead
-    of the rest, each group in priority order: an earlier call started them with ``--then`` on
-    the promise that this call resumes them, and a run left behind again is lost with the
-    machine (on 2026-11-26 two were, after 140 GPU-seconds each)."""
-    return sorted(jobs, key=lambda job: shares[job.name] >= 1.0)
+def resumed_first(jobs: list[Job], started: set[str]) -> list[Job]:
+    """Runs an earlier call on this machine started (``started``: their names) ahead of the
+    rest, each group in priority order: an earlier call started them with ``--then`` on the
+    promise that this call resumes them, and a run left behind again is lost with the machine
+    (on 2026-11-26 two were, after about 140 GPU-seconds each)."""
+    return sorted(jobs, key=lambda job: job.name not in started)
+
+
+def has_started(out: Path, job: Job) -> bool:
+    """Whether an earlier call trained an epoch of ``job`` (it resumes from its checkpoint)."""
+    return bool(RunStore(run_dir(out / job.convention, job.method, job.seed)).metrics())
 
 
 def command(job: Job, config: str, out: Path, sets: list[str]) -> list[str]:
@@ -294,7 +299,7 @@ def main() -> None:
     # Read once: a queued run's files do not change until it starts.
     shares = {job.name: share_left(args.out / job.convention, job.method, job.seed) for job in todo}
     run_pool(
-        resumed_first(todo, shares),
+        resumed_first(todo, {job.name for job in todo if has_started(args.out, job)}),
         lambda job: start(job, args.config, args.out, args.set),
         args.parallel,
         deadline,

@@ -7,9 +7,8 @@
 # compare). JSON results go to benchmarks/results/ (named by device, as the tables expect),
 # the GPU test, graph-test, session and compare logs to benchmarks/results/gpu_logs/ stamped
 # with the date and time, and a compare call's run archive replaces
-# benchmarks/results/cifar10_gpu_runs.tar.xz
-# (its jobs.json becomes compare_jobs_cuda.json, and each call's is kept in gpu_logs/).
-# Review `git diff --stat`, then commit.
+# benchmarks/results/cifar10_gpu_runs.tar.xz (its jobs.json becomes compare_jobs_cuda.json,
+# and each call's is kept in gpu_logs/). Review `git diff --stat`, then commit.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: gpu_ingest.sh FILES_AT [FILES_AT ...]" >&2; exit 2; }
 RESULTS=benchmarks/results

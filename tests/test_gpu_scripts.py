@@ -123,14 +123,15 @@ def test_runs_an_earlier_call_started_are_resumed_before_new_ones(tmp_path: Path
     out = tmp_path / "cifar10_fixed_batch"
     write_run(out, "saln", 0, epochs=20, complete=True)
     write_run(out, "saln", 2, epochs=8, complete=False)  # started under --then, then stopped
+    write_run(out, "jest", 2, epochs=3, complete=False)  # stopped, and no jest run is complete
     jobs = [gpu_compare.Job("cifar10_fixed_batch", s, m) for s in (1, 2) for m in ("jest", "saln")]
-    shares = {job.name: gpu_compare.share_left(out, job.method, job.seed) for job in jobs}
-    order = [job.name for job in gpu_compare.resumed_first(jobs, shares)]
+    started = {job.name for job in jobs if gpu_compare.has_started(tmp_path, job)}
+    order = [job.name for job in gpu_compare.resumed_first(jobs, started)]
     assert order == [
+        "cifar10_fixed_batch/jest-seed2",
         "cifar10_fixed_batch/saln-seed2",
         "cifar10_fixed_batch/jest-seed1",
         "cifar10_fixed_batch/saln-seed1",
-        "cifar10_fixed_batch/jest-seed2",
     ]
 
 

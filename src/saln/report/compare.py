@@ -51,8 +51,8 @@ def others_left_out(out: Path, paths: list[Path]) -> list[str]:
     from saln.report.store import RunStore
 
     asked = set(paths)
-    others = [p.name for p in sorted((out / "runs").glob("*")) if p not in asked]
-    others = [name for name in others if RunStore(out / "runs" / name).is_complete()]
+    runs = sorted((out / "runs").glob("*"))
+    others = [p.name for p in runs if p not in asked and RunStore(p).is_complete()]
     if not others:
         return []
     return [
