@@ -161,8 +161,13 @@ def main() -> None:
         help="features and decoded images, shared with later calls and the comparison",
     )
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="saln-gpu-") as runs:
+        measure(args, Path(runs))
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """Every measurement of one call; runs go under ``tmp``, results to ``args.out``."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tmp = Path(tempfile.mkdtemp(prefix="saln-gpu-"))
     grid = {32: (512, 256), 224: (256, 128), 16: (32, 16)}  # size -> (batch, learner batch)
     chosen = [16] if args.smoke else [int(x) for x in args.sizes.split(",") if x]
     sizes = [(size, *grid[size]) for size in chosen]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,20 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR_ARCHIVE = Path(
     os.environ.get("SALN_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
 )
+
+
+@pytest.fixture(autouse=True)
+def leaves_no_temp_files(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Fail a test that leaves files in the temp folder (its own and its subprocesses')."""
+    scratch = tmp_path_factory.mktemp("tempdir")
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    yield
+    # torch.compile's kernel cache lives in the temp folder by design: not a leak.
+    left = sorted(e.name for e in scratch.iterdir() if not e.name.startswith("torchinductor_"))
+    assert not left, f"the test left {left} in the temp folder; remove them when done"
 
 
 def clustered_features(

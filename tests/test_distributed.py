@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,17 @@ HERE = Path(__file__).resolve().parent
 
 def torchrun(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SALN_DIST_TIMEOUT_S": "60", "PYTHONPATH": str(HERE.parent)}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    with tempfile.TemporaryDirectory(prefix="saln-torchrun-") as logs:  # not /tmp/torchelastic_*
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            f"--log-dir={logs}",
+            *args,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def scenario(

@@ -175,29 +175,28 @@ def global_select(
 
 def launch_torchrun(config: Config, out: Path, nproc: int) -> None:
     """Run one training run as ``torchrun --nproc_per_node=nproc -m saln train`` and wait."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        handle.write(config.to_yaml())
-        config_file = handle.name
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={nproc}",
-        "--standalone",
-        "-m",
-        "saln",
-        "train",
-        "--config",
-        config_file,
-        "--out",
-        str(out),
-    ]
-    if (out / "config.yaml").exists():
-        command.append("--resume")
-    try:
+    # torchrun's per-launch log folder defaults to a new /tmp/torchelastic_* it never removes.
+    with tempfile.TemporaryDirectory(prefix="saln-torchrun-") as scratch:
+        config_file = Path(scratch) / "config.yaml"
+        config_file.write_text(config.to_yaml())
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={nproc}",
+            "--standalone",
+            f"--log-dir={scratch}",
+            "-m",
+            "saln",
+            "train",
+            "--config",
+            str(config_file),
+            "--out",
+            str(out),
+        ]
+        if (out / "config.yaml").exists():
+            command.append("--resume")
         done = subprocess.run(command, check=False)
-    finally:
-        Path(config_file).unlink(missing_ok=True)
     if done.returncode != 0:
         raise RuntimeError(
             f"torchrun for {out} failed with exit code {done.returncode}; see its output above"
