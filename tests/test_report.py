@@ -254,7 +254,7 @@ def test_nothing_to_report(tmp_path: Path) -> None:
 def test_unwritable_out_dir(synthetic: Path) -> None:
     blocker = synthetic / "file"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match=r"out dir .* is not writable"):
+    with pytest.raises(ValueError, match=r"out dir .* is not writable.*with --out$"):
         build_report([synthetic], blocker / "report")
 
 

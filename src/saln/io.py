@@ -88,8 +88,9 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def check_writable(folder: Path, what: str) -> Path:
-    """Create ``folder`` if needed and prove it writable, or fail naming it and the fix."""
+def check_writable(folder: Path, what: str, option: str) -> Path:
+    """Create ``folder`` if needed and prove it writable, or fail naming it and the ``option``
+    that chooses another."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -98,6 +99,6 @@ def check_writable(folder: Path, what: str) -> Path:
     except OSError as err:
         raise ValueError(
             f"the {what} {folder} is not writable ({err.strerror or err}); "
-            f"choose another with the matching --{what.replace(' ', '-')} option"
+            f"choose another with {option}"
         ) from None
     return folder

@@ -114,7 +114,9 @@ def write(
     extra: dict[str, Any] | None = None,
 ) -> FeatureStore:
     """Write ``count`` rows given as (start, block) pairs, atomically; return the loaded store."""
-    cache_dir = check_writable(Path(cache_dir), "cache dir")
+    cache_dir = check_writable(
+        Path(cache_dir), "cache dir", "--cache-dir (features.cache_dir in a config)"
+    )
     array_path, meta_path = cache_paths(cache_dir, key)
     tmp = cache_dir / f".{key}.{os.getpid()}.npy.tmp"
     try:

@@ -34,7 +34,7 @@ def run_comparison(
 
     for method in methods:
         METHODS.get(method)  # an unknown name fails here, listing the valid ones
-    out = check_writable(Path(out), "out dir")
+    out = check_writable(Path(out), "out dir", "--out")
     base = cfg.load(config_path, overrides)
     for seed in seeds:
         for method in methods:
@@ -85,7 +85,7 @@ def build_report(
     extra_notes: list[str] | None = None,
 ) -> dict[str, Any]:
     runs = aggregate.load_runs(paths)  # before touching out: a bad path must not create folders
-    out = check_writable(Path(out), "out dir")
+    out = check_writable(Path(out), "out dir", "--out")
     report = aggregate.aggregate(runs, target)
     images, notes = draw(runs, out, report["target_val_acc"])
     if runs.incomplete:

@@ -128,7 +128,7 @@ class RunStore:
 
     def prepare(self, config: Config, *, resume: bool = False, overwrite: bool = False) -> str:
         """Returns "fresh", "resume" or "complete"; refuses what would lose or mix results."""
-        check_writable(self.path, "out dir")
+        check_writable(self.path, "out dir", "--out")
         if overwrite:
             self.clear()
         elif self.exists():
