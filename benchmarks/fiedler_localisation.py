@@ -2,7 +2,7 @@
 paper's own NumPy recipe on cached features.
 
     python benchmarks/fiedler_localisation.py RUN_DIR [RUN_DIR ...] \
-        [--features CACHE.npy --rows 64 --batches 500] [--out benchmarks/results/X.json]
+        [--features CACHE.npy --rows 64,320 --batches 500] [--out benchmarks/results/X.json]
 
 A unit Fiedler vector spread evenly over n rows puts 1/n of its squared mass on each; a vector
 localised on one weakly linked sample puts nearly all of it there, and the other kept rows are
@@ -11,7 +11,9 @@ final epoch's ``spectral.json``: its ``top_entry_mass`` where recorded (runs sin
 else the share derived from the kept rows' |Fiedler| x sqrt(n), n from the run's config.
 ``--features`` repeats the measurement with ``saln.selection.reference_fiedler`` (NumPy eigh
 on the dense Laplacian, as the paper computes it) on random batches of a feature cache, so the
-result does not rest on our solvers.
+result does not rest on our solvers, and asks which rows the other kept ones are: how much of
+the kept set (``keep`` = n x (1 - filter ratio)) is the ``keep`` least connected rows, and the
+top row with the ``keep - 1`` rows least similar to it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, write_json
 from saln import config as cfg
 from saln.selection import reference_fiedler
+from saln.selection.base import keep_count
 from saln.train.methods import METHODS
 from saln.train.setup import batch_shape
 
@@ -53,20 +56,46 @@ def top_mass_of_run(run: Path) -> np.ndarray:
     return (kept.reshape(-1, keep) ** 2 / rows).max(axis=1)
 
 
-def oracle(features: np.ndarray, rows: int, batches: int, seed: int) -> dict[str, float]:
-    """The paper's recipe on random batches: top-entry mass, and how often the largest entry is
-    the batch's least connected sample (the lowest row sum of the cosine similarities)."""
+def cosine(x: np.ndarray) -> np.ndarray:
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    return unit @ unit.T
+
+
+def kept_overlaps(x: np.ndarray, kept: np.ndarray) -> dict[str, float]:
+    """Share of ``kept`` (positions, largest |Fiedler| first) that is the ``len(kept)`` least
+    connected rows of ``x``, and that is ``kept[0]`` with the rows least similar to it."""
+    sim, keep = cosine(x), len(kept)
+    least_connected = np.argsort(sim.sum(axis=1), kind="stable")[:keep]
+    top = int(kept[0])
+    unlike_top = [j for j in np.argsort(sim[top], kind="stable") if j != top][: keep - 1]
+    return {
+        "least_connected": len(set(kept) & set(least_connected)) / keep,
+        "top_and_least_similar_to_it": len(set(kept) & {top, *unlike_top}) / keep,
+    }
+
+
+def oracle(
+    features: np.ndarray, rows: int, batches: int, seed: int, filter_ratio: float = 0.8
+) -> dict[str, float]:
+    """The paper's recipe on random batches: top-entry mass, how often the largest entry is the
+    batch's least connected sample (the lowest row sum of the cosine similarities), and what the
+    kept rows are (:func:`kept_overlaps`; a random set of ``keep`` rows scores keep / rows)."""
     rng = np.random.default_rng(seed)
-    masses, least_connected = [], []
+    keep = keep_count(rows, filter_ratio)
+    masses, least_connected, overlaps = [], [], []
     for _ in range(batches):
         x = np.asarray(features[rng.choice(len(features), rows, replace=False)], np.float32)
-        squared = reference_fiedler(x) ** 2
+        fiedler = reference_fiedler(x)
+        squared = fiedler**2
         masses.append(squared.max() / squared.sum())
-        unit = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
-        least_connected.append(squared.argmax() == (unit @ unit.T).sum(axis=1).argmin())
+        least_connected.append(squared.argmax() == cosine(x).sum(axis=1).argmin())
+        overlaps.append(kept_overlaps(x, np.argsort(-np.abs(fiedler), kind="stable")[:keep]))
     return {
         **summarise(np.asarray(masses)),
         "share_top_is_least_connected": float(np.mean(least_connected)),
+        "keep": keep,
+        **{f"kept_vs_{k}": float(np.mean([o[k] for o in overlaps])) for k in overlaps[0]},
+        "kept_vs_random_expected": keep / rows,
     }
 
 
@@ -76,7 +105,9 @@ def main() -> None:
     )
     parser.add_argument("runs", nargs="*", type=Path, help="saln run directories")
     parser.add_argument("--features", type=Path, help="a feature cache (.npy) for the oracle")
-    parser.add_argument("--rows", type=int, default=64, help="rows per oracle batch")
+    parser.add_argument(
+        "--rows", default="64", help="rows per oracle batch, comma-separated for several"
+    )
     parser.add_argument("--batches", type=int, default=500, help="oracle batches")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the result here as JSON")
@@ -88,8 +119,14 @@ def main() -> None:
     }
     if args.features is not None:
         features = np.load(args.features, mmap_mode="r")
-        found = oracle(features, args.rows, args.batches, args.seed)
-        result["oracle"] = {"features": args.features.name, "rows": args.rows, **found}
+        result["oracles"] = [
+            {
+                "features": args.features.name,
+                "rows": rows,
+                **oracle(features, rows, args.batches, args.seed),
+            }
+            for rows in map(int, args.rows.split(","))
+        ]
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
     if args.out is not None:
         write_json(result, args.out)
