@@ -160,8 +160,28 @@ def test_the_verdict_is_a_welch_t_test_on_the_seeds() -> None:
 
 
 def test_default_target_is_standard_best_minus_one_point(synthetic: Path) -> None:
+    from saln.report.render import preamble
+
     report = build_report([synthetic], synthetic / "report")
     assert report["target_val_acc"] == pytest.approx((0.90 + 0.92) / 2 - 0.01)
+    assert "(standard's best val accuracy minus one point)" in preamble(report)
+    assert "(set with --target)" in preamble(build_report([synthetic], synthetic / "t", 0.5))
+
+
+def test_without_standard_the_target_says_it_comes_from_every_run(synthetic: Path) -> None:
+    from saln.report.render import preamble
+
+    for seed in (0, 1):
+        shutil.rmtree(synthetic / "runs" / f"standard-seed{seed}")
+    report = build_report([synthetic], synthetic / "report")
+    bests = [
+        json.loads(path.read_text())["best_val_acc"]
+        for path in (synthetic / "runs").glob("*/summary.json")
+    ]
+    assert report["target_val_acc"] == pytest.approx(sum(bests) / len(bests) - 0.01)
+    assert "(no standard run: the mean best val accuracy of all runs minus one point)" in (
+        preamble(report)
+    )
 
 
 def test_a_comparison_with_uneven_seeds_lists_each_methods_seeds(synthetic: Path) -> None:

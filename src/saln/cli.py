@@ -202,7 +202,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         "--target",
         type=float,
         default=None,
-        help="target val accuracy (default: standard's best minus 0.01)",
+        help="target val accuracy (default: standard's best minus 0.01; all runs' without one)",
     )
     p.add_argument("--nproc", type=int, default=1, help="processes per run, launched with torchrun")
     p.set_defaults(handler=run_compare)
