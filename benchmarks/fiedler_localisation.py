@@ -61,10 +61,11 @@ def cosine(x: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def kept_overlaps(x: np.ndarray, kept: np.ndarray) -> dict[str, float]:
+def kept_overlaps(sim: np.ndarray, kept: np.ndarray) -> dict[str, float]:
     """Share of ``kept`` (positions, largest |Fiedler| first) that is the ``len(kept)`` least
-    connected rows of ``x``, and that is ``kept[0]`` with the rows least similar to it."""
-    sim, keep = cosine(x), len(kept)
+    connected rows of the similarity graph ``sim``, and that is ``kept[0]`` with the rows least
+    similar to it."""
+    keep = len(kept)
     least_connected = np.argsort(sim.sum(axis=1), kind="stable")[:keep]
     top = int(kept[0])
     unlike_top = [j for j in np.argsort(sim[top], kind="stable") if j != top][: keep - 1]
@@ -88,8 +89,9 @@ def oracle(
         fiedler = reference_fiedler(x)
         squared = fiedler**2
         masses.append(squared.max() / squared.sum())
-        least_connected.append(squared.argmax() == cosine(x).sum(axis=1).argmin())
-        overlaps.append(kept_overlaps(x, np.argsort(-np.abs(fiedler), kind="stable")[:keep]))
+        sim = cosine(x)
+        least_connected.append(squared.argmax() == sim.sum(axis=1).argmin())
+        overlaps.append(kept_overlaps(sim, np.argsort(-np.abs(fiedler), kind="stable")[:keep]))
     return {
         **summarise(np.asarray(masses)),
         "share_top_is_least_connected": float(np.mean(least_connected)),

@@ -48,18 +48,18 @@ def test_kept_overlaps_name_the_least_connected_rows_and_those_unlike_the_top() 
     # Row sums, by hand: 80 deg 3.43, 0 deg 4.73, 10 deg 5.12, ..., so the two least connected
     # rows are 5 and 0, and the row least similar to row 5 (80 deg) is row 0 (0 deg).
     angles = np.radians([0, 10, 20, 30, 40, 80])
-    x = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    assert fl.kept_overlaps(x, np.array([5, 0])) == {
+    sim = fl.cosine(np.stack([np.cos(angles), np.sin(angles)], axis=1))
+    assert fl.kept_overlaps(sim, np.array([5, 0])) == {
         "least_connected": 1.0,
         "top_and_least_similar_to_it": 1.0,
     }
-    assert fl.kept_overlaps(x, np.array([5, 1])) == {
+    assert fl.kept_overlaps(sim, np.array([5, 1])) == {
         "least_connected": 0.5,
         "top_and_least_similar_to_it": 0.5,
     }
     # With row 0 on top, the row least similar to it is row 5: {0, 5} again.
-    assert fl.kept_overlaps(x, np.array([0, 5]))["top_and_least_similar_to_it"] == 1.0
-    assert fl.kept_overlaps(x, np.array([2, 3])) == {
+    assert fl.kept_overlaps(sim, np.array([0, 5]))["top_and_least_similar_to_it"] == 1.0
+    assert fl.kept_overlaps(sim, np.array([2, 3])) == {
         "least_connected": 0.0,
         "top_and_least_similar_to_it": 0.5,  # row 2's least similar row is 5, not 3
     }

@@ -23,6 +23,7 @@ import torch
 from saln.io import check_writable, write_json_atomic
 
 FORMAT_VERSION = 1
+CACHE_DIR_OPTION = "--cache-dir (features.cache_dir in a config)"  # named when it is unwritable
 IDENTITY_KEYS = ("format", "dataset", "encoder", "weights_sha256", "transform", "image_size", "dim")
 
 
@@ -114,9 +115,7 @@ def write(
     extra: dict[str, Any] | None = None,
 ) -> FeatureStore:
     """Write ``count`` rows given as (start, block) pairs, atomically; return the loaded store."""
-    cache_dir = check_writable(
-        Path(cache_dir), "cache dir", "--cache-dir (features.cache_dir in a config)"
-    )
+    cache_dir = check_writable(Path(cache_dir), "cache dir", CACHE_DIR_OPTION)
     array_path, meta_path = cache_paths(cache_dir, key)
     tmp = cache_dir / f".{key}.{os.getpid()}.npy.tmp"
     try:

@@ -238,7 +238,7 @@ def _sharded(
     directory must be shared by all ranks (one node, or a shared filesystem)."""
     from saln.train.distributed import barrier
 
-    check_writable(folder, "cache dir", "--cache-dir (features.cache_dir in a config)")
+    check_writable(folder, "cache dir", cache.CACHE_DIR_OPTION)
     per = -(-count // world_size)
     parts = [folder / f".{key}.part{r}-of-{world_size}.npy" for r in range(world_size)]
     first, last = min(count, rank * per), min(count, (rank + 1) * per)
