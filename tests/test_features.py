@@ -4,6 +4,7 @@ the offline pretrained encoder's features are genuinely pretrained."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,6 +201,38 @@ def test_a_folder_named_relatively_or_absolutely_is_one_cache_entry(
     absolute = build_dataset(f"imagefolder:{tmp_path / 'data'}").train
     again = extract(absolute, tmp_path / "c", image_size=32)
     assert again.path == first.path and len(again) == 300
+
+
+def small_folder(root: Path) -> Path:
+    """Eight 12 px images in two classes per split, all dated 2020, so an edit changes times."""
+    for i in range(8):
+        for split in ("train", "test"):
+            folder = root / split / f"class{i % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (12, 12), (30 * i, 90, 200 - 20 * i)).save(folder / f"{i}.png")
+    for path in root.rglob("*.png"):
+        os.utime(path, ns=(1_577_836_800 * 10**9,) * 2)
+    return root
+
+
+def test_a_moved_folder_keeps_its_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = extract(build_dataset(f"imagefolder:{small_folder(tmp_path / 'a')}").train, tmp_path)
+    (tmp_path / "a").rename(tmp_path / "b")
+    monkeypatch.setattr(cache, "write", lambda *a, **k: pytest.fail("re-extracted moved data"))
+    moved = extract(build_dataset(f"imagefolder:{tmp_path / 'b'}").train, tmp_path)
+    assert moved.path == first.path and np.array_equal(moved.numpy(), first.numpy())
+
+
+def test_an_image_edited_in_place_re_extracts_the_features(tmp_path: Path) -> None:
+    data = small_folder(tmp_path / "data")
+    source = build_dataset(f"imagefolder:{data}").train
+    first = extract(source, tmp_path).numpy().astype(np.float32)
+    edited = source.files.index(os.path.join("train", "class0", "2.png"))
+    Image.new("RGB", (12, 12), (255, 0, 0)).save(data / source.files[edited])  # same name
+    with pytest.warns(UserWarning, match="dataset changed"):
+        second = extract(build_dataset(f"imagefolder:{data}").train, tmp_path).numpy()
+    changed = np.flatnonzero(np.abs(second.astype(np.float32) - first).max(axis=1) > 0)
+    assert changed.tolist() == [edited]
 
 
 def test_killed_write_leaves_nothing_that_loads(digits_source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -54,19 +54,30 @@ class ImageSource:
         return self.loader(index)
 
     def fingerprint(self) -> dict[str, Any]:
-        """Identity of the data for cache invalidation: name, root, count, labels and files."""
+        """Identity of the data wherever it lives, for the caches: name, count, labels, and each
+        file's relative path, size and modification time (rsync's quick check: an edited file
+        changes it, a moved folder does not), or the in-memory images' bytes."""
         digest = hashlib.sha256(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
         for path in self.files:
-            digest.update(path.encode())
+            digest.update(f"{path}:{self._file_stamp(path)};".encode())
         if self.array is not None and not self.files:
             digest.update(hashlib.sha256(self.array.tobytes()).digest())
         return {
             "name": self.name,
-            "root": canonical_root(self.root),
             "count": len(self),
             "classes": len(self.classes),
             "content_sha256": digest.hexdigest(),
         }
+
+    def _file_stamp(self, path: str) -> str:
+        try:
+            stat = os.stat(os.path.join(self.root, path))
+        except OSError as err:
+            raise DataError(
+                f"{self.name}: cannot read {path} under {self.root} ({err.strerror}); the folder "
+                "changed after it was opened: open the dataset again"
+            ) from None
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 @dataclass(frozen=True)

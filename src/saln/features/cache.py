@@ -4,7 +4,8 @@ Writes are atomic: the array goes to a temporary file that is renamed into place
 metadata (the commit marker, with the array's checksum) is written last, so a killed write
 leaves nothing that loads. A load checks that the metadata matches what is asked for (dataset
 fingerprint, encoder, weights, transform, image size) and that the array is intact; anything
-else is a miss, and the caller re-extracts.
+else is a miss, and the caller re-extracts. A miss first looks for the same features under
+another slot (:func:`lookup`): a moved data folder keeps its features.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from saln.io import check_writable, write_json_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the dataset identity has each file's size and time, not the folder
 CACHE_DIR_OPTION = "--cache-dir (features.cache_dir in a config)"  # named when it is unwritable
 IDENTITY_KEYS = ("format", "dataset", "encoder", "weights_sha256", "transform", "image_size", "dim")
 
@@ -65,29 +66,64 @@ def load(
     cache_dir: Path, key: str, identity: dict[str, Any], verify: bool = True
 ) -> FeatureStore | None:
     """The cached store if it exists, matches ``identity`` and is intact; else None (warns why)."""
-    array_path, meta_path = cache_paths(Path(cache_dir), key)
+    store, problem = _open(Path(cache_dir), key, identity, verify)
+    if problem:
+        warnings.warn(f"{problem}; re-extracting", stacklevel=2)
+    return store
+
+
+def lookup(cache_dir: Path, key: str, identity: dict[str, Any]) -> FeatureStore | None:
+    """``key``'s store; when it misses, the same features under another slot (a moved data
+    folder keeps its features). None, with a warning that says why ``key`` missed, if neither."""
+    store, problem = _open(Path(cache_dir), key, identity, verify=True)
+    if store is None:
+        store = find_equal(Path(cache_dir), identity, skip=key)
+    if store is None and problem:
+        warnings.warn(f"{problem}; re-extracting", stacklevel=2)
+    return store
+
+
+def find_equal(cache_dir: Path, identity: dict[str, Any], skip: str) -> FeatureStore | None:
+    """The intact store of another slot than ``skip`` whose metadata matches ``identity``: the
+    same files (paths, sizes, times), encoder and transform, cached from another location."""
+    for meta_path in sorted(Path(cache_dir).glob("*.json")):
+        key = meta_path.stem
+        if key != skip and _identity_in(_read_meta(meta_path) or {}) == _identity_in(identity):
+            store, _ = _open(Path(cache_dir), key, identity, verify=True)
+            if store is not None:
+                return store
+    return None
+
+
+def _open(
+    cache_dir: Path, key: str, identity: dict[str, Any], verify: bool
+) -> tuple[FeatureStore | None, str | None]:
+    """(store, None) on a hit; (None, why) on a miss, why None when the slot does not exist."""
+    array_path, meta_path = cache_paths(cache_dir, key)
     if not meta_path.exists():
-        return None
+        return None, None
+    meta = _read_meta(meta_path)
+    if meta is None:
+        return None, f"feature cache metadata {meta_path} is unreadable"
+    stale = [k for k, v in _identity_in(meta).items() if v != identity.get(k)]
+    if stale:
+        return None, f"feature cache {meta_path.name} is stale ({', '.join(stale)} changed)"
+    problem = _integrity_problem(array_path, meta, verify)
+    if problem:
+        return None, f"feature cache {array_path} is {problem}"
+    return FeatureStore(np.load(array_path, mmap_mode="r"), meta, array_path), None
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError):
-        warnings.warn(
-            f"feature cache metadata {meta_path} is unreadable; re-extracting", stacklevel=2
-        )
         return None
-    stale = [k for k in IDENTITY_KEYS if meta.get(k) != identity.get(k)]
-    if stale:
-        warnings.warn(
-            f"feature cache {meta_path.name} is stale ({', '.join(stale)} changed); re-extracting",
-            stacklevel=2,
-        )
-        return None
-    problem = _integrity_problem(array_path, meta, verify)
-    if problem:
-        warnings.warn(f"feature cache {array_path} is {problem}; re-extracting", stacklevel=2)
-        return None
-    array = np.load(array_path, mmap_mode="r")
-    return FeatureStore(array, meta, array_path)
+    return meta if isinstance(meta, dict) else None
+
+
+def _identity_in(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: meta.get(k) for k in IDENTITY_KEYS}
 
 
 def _integrity_problem(array_path: Path, meta: dict[str, Any], verify: bool) -> str | None:

@@ -101,7 +101,7 @@ def extract_features(
         )
     )
     key, ident = cache_key(source, enc.name, image_size), identity(source, enc, image_size)
-    found = cache.load(Path(cache_dir), key, ident)
+    found = cache.lookup(Path(cache_dir), key, ident)
     if found is not None:
         return found
     check_input_size(enc.module, image_size, "features.image_size", f"the encoder {enc.name}")
