@@ -283,6 +283,24 @@ def test_unknown_method_lists_the_registered_ones(tmp_path: Path) -> None:
         run_comparison(None, ["standard", "spectral"], [0], tmp_path)
 
 
+@pytest.mark.parametrize("target", [95.0, 0.0, -0.1])
+def test_a_target_that_is_not_a_fraction_fails_before_anything_runs(
+    synthetic: Path, tmp_path: Path, target: float
+) -> None:
+    with pytest.raises(ValueError, match=r"fraction in \(0, 1\].*0.95 for 95%"):
+        build_report([synthetic], tmp_path / "report", target)
+    with pytest.raises(ValueError, match="fraction in"):
+        run_comparison(None, ["uniform"], [0], tmp_path / "compare", target=target)
+    assert not (tmp_path / "compare").exists() and not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("nproc", [0, -2])
+def test_nproc_below_one_is_refused_before_training(tmp_path: Path, nproc: int) -> None:
+    with pytest.raises(ValueError, match=f"--nproc .* at least 1; got {nproc}"):
+        run_comparison(None, ["uniform"], [0], tmp_path / "compare", nproc=nproc)
+    assert not (tmp_path / "compare").exists()
+
+
 def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(

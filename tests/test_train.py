@@ -195,6 +195,21 @@ def test_a_different_config_in_the_out_dir_is_refused(tmp_path: Path) -> None:
     assert replaced["method"] == "uniform"
 
 
+def test_a_failed_set_up_leaves_no_run_folder_and_keeps_the_run_it_would_replace(
+    tmp_path: Path,
+) -> None:
+    broken = tiny(tmp_path, "saln", **{"features.encoder": "no_such_encoder"})
+    with pytest.raises(ValueError, match="unknown encoder 'no_such_encoder'"):
+        fit(broken, tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # no empty run for a report to list as incomplete
+    kept = fit(tiny(tmp_path, "uniform", **{"train.tensorboard": True}), tmp_path / "run")
+    with pytest.raises(ValueError, match="unknown encoder"):
+        fit(broken, tmp_path / "run", overwrite=True)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == kept
+    fit(tiny(tmp_path, "standard"), tmp_path / "run", overwrite=True)
+    assert not (tmp_path / "run" / "tensorboard").exists()  # the old run's curves went with it
+
+
 def test_a_run_written_before_a_config_key_existed_is_still_the_same_run(tmp_path: Path) -> None:
     """A key added to Config later reads as its default, and launch-only switches may change."""
     fit(tiny(tmp_path, "uniform"), tmp_path / "run")

@@ -118,6 +118,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load(args.config, overrides)
 
 
+def flat_config(config: Config) -> dict[str, Any]:
+    """The whole resolved config as ``section.key`` overrides: what each run of a comparison
+    starts from before its method, seed or ratio is set."""
+    return {f"{s}.{k}": v for s, values in config.to_dict().items() for k, v in values.items()}
+
+
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one method and record the run")
     add_config_arguments(p)
@@ -213,12 +219,50 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if args.config is None:
         args.config = default_config()
-    config = config_from_args(args)
-    overrides = config.to_dict()
-    flat = {f"{s}.{k}": v for s, values in overrides.items() for k, v in values.items()}
+    flat = flat_config(config_from_args(args))
     report = run_comparison(None, args.methods, args.seeds, args.out, flat, args.target, args.nproc)
     print_table(report)
     print(f"report: {report['report']} (also report.html, summary.csv, summary.json)")
+    return 0
+
+
+def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="compare methods at several filter ratios: accuracy against share kept"
+    )
+    # per run: --methods, --seeds; per comparison: --ratios
+    add_config_arguments(p, exclude=frozenset({"method", "seed", "filter_ratio"}))
+    p.add_argument(
+        "--ratios",
+        type=csv_list(float),
+        default=[0.5, 0.8, 0.9],
+        help="comma-separated filter ratios, one comparison each (default 0.5,0.8,0.9)",
+    )
+    p.add_argument(
+        "--methods",
+        type=csv_list(str),
+        default=["standard", "uniform", "saln"],
+        help="comma-separated (default standard,uniform,saln; standard runs once)",
+    )
+    p.add_argument(
+        "--seeds", type=csv_list(int), default=[0], help="comma-separated seeds (default 0)"
+    )
+    p.add_argument(
+        "--out", default="runs/sweep", help="sweep directory (one comparison per ratio in it)"
+    )
+    p.add_argument("--nproc", type=int, default=1, help="processes per run, launched with torchrun")
+    p.set_defaults(handler=run_sweep_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from saln.report.sweep import run_sweep
+
+    if args.config is None:
+        args.config = default_config()
+    flat = flat_config(config_from_args(args))
+    result = run_sweep(None, args.ratios, args.methods, args.seeds, args.out, flat, args.nproc)
+    print(result["table"])
+    print(f"sweep: {result['report']} (also sweep.json, sweep.png; a report per ratio)")
     return 0
 
 
@@ -283,6 +327,7 @@ PARSERS = [
     add_train_parser,
     add_compare_parser,
     add_report_parser,
+    add_sweep_parser,
     add_subset_parser,
 ]
 

@@ -265,7 +265,16 @@ def default_target(runs: RunSet, offset: float = 0.01) -> tuple[float, str]:
     return stat(base, "best_val_acc").mean - offset, "standard" if standard else "all runs"
 
 
+def check_target(target: float | None) -> None:
+    """A target is a val accuracy as the runs record it: a fraction, not a percentage."""
+    if target is not None and not 0.0 < target <= 1.0:
+        raise ValueError(
+            f"the target val accuracy is a fraction in (0, 1], got {target}: pass 0.95 for 95%"
+        )
+
+
 def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
+    check_target(target)
     target, basis = default_target(runs) if target is None else (target, "set")
     control, standard = runs.of("uniform"), runs.of("standard")
     table: dict[str, Any] = {}

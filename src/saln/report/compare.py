@@ -34,6 +34,9 @@ def run_comparison(
 
     for method in methods:
         METHODS.get(method)  # an unknown name fails here, listing the valid ones
+    aggregate.check_target(target)  # before the training, not after it
+    if nproc < 1:
+        raise ValueError(f"--nproc is the number of processes per run, at least 1; got {nproc}")
     out = check_writable(Path(out), "out dir", "--out")
     base = cfg.load(config_path, overrides)
     for seed in seeds:
@@ -84,7 +87,8 @@ def build_report(
     target: float | None = None,
     extra_notes: list[str] | None = None,
 ) -> dict[str, Any]:
-    runs = aggregate.load_runs(paths)  # before touching out: a bad path must not create folders
+    aggregate.check_target(target)  # these two before touching out: bad input creates nothing
+    runs = aggregate.load_runs(paths)
     out = check_writable(Path(out), "out dir", "--out")
     report = aggregate.aggregate(runs, target)
     images, notes = draw(runs, out, report["target_val_acc"])

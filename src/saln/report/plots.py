@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -131,3 +132,35 @@ def localisation(ax: Axes, top_mass: np.ndarray) -> None:
     ax.set_ylabel("batches")
     median, localised = float(np.median(top_mass)), float(np.mean(top_mass > 0.5))
     ax.set_title(f"median {median:.2f}; one sample holds > half in {localised:.0%} of batches")
+
+
+def accuracy_vs_kept(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Test accuracy (best-val model) against the share of each batch kept, one line per
+    method (mean, bars = std over seeds); a method run once (standard) is a dotted level."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in rows)]
+    methods += sorted({r["method"] for r in rows} - set(methods))
+    for method in methods:
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["kept_share"])
+        kept = [r["kept_share"] for r in mine]
+        mean = [100 * r["test_acc_best"]["mean"] for r in mine]
+        std = [100 * r["test_acc_best"]["std"] for r in mine]
+        colour = COLOURS.get(method)
+        if len(mine) == 1:
+            ax.axhline(mean[0], color=colour, ls=":", lw=1.2, label=f"{method} (all rows)")
+        ax.errorbar(
+            kept,
+            mean,
+            yerr=std,
+            fmt="-o",
+            ms=4,
+            capsize=3,
+            color=colour,
+            label=None if len(mine) == 1 else method,
+        )
+    ax.set_xlabel("share of each batch kept (1 - filter ratio)")
+    ax.set_ylabel("test accuracy of the best-val model (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Filter-ratio sweep (bars: std over seeds)")
+    return save(fig, path)

@@ -6,10 +6,12 @@ One writer, atomic files, and a clear rule for an existing directory: the same c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -113,6 +115,8 @@ class RunStore:
     def __init__(self, path: str | Path, writer: bool = True) -> None:
         self.path = Path(path)
         self.writer = writer
+        self.created = False  # whether prepare() made the folder (discard() may remove it)
+        self.replacing = False  # --overwrite: start() clears the old run, once the new one is built
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -128,9 +132,10 @@ class RunStore:
 
     def prepare(self, config: Config, *, resume: bool = False, overwrite: bool = False) -> str:
         """Returns "fresh", "resume" or "complete"; refuses what would lose or mix results."""
+        self.created = not self.path.exists()
         check_writable(self.path, "out dir", "--out")
         if overwrite:
-            self.clear()
+            self.replacing = True
         elif self.exists():
             # Through from_dict, a key added to Config since this run was written reads as its
             # default instead of as a difference.
@@ -151,14 +156,25 @@ class RunStore:
         return "fresh"
 
     def start(self, config: Config) -> None:
-        """Record the config of a fresh run: from now on the directory holds this run. Called
-        once the run is built, so a failed set-up leaves nothing to resume."""
+        """Record the config of a fresh run (clearing the run it replaces): from now on the
+        directory holds this run. Called once the run is built, so a failed set-up leaves
+        nothing to resume and, under --overwrite, the old run intact."""
         if self.writer:
+            if self.replacing:
+                self.clear()
             write_text_atomic(self.file("config.yaml"), config.to_yaml())
+
+    def discard(self) -> None:
+        """Remove the folder prepare() made if it is still empty: a run whose set-up failed
+        leaves no empty run behind (a report would list it as incomplete)."""
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
     def clear(self) -> None:
         for name in RUN_FILES:
             self.file(name).unlink(missing_ok=True)
+        shutil.rmtree(self.file("tensorboard"), ignore_errors=True)  # else old curves show too
 
     def write_json(self, name: str, payload: Any) -> None:
         if self.writer:

@@ -47,7 +47,11 @@ def fit(
     state = distributed.on_rank0(lambda: store.prepare(config, resume=resume, overwrite=overwrite))
     if state == "complete":
         return store.summary() or {}
-    ctx = build_run(config, rank, distributed.world_size())
+    try:
+        ctx = build_run(config, rank, distributed.world_size())
+    except BaseException:
+        store.discard()
+        raise
     if state == "fresh":
         store.start(config)
     store.write_json("env.json", {**environment(ctx.device), "cuda_graphs": ctx.cuda_graphs})

@@ -1,0 +1,92 @@
+"""The filter-ratio sweep: one comparison per ratio, its table read back from the runs
+themselves, nothing retrained on a rerun, and bad input refused before any training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saln.report.sweep import run_sweep
+from tests.test_report import tiny_config
+
+
+def run_means(folder: Path, method: str) -> tuple[float, float]:
+    """Mean test accuracy (best-val model) and examples of a method's runs, read directly."""
+    summaries = [
+        json.loads(p.read_text()) for p in sorted(folder.glob(f"runs/{method}-seed*/summary.json"))
+    ]
+    assert summaries, f"no runs of {method} in {folder}"
+    return (
+        float(np.mean([s["test_acc_best"] for s in summaries])),
+        float(np.mean([s["examples_trained"] for s in summaries])),
+    )
+
+
+def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, out = tiny_config(tmp_path), tmp_path / "sweep"
+    methods = ["standard", "standard_matched", "uniform", "saln"]
+    result = run_sweep(config, [0.5, 0.9], methods, [0, 1], out)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["full", "ratio-0.5", "ratio-0.9"]
+    assert not list((out / "full" / "runs").glob("uniform*"))  # standard alone runs once
+    rows = {(r["folder"], r["method"]): r for r in result["rows"]}
+    assert len(rows) == 7
+    for (folder, method), row in rows.items():
+        accuracy, examples = run_means(out / folder, method)
+        assert row["test_acc_best"]["mean"] == pytest.approx(accuracy)
+        assert row["examples_trained"]["mean"] == pytest.approx(examples)
+    # The share kept is the asked ratio's, also for standard_matched (which records ratio 0).
+    assert rows[("ratio-0.9", "standard_matched")]["kept_share"] == pytest.approx(0.1)
+    assert rows[("full", "standard")]["kept_share"] == 1.0
+    full, tenth = rows[("full", "standard")], rows[("ratio-0.9", "uniform")]
+    assert tenth["examples_trained"]["mean"] < 0.15 * full["examples_trained"]["mean"]
+    assert rows[("ratio-0.5", "saln")]["vs_uniform"]["p"] is not None  # two seeds: a verdict
+    table = (out / "sweep.md").read_text()
+    assert table.count("| 0.9 | 10% |") == 3 and "sweep.png" in table
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "sweep.json").read_text())["folders"]["ratio-0.9"] == 0.9
+
+    import saln.train
+
+    monkeypatch.setattr(saln.train, "fit", lambda *a, **k: pytest.fail("retrained a complete run"))
+    again = run_sweep(config, [0.5, 0.9], methods, [0, 1], out)
+    assert again["rows"] == result["rows"]
+
+
+@pytest.mark.parametrize(
+    ("ratios", "methods", "message"),
+    [
+        ([0.5, 0.5], ["uniform"], "each filter ratio once"),
+        ([], ["uniform"], "at least one"),
+        ([0.5, 1.0], ["uniform"], r"filter_ratio=1.0 must be in \[0, 1\)"),
+        ([0.5], ["uniform", "spectral"], "unknown method 'spectral'"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    tmp_path: Path, ratios: list[float], methods: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_sweep(tiny_config(tmp_path), ratios, methods, [0], tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_the_cli_names_a_missing_comparison_summary(tmp_path: Path) -> None:
+    from saln.report.sweep import write_sweep
+
+    (tmp_path / "ratio-0.5").mkdir()
+    with pytest.raises(ValueError, match=r"ratio-0.5/summary.json is missing .*rerun the sweep"):
+        write_sweep(tmp_path, [(tmp_path / "ratio-0.5", 0.5)])
+    done = subprocess.run(
+        [sys.executable, "-m", "saln", "sweep", "--config", str(tiny_config(tmp_path))]
+        + ["--ratios", "0.8,0.8", "--out", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "0.8 given more than once" in done.stderr
