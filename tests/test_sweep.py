@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from saln.report.compare import build_report
 from saln.report.sweep import run_sweep
 from tests.test_report import tiny_config
 
@@ -51,6 +52,8 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
     assert table.count("| 0.9 | 10% |") == 3 and "sweep.png" in table
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "sweep.json").read_text())["folders"]["ratio-0.9"] == 0.9
+    with pytest.raises(ValueError, match="is a filter-ratio sweep: report one ratio"):
+        build_report([out], tmp_path / "report")
 
     import saln.train
 
@@ -66,13 +69,16 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
         ([], ["uniform"], "at least one"),
         ([0.5, 1.0], ["uniform"], r"filter_ratio=1.0 must be in \[0, 1\)"),
         ([0.5], ["uniform", "spectral"], "unknown method 'spectral'"),
+        ([0.5], [], "at least one method"),
+        ([0.5], ["uniform"], "--nproc .* at least 1; got 0"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(
     tmp_path: Path, ratios: list[float], methods: list[str], message: str
 ) -> None:
+    nproc = 0 if "nproc" in message else 1
     with pytest.raises(ValueError, match=message):
-        run_sweep(tiny_config(tmp_path), ratios, methods, [0], tmp_path / "sweep")
+        run_sweep(tiny_config(tmp_path), ratios, methods, [0], tmp_path / "sweep", nproc=nproc)
     assert not (tmp_path / "sweep").exists()
 
 
@@ -82,9 +88,9 @@ def test_the_cli_names_a_missing_comparison_summary(tmp_path: Path) -> None:
     (tmp_path / "ratio-0.5").mkdir()
     with pytest.raises(ValueError, match=r"ratio-0.5/summary.json is missing .*rerun the sweep"):
         write_sweep(tmp_path, [(tmp_path / "ratio-0.5", 0.5)])
+    config = str(tiny_config(tmp_path))
     done = subprocess.run(
-        [sys.executable, "-m", "saln", "sweep", "--config", str(tiny_config(tmp_path))]
-        + ["--ratios", "0.8,0.8", "--out", str(tmp_path / "s")],
+        [sys.executable, "-m", "saln", "sweep", "--config", config, "--ratios", "0.8,0.8"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -50,15 +50,21 @@ class Run:
         return int(self.summary["seed"])
 
 
+METHOD_ORDER = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest"]
+
+
+def in_method_order(methods: set[str]) -> list[str]:
+    """References first, then the control, SALN and the model-aware methods; others by name."""
+    return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
+
+
 @dataclass
 class RunSet:
     runs: list[Run]
     incomplete: list[Path] = field(default_factory=list)
 
     def methods(self) -> list[str]:
-        order = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest"]
-        found = {r.method for r in self.runs}
-        return [m for m in order if m in found] + sorted(found - set(order))
+        return in_method_order({r.method for r in self.runs})
 
     def of(self, method: str) -> list[Run]:
         return sorted((r for r in self.runs if r.method == method), key=lambda r: r.seed)
@@ -69,6 +75,13 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         path = Path(path)
+        if (path / "sweep.json").exists():
+            one = next(iter(sorted(path.glob("ratio-*"))), path / "ratio-0.8")
+            raise ValueError(
+                f"{path} is a filter-ratio sweep: report one ratio with `saln report {one}`, "
+                "or rebuild its table by running the same `saln sweep` again (complete runs "
+                "are not retrained)"
+            )
         if (path / "config.yaml").exists():
             found.append(path)
         elif (path / "runs").is_dir():

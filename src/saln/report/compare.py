@@ -11,7 +11,7 @@ from saln.io import check_writable, write_json_atomic, write_text_atomic
 from saln.report import aggregate, plots, render, visualize
 from saln.report.aggregate import RunSet
 
-DEFAULT_METHODS = ("standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest")
+DEFAULT_METHODS = tuple(aggregate.METHOD_ORDER)  # every method, in the order reports show them
 GRID_METHODS = ("saln", "uniform", "loss", "rho_loss")
 
 
@@ -35,8 +35,7 @@ def run_comparison(
     for method in methods:
         METHODS.get(method)  # an unknown name fails here, listing the valid ones
     aggregate.check_target(target)  # before the training, not after it
-    if nproc < 1:
-        raise ValueError(f"--nproc is the number of processes per run, at least 1; got {nproc}")
+    check_nproc(nproc)
     out = check_writable(Path(out), "out dir", "--out")
     base = cfg.load(config_path, overrides)
     for seed in seeds:
@@ -45,6 +44,11 @@ def run_comparison(
             train_one(config, run_dir(out, method, seed), nproc)
     paths = [run_dir(out, m, s) for s in seeds for m in methods]
     return build_report(paths, out, target, others_left_out(out, paths))
+
+
+def check_nproc(nproc: int) -> None:
+    if nproc < 1:
+        raise ValueError(f"--nproc is the number of processes per run, at least 1; got {nproc}")
 
 
 def others_left_out(out: Path, paths: list[Path]) -> list[str]:

@@ -14,10 +14,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from saln.report.aggregate import Run, RunSet, one_off_seconds
+from saln.report.aggregate import METHOD_ORDER, Run, RunSet, in_method_order, one_off_seconds
 from saln.train.diagnostics import SMALL_GAP
 
-METHOD_ORDER = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest"]
 COLOURS = {method: f"C{i}" for i, method in enumerate(METHOD_ORDER)}
 
 
@@ -138,9 +137,7 @@ def accuracy_vs_kept(rows: list[dict[str, Any]], path: Path) -> Path:
     """Test accuracy (best-val model) against the share of each batch kept, one line per
     method (mean, bars = std over seeds); a method run once (standard) is a dotted level."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in rows)]
-    methods += sorted({r["method"] for r in rows} - set(methods))
-    for method in methods:
+    for method in in_method_order({r["method"] for r in rows}):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["kept_share"])
         kept = [r["kept_share"] for r in mine]
         mean = [100 * r["test_acc_best"]["mean"] for r in mine]

@@ -16,7 +16,8 @@ from typing import Any
 
 from saln import config as cfg
 from saln.io import check_writable, write_json_atomic, write_text_atomic
-from saln.report.compare import run_comparison
+from saln.report.aggregate import in_method_order
+from saln.report.compare import check_nproc, run_comparison
 
 RATIO_FREE = ("standard",)  # methods that train on every row whatever the filter ratio
 FULL_DIR = "full"
@@ -41,23 +42,25 @@ def run_sweep(
 
     if not ratios or len(set(ratios)) != len(ratios):
         raise ValueError(f"give each filter ratio once, at least one; got {ratios}")
+    if not methods:
+        raise ValueError("name at least one method to sweep")
     for method in methods:
         METHODS.get(method)  # an unknown name fails here, before any training
+    check_nproc(nproc)
     overrides = dict(overrides or {})
     for ratio in ratios:  # every ratio is validated before the first run starts
         cfg.load(config_path, {**overrides, "train.filter_ratio": ratio})
     out = check_writable(Path(out), "out dir", "--out")
     varying = [m for m in methods if m not in RATIO_FREE]
     fixed = [m for m in methods if m in RATIO_FREE]
-    for ratio in ratios if varying else []:
+    folders = [(ratio_dir(out, r), r) for r in ratios] if varying else []
+    for folder, ratio in folders:
         ratio_overrides = {**overrides, "train.filter_ratio": ratio}
-        run_comparison(
-            config_path, varying, seeds, ratio_dir(out, ratio), ratio_overrides, nproc=nproc
-        )
+        run_comparison(config_path, varying, seeds, folder, ratio_overrides, nproc=nproc)
     if fixed:
         run_comparison(config_path, fixed, seeds, out / FULL_DIR, overrides, nproc=nproc)
-    folders = [(ratio_dir(out, r), r) for r in ratios if varying]
-    return write_sweep(out, folders + ([(out / FULL_DIR, 0.0)] if fixed else []))
+        folders.append((out / FULL_DIR, 0.0))
+    return write_sweep(out, folders)
 
 
 def sweep_rows(folders: list[tuple[Path, float]]) -> list[dict[str, Any]]:
@@ -87,7 +90,8 @@ def sweep_rows(folders: list[tuple[Path, float]]) -> list[dict[str, Any]]:
                     "vs_uniform": row.get("vs_uniform"),
                 }
             )
-    return sorted(rows, key=lambda r: (-r["kept_share"], r["method"]))
+    order = in_method_order({r["method"] for r in rows})
+    return sorted(rows, key=lambda r: (-r["kept_share"], order.index(r["method"])))
 
 
 def write_sweep(out: Path, folders: list[tuple[Path, float]]) -> dict[str, Any]:
