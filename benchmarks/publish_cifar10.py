@@ -40,14 +40,14 @@ def missing_runs(root: Path, methods: list[str], seeds: list[int]) -> list[str]:
     ]
 
 
-def environments(folder: Path) -> dict[str, Any]:
-    """What the runs of one convention ran on: each value with the runs that had it."""
+def environments(folder: Path, keys: tuple[str, ...] = ENV_KEYS) -> dict[str, Any]:
+    """What the runs of one folder ran on: each of ``keys`` with the runs that had each value."""
     seen: dict[str, dict[str, list[str]]] = {}
     for env_file in sorted(folder.glob("runs/*/env.json")):
         env = json.loads(env_file.read_text())
         argv = env.get("argv", [])
         env["settings"] = [value for flag, value in pairwise(argv) if flag == "--set"]
-        for key in ENV_KEYS:
+        for key in keys:
             value = env.get(key)
             value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
             seen.setdefault(key, {}).setdefault(value, []).append(env_file.parent.name)

@@ -55,6 +55,15 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
     with pytest.raises(ValueError, match="is a filter-ratio sweep: report one ratio"):
         build_report([out], tmp_path / "report")
 
+    from benchmarks.publish_sweep import publish
+
+    published = publish(out, tmp_path / "published").parent
+    assert published.joinpath("sweep.md").read_text() == table  # rebuilt from what it publishes
+    env = json.loads((published / "ratio-0.9" / "env.json").read_text())
+    recorded = sorted(run for runs in env["git_sha"].values() for run in runs)
+    assert recorded == sorted(p.name for p in (out / "ratio-0.9" / "runs").iterdir())
+    assert not (published / "full" / "report.html").exists()
+
     import saln.train
 
     monkeypatch.setattr(saln.train, "fit", lambda *a, **k: pytest.fail("retrained a complete run"))

@@ -1,0 +1,51 @@
+"""Publish a filter-ratio sweep (``saln sweep``) as a results folder.
+
+    python benchmarks/publish_sweep.py runs/cifar10_cpu_sweep docs/results/cifar10_cpu/ratio_sweep
+
+Each ratio's report (markdown, PNGs, summary.json and .csv; no HTML) is rebuilt from its runs
+into OUT/<folder> with an env.json naming the code version, torch and machine of every run, and
+the sweep's table, JSON and picture are rebuilt from those published summaries into OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.publish_cifar10 import environments
+from saln.io import write_json_atomic
+from saln.report.compare import build_report
+from saln.report.sweep import write_sweep
+
+ENV_KEYS = ("git_sha", "git_dirty", "torch", "python", "platform", "device", "cpu_threads", "gpu")
+
+
+def publish(sweep: Path, out: Path) -> Path:
+    try:
+        folders: dict[str, float] = json.loads((sweep / "sweep.json").read_text())["folders"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        sys.exit(f"{sweep} holds no readable sweep.json ({err}): run `saln sweep` there first")
+    for name in folders:
+        build_report([sweep / name], out / name)
+        (out / name / "report.html").unlink(missing_ok=True)  # the markdown and PNGs are the record
+        write_json_atomic(out / name / "env.json", environments(sweep / name, ENV_KEYS))
+    return Path(
+        write_sweep(out, [(out / name, ratio) for name, ratio in folders.items()])["report"]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("sweep", type=Path, help="a folder `saln sweep --out` wrote")
+    parser.add_argument("out", type=Path, help="where the published results go")
+    args = parser.parse_args()
+    print(f"wrote {publish(args.sweep, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
