@@ -192,15 +192,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         "compare", help="train every method x seed and write the report (the main job)"
     )
     add_config_arguments(p, exclude=frozenset({"method", "seed"}))  # per run: --methods, --seeds
-    p.add_argument(
-        "--methods",
-        type=csv_list(str),
-        default=list(DEFAULT_METHODS),
-        help=f"comma-separated (default {','.join(DEFAULT_METHODS)})",
-    )
-    p.add_argument(
-        "--seeds", type=csv_list(int), default=[0], help="comma-separated seeds (default 0)"
-    )
+    add_run_grid_arguments(p, list(DEFAULT_METHODS), "")
     p.add_argument(
         "--out", default="runs/compare", help="comparison directory (runs/ and the report)"
     )
@@ -208,10 +200,23 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         "--target",
         type=float,
         default=None,
-        help="target val accuracy (default: standard's best minus 0.01; all runs' without one)",
+        help="target val accuracy, a fraction (default: standard's best - 0.01, else all runs')",
+    )
+    p.set_defaults(handler=run_compare)
+
+
+def add_run_grid_arguments(p: argparse.ArgumentParser, methods: list[str], note: str) -> None:
+    """--methods, --seeds and --nproc: the runs a comparison or a sweep trains, and how."""
+    p.add_argument(
+        "--methods",
+        type=csv_list(str),
+        default=methods,
+        help=f"comma-separated (default {','.join(methods)}{note})",
+    )
+    p.add_argument(
+        "--seeds", type=csv_list(int), default=[0], help="comma-separated seeds (default 0)"
     )
     p.add_argument("--nproc", type=int, default=1, help="processes per run, launched with torchrun")
-    p.set_defaults(handler=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -238,19 +243,10 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         default=[0.5, 0.8, 0.9],
         help="comma-separated filter ratios, one comparison each (default 0.5,0.8,0.9)",
     )
-    p.add_argument(
-        "--methods",
-        type=csv_list(str),
-        default=["standard", "uniform", "saln"],
-        help="comma-separated (default standard,uniform,saln; standard runs once)",
-    )
-    p.add_argument(
-        "--seeds", type=csv_list(int), default=[0], help="comma-separated seeds (default 0)"
-    )
+    add_run_grid_arguments(p, ["standard", "uniform", "saln"], "; standard runs once")
     p.add_argument(
         "--out", default="runs/sweep", help="sweep directory (one comparison per ratio in it)"
     )
-    p.add_argument("--nproc", type=int, default=1, help="processes per run, launched with torchrun")
     p.set_defaults(handler=run_sweep_command)
 
 
@@ -274,7 +270,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default=None, help="where to write the report (default: the first path)"
     )
-    p.add_argument("--target", type=float, default=None, help="target val accuracy")
+    p.add_argument("--target", type=float, default=None, help="target val accuracy, a fraction")
     p.set_defaults(handler=run_report)
 
 
