@@ -91,7 +91,7 @@ def test_bad_input_is_refused_before_anything_is_written(
     assert not (tmp_path / "sweep").exists()
 
 
-def test_the_cli_names_a_missing_comparison_summary(tmp_path: Path) -> None:
+def test_a_missing_comparison_summary_and_a_repeated_ratio_are_named(tmp_path: Path) -> None:
     from saln.report.sweep import write_sweep
 
     (tmp_path / "ratio-0.5").mkdir()

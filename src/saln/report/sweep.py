@@ -18,6 +18,7 @@ from saln import config as cfg
 from saln.io import check_writable, write_json_atomic, write_text_atomic
 from saln.report.aggregate import in_method_order
 from saln.report.compare import check_nproc, run_comparison
+from saln.report.render import control_cell, pm
 
 RATIO_FREE = ("standard",)  # methods that train on every row whatever the filter ratio
 FULL_DIR = "full"
@@ -111,20 +112,13 @@ def write_sweep(out: Path, folders: list[tuple[Path, float]]) -> dict[str, Any]:
     return {**result, "report": str(out / "sweep.md"), "table": table}
 
 
-def _pm(stat: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
-    mean, std = stat["mean"] * scale, stat["std"] * scale
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if stat["n"] > 1 else f"{mean:.{digits}f}"
-
-
 def _versus(row: dict[str, Any]) -> str:
-    versus = row["vs_uniform"]
     if row["method"] == "uniform":
         return "control"
-    if not versus:
+    if not row["vs_uniform"]:
         return ""
-    p = versus["p"]
-    shown = "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-    return f"{versus['difference'] * 100:+.2f} (p {shown}): {versus['verdict']}"
+    difference, p = control_cell(row, "difference"), control_cell(row, "p")
+    return f"{difference} (p {p}): {row['vs_uniform']['verdict']}"
 
 
 def sweep_markdown(rows: list[dict[str, Any]], picture: str) -> str:
@@ -144,8 +138,8 @@ def sweep_markdown(rows: list[dict[str, Any]], picture: str) -> str:
             f"{row['kept_share']:.0%}",
             row["method"],
             str(len(row["seeds"])),
-            _pm(row["test_acc_best"], 100),
-            _pm(row["train_time_s"], digits=1),
+            pm(row["test_acc_best"], 100),
+            pm(row["train_time_s"], digits=1),
             f"{row['examples_trained']['mean']:,.0f}",
             _versus(row),
         ]
