@@ -245,6 +245,42 @@ def test_runs_of_different_splits_or_datasets_are_refused(synthetic: Path) -> No
         build_report([synthetic], synthetic / "report")
 
 
+def test_a_method_run_at_two_settings_or_a_seed_given_twice_is_refused(synthetic: Path) -> None:
+    import shutil
+
+    build_report([synthetic], synthetic / "report")  # one setting per method: fine
+    run = synthetic / "runs" / "saln-seed1"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["filter_ratio"] = 0.5
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(
+        ValueError,
+        match=r"runs of saln differ in more than their seed .*"
+        r"train.filter_ratio: 0.8 -> 0.5.*one setting per method",
+    ):
+        build_report([synthetic], synthetic / "report")
+    del config["train"]["selection_mode"]  # a key written before it existed: its default
+    config["train"]["filter_ratio"] = 0.8
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    build_report([synthetic], synthetic / "report")
+    shutil.copytree(synthetic / "runs" / "uniform-seed0", synthetic / "more" / "uniform-seed0")
+    with pytest.raises(ValueError, match=r"two runs of uniform seed 0 .*: report one"):
+        build_report([synthetic, synthetic / "more"], synthetic / "report")
+
+
+def test_a_selector_at_another_setting_than_the_control_gets_no_verdict(synthetic: Path) -> None:
+    for run in (synthetic / "runs").glob("saln-seed*"):
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["train"]["filter_ratio"] = 0.5
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    methods = build_report([synthetic], synthetic / "report")["methods"]
+    assert methods["saln"]["verdict_vs_uniform"] == (
+        "not comparable (train.filter_ratio: 0.8 -> 0.5)"
+    )
+    assert methods["saln"]["vs_uniform"] is None
+    assert methods["standard"]["verdict_vs_uniform"] == "better"  # references: as they are
+
+
 def test_incomplete_runs_are_named_and_left_out(synthetic: Path) -> None:
     (synthetic / "runs" / "saln-seed1" / "summary.json").unlink()
     (synthetic / "runs" / "empty").mkdir()

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from scipy import stats
 
-from saln.report.store import RunStore
+from saln.config import ConfigError, from_dict
+from saln.report.store import RunStore, config_differences
 
 # Settings that must agree for runs to be comparable: same data, same split.
 SPLIT_KEYS = (
@@ -110,7 +111,41 @@ def load_runs(paths: list[Path]) -> RunSet:
             + (f" (incomplete: {', '.join(map(str, incomplete))})" if incomplete else "")
         )
     check_comparable(runs)
+    check_one_setting_per_method(runs)
     return RunSet(runs, incomplete)
+
+
+def check_one_setting_per_method(runs: list[Run]) -> None:
+    """A method's runs may differ only in their seed: averaging two filter ratios, or one seed
+    twice, would print a mean and a spread that no setting has."""
+    seen: dict[tuple[str, int], Path] = {}
+    first_of: dict[str, Run] = {}
+    for run in runs:
+        twin = seen.setdefault((run.method, run.seed), run.path)
+        if twin != run.path:
+            raise ValueError(
+                f"two runs of {run.method} seed {run.seed} ({twin} and {run.path}): report one"
+            )
+        first = first_of.setdefault(run.method, run)
+        diffs = [
+            d
+            for d in config_differences(resolved(first.config), resolved(run.config))
+            if not d.startswith("train.seed:")
+        ]
+        if diffs:
+            raise ValueError(
+                f"runs of {run.method} differ in more than their seed ({first.path} and "
+                f"{run.path}: {'; '.join(diffs[:3])}); report one setting per method, e.g. "
+                "one comparison folder at a time"
+            )
+
+
+def resolved(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with the keys added since it was written read as their defaults."""
+    try:
+        return from_dict(config).to_dict()
+    except ConfigError:  # written by a version with keys this one no longer has: compare as is
+        return config
 
 
 def split_digest(run: Run) -> str:
@@ -236,6 +271,20 @@ def compare_to_control(
     return ControlComparison(difference, p, "better" if difference > 0 else "worse")
 
 
+def setting_differences(group: list[Run], control: list[Run]) -> list[str]:
+    """How a selecting method's setting differs from the control's beyond method and seed (a
+    verdict compares equals only). The references (standard, standard_matched: filter ratio 0)
+    are set against the control as they are."""
+    if not group[0].summary.get("filter_ratio"):
+        return []
+    ours, theirs = resolved(group[0].config), resolved(control[0].config)
+    return [
+        d
+        for d in config_differences(theirs, ours)
+        if not d.startswith(("train.method:", "train.seed:"))
+    ]
+
+
 def control_verdict(method: str, comparison: ControlComparison | None) -> str:
     if method == "uniform":
         return "control"
@@ -302,8 +351,12 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
         row["speedup_vs_standard"] = speedup(group, standard).to_json() if standard else None
         row["speedup_vs_uniform"] = speedup(group, control).to_json() if control else None
         row["to_target"] = target_stats(group, target)
-        comparison = compare_to_control(group, control) if control and method != "uniform" else None
-        row["verdict_vs_uniform"] = control_verdict(method, comparison)
+        judged = bool(control) and method != "uniform"
+        mismatch = setting_differences(group, control) if judged else []
+        comparison = compare_to_control(group, control) if judged and not mismatch else None
+        row["verdict_vs_uniform"] = (
+            f"not comparable ({mismatch[0]})" if mismatch else control_verdict(method, comparison)
+        )
         row["vs_uniform"] = comparison.to_json() if comparison else None
         row["filter_ratio"] = group[0].summary.get("filter_ratio")
         row["convention"] = group[0].summary.get("convention")
