@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.publish_cifar10 import environments
 from saln.io import write_json_atomic
 from saln.report.compare import build_report
-from saln.report.sweep import write_sweep
+from saln.report.sweep import FULL_DIR, write_sweep
 
 ENV_KEYS = ("git_sha", "git_dirty", "torch", "python", "platform", "device", "cpu_threads", "gpu")
 
@@ -28,8 +28,9 @@ def publish(sweep: Path, out: Path) -> Path:
         folders: dict[str, float] = json.loads((sweep / "sweep.json").read_text())["folders"]
     except (OSError, json.JSONDecodeError, KeyError) as err:
         sys.exit(f"{sweep} holds no readable sweep.json ({err}): run `saln sweep` there first")
+    full = [sweep / FULL_DIR] if FULL_DIR in folders else []
     for name in folders:
-        build_report([sweep / name], out / name)
+        build_report([sweep / name, *full] if name != FULL_DIR else full, out / name)
         (out / name / "report.html").unlink(missing_ok=True)  # the markdown and PNGs are the record
         write_json_atomic(out / name / "env.json", environments(sweep / name, ENV_KEYS))
     return Path(

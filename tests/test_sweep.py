@@ -48,6 +48,8 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
     full, tenth = rows[("full", "standard")], rows[("ratio-0.9", "uniform")]
     assert tenth["examples_trained"]["mean"] < 0.15 * full["examples_trained"]["mean"]
     assert rows[("ratio-0.5", "saln")]["vs_uniform"]["p"] is not None  # two seeds: a verdict
+    ratio_report = json.loads((out / "ratio-0.9" / "summary.json").read_text())
+    assert "standard" in ratio_report["methods"] and ratio_report["target_basis"] == "standard"
     table = (out / "sweep.md").read_text()
     assert table.count("| 0.9 | 10% |") == 3 and "sweep.png" in table
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,8 +4,9 @@ batch kept, per method, beside full training.
 After "does a method beat its random control?" comes "how much can be dropped before it costs
 accuracy?". Each ratio is an ordinary comparison folder (``OUT/ratio-0.8``: resumable, with its
 own report and verdicts against ``uniform`` at that ratio); ``standard`` trains on everything
-whatever the ratio, so it runs once, in ``OUT/full``. The sweep reads their ``summary.json``
-files and writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` into ``OUT``.
+whatever the ratio, so it runs once, in ``OUT/full``, and each ratio's report includes it. The
+sweep reads their ``summary.json`` files and writes ``sweep.json``, ``sweep.md`` and
+``sweep.png`` into ``OUT``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from saln import config as cfg
 from saln.io import check_writable, write_json_atomic, write_text_atomic
 from saln.report.aggregate import in_method_order
-from saln.report.compare import check_nproc, run_comparison
+from saln.report.compare import build_report, check_nproc, run_comparison
 from saln.report.render import control_cell, pm
 
 RATIO_FREE = ("standard",)  # methods that train on every row whatever the filter ratio
@@ -60,6 +61,8 @@ def run_sweep(
         run_comparison(config_path, varying, seeds, folder, ratio_overrides, nproc=nproc)
     if fixed:
         run_comparison(config_path, fixed, seeds, out / FULL_DIR, overrides, nproc=nproc)
+        for folder, _ in folders:  # each ratio's report also sets it against full training
+            build_report([folder, out / FULL_DIR], folder)
         folders.append((out / FULL_DIR, 0.0))
     return write_sweep(out, folders)
 
@@ -77,6 +80,8 @@ def sweep_rows(folders: list[tuple[Path, float]]) -> list[dict[str, Any]]:
                 f"{path} is missing or unreadable ({err}); rerun the sweep to rebuild it"
             ) from None
         for method, row in summary["methods"].items():
+            if method in RATIO_FREE and ratio:
+                continue  # a ratio's report shows standard beside it; the table has it once
             rows.append(
                 {
                     "folder": folder.name,
