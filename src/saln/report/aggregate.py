@@ -115,23 +115,23 @@ def load_runs(paths: list[Path]) -> RunSet:
     return RunSet(runs, incomplete)
 
 
+SEED = frozenset({("train", "seed")})
+
+
 def check_one_setting_per_method(runs: list[Run]) -> None:
     """A method's runs may differ only in their seed: averaging two filter ratios, or one seed
     twice, would print a mean and a spread that no setting has."""
     seen: dict[tuple[str, int], Path] = {}
-    first_of: dict[str, Run] = {}
+    first_of: dict[str, tuple[Run, dict[str, Any]]] = {}
     for run in runs:
         twin = seen.setdefault((run.method, run.seed), run.path)
         if twin != run.path:
             raise ValueError(
                 f"two runs of {run.method} seed {run.seed} ({twin} and {run.path}): report one"
             )
-        first = first_of.setdefault(run.method, run)
-        diffs = [
-            d
-            for d in config_differences(resolved(first.config), resolved(run.config))
-            if not d.startswith("train.seed:")
-        ]
+        setting = resolved(run.config)
+        first, first_setting = first_of.setdefault(run.method, (run, setting))
+        diffs = config_differences(first_setting, setting, ignore=SEED)
         if diffs:
             raise ValueError(
                 f"runs of {run.method} differ in more than their seed ({first.path} and "
@@ -278,11 +278,7 @@ def setting_differences(group: list[Run], control: list[Run]) -> list[str]:
     if not group[0].summary.get("filter_ratio"):
         return []
     ours, theirs = resolved(group[0].config), resolved(control[0].config)
-    return [
-        d
-        for d in config_differences(theirs, ours)
-        if not d.startswith(("train.method:", "train.seed:"))
-    ]
+    return config_differences(theirs, ours, ignore=SEED | {("train", "method")})
 
 
 def control_verdict(method: str, comparison: ControlComparison | None) -> str:

@@ -37,13 +37,26 @@ def run_comparison(
     aggregate.check_target(target)  # before the training, not after it
     check_nproc(nproc)
     out = check_writable(Path(out), "out dir", "--out")
+    paths = train_grid(config_path, methods, seeds, out, overrides, nproc)
+    return build_report(paths, out, target, others_left_out(out, paths))
+
+
+def train_grid(
+    config_path: str | Path | None,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    overrides: dict[str, Any] | None,
+    nproc: int,
+) -> list[Path]:
+    """Train every method x seed into ``out/runs`` (complete runs are skipped, unfinished ones
+    resumed) and return their directories."""
     base = cfg.load(config_path, overrides)
     for seed in seeds:
         for method in methods:
             config = cfg.from_dict({"train": {"method": method, "seed": seed}}, base)
             train_one(config, run_dir(out, method, seed), nproc)
-    paths = [run_dir(out, m, s) for s in seeds for m in methods]
-    return build_report(paths, out, target, others_left_out(out, paths))
+    return [run_dir(out, m, s) for s in seeds for m in methods]
 
 
 def check_nproc(nproc: int) -> None:

@@ -46,11 +46,14 @@ COSMETIC = {
 }
 
 
-def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def config_differences(
+    a: dict[str, Any], b: dict[str, Any], ignore: frozenset[tuple[str, str]] = frozenset()
+) -> list[str]:
+    """``section.key: a -> b`` for each setting that differs, cosmetic ones and ``ignore`` aside."""
     diffs = []
     for section in sorted(set(a) | set(b)):
         for key in sorted(set(a.get(section, {})) | set(b.get(section, {}))):
-            if (section, key) in COSMETIC:
+            if (section, key) in COSMETIC or (section, key) in ignore:
                 continue
             old, new = a.get(section, {}).get(key), b.get(section, {}).get(key)
             if old != new:

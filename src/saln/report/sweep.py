@@ -18,7 +18,7 @@ from typing import Any
 from saln import config as cfg
 from saln.io import check_writable, write_json_atomic, write_text_atomic
 from saln.report.aggregate import in_method_order
-from saln.report.compare import build_report, check_nproc, run_comparison
+from saln.report.compare import build_report, check_nproc, train_grid
 from saln.report.render import control_cell, pm
 
 RATIO_FREE = ("standard",)  # methods that train on every row whatever the filter ratio
@@ -56,15 +56,14 @@ def run_sweep(
     varying = [m for m in methods if m not in RATIO_FREE]
     fixed = [m for m in methods if m in RATIO_FREE]
     folders = [(ratio_dir(out, r), r) for r in ratios] if varying else []
-    for folder, ratio in folders:
+    full = train_grid(config_path, fixed, seeds, out / FULL_DIR, overrides, nproc)
+    if full:
+        build_report(full, out / FULL_DIR)
+    for folder, ratio in folders:  # each ratio's report also sets it against full training
         ratio_overrides = {**overrides, "train.filter_ratio": ratio}
-        run_comparison(config_path, varying, seeds, folder, ratio_overrides, nproc=nproc)
-    if fixed:
-        run_comparison(config_path, fixed, seeds, out / FULL_DIR, overrides, nproc=nproc)
-        for folder, _ in folders:  # each ratio's report also sets it against full training
-            build_report([folder, out / FULL_DIR], folder)
-        folders.append((out / FULL_DIR, 0.0))
-    return write_sweep(out, folders)
+        runs = train_grid(config_path, varying, seeds, folder, ratio_overrides, nproc)
+        build_report(runs + full, folder)
+    return write_sweep(out, folders + ([(out / FULL_DIR, 0.0)] if full else []))
 
 
 def sweep_rows(folders: list[tuple[Path, float]]) -> list[dict[str, Any]]:
