@@ -5,16 +5,18 @@
 Each convention's report (markdown, PNGs, summary.json and .csv) is rebuilt from the archived
 runs into OUT/paper and OUT/fixed_batch, with an env.json naming every code version, torch and
 GPU the runs came from. Refuses (exit 2, naming the missing runs) unless every method has every
-seed in both conventions; ``--partial`` publishes what there is.
+seed in both conventions; ``--partial`` publishes what there is. The archive is unpacked into
+``--runs`` (emptied first; default runs/cifar10_gpu, git-ignored), so summary.json names runs by
+a path that does not change between publications and ``saln report`` can read them afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tarfile
-import tempfile
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -76,23 +78,24 @@ def main() -> None:
         "--archive", type=Path, default=ROOT / "benchmarks/results/cifar10_gpu_runs.tar.xz"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/cifar10")
+    parser.add_argument("--runs", type=Path, default=Path("runs/cifar10_gpu"), help="unpack here")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--partial", action="store_true", help="publish an incomplete protocol")
     args = parser.parse_args()
     if not args.archive.is_file():
         sys.exit(f"no runs archive at {args.archive}: run gpu_session.sh compare, then ingest")
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(args.archive) as archive:
-            archive.extractall(tmp, filter="data")
-        seeds = [int(s) for s in args.seeds.split(",")]
-        missing = missing_runs(Path(tmp), args.methods.split(","), seeds)
-        if missing and not args.partial:
-            print(f"{len(missing)} runs missing: {', '.join(missing)}", file=sys.stderr)
-            print("train them (gpu_session.sh compare) or pass --partial", file=sys.stderr)
-            sys.exit(2)
-        for folder in publish(Path(tmp), args.out):
-            print(f"wrote {folder}/report.md")
+    shutil.rmtree(args.runs, ignore_errors=True)  # no run of an older archive left behind
+    with tarfile.open(args.archive) as archive:
+        archive.extractall(args.runs, filter="data")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    missing = missing_runs(args.runs, args.methods.split(","), seeds)
+    if missing and not args.partial:
+        print(f"{len(missing)} runs missing: {', '.join(missing)}", file=sys.stderr)
+        print("train them (gpu_session.sh compare) or pass --partial", file=sys.stderr)
+        sys.exit(2)
+    for folder in publish(args.runs, args.out):
+        print(f"wrote {folder}/report.md")
 
 
 if __name__ == "__main__":
