@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import CIFAR_ARCHIVE, unpack_cifar_subset
 
 from benchmarks.common import RESULTS, machine, write_json
-from saln.data import build_dataset
+from saln.data import build_dataset, decode
 from saln.data.gpu import normalise
 from saln.features import extract_features
 from saln.models import build_encoder
@@ -69,6 +69,11 @@ def main() -> None:
         help="random weights (throughput does not depend on them; e.g. resnet50 offline)",
     )
     parser.add_argument("--archive", type=Path, default=CIFAR_ARCHIVE, help="cifar10-jpeg.tar.gz")
+    parser.add_argument(
+        "--loaders",
+        default="resident,dataloader",
+        help="comma-separated: auto is the choice `saln features` makes for these images",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,7 +94,7 @@ def main() -> None:
             (root / "test" / cls.name / "x.jpg").hardlink_to(next(cls.iterdir()))
         source = build_dataset(f"imagefolder:{root}").train
         rows = []
-        for loader in ("resident", "dataloader"):
+        for loader in args.loaders.split(","):
             shape = (
                 args.encoder,
                 len(source),
@@ -98,6 +103,9 @@ def main() -> None:
                 device,
                 not args.no_pretrained,
             )
+            # Decoded images are kept per process by file signature: every loader after the
+            # first (in --loaders order) encodes images already decoded, so say which row paid.
+            decoded_before = decode.kept_decoded(source, args.image_size, None)[1] is not None
             before = inference_rate(*shape)
             start = time.perf_counter()
             store = extract_features(
@@ -117,6 +125,8 @@ def main() -> None:
             rows.append(
                 {
                     "loader": loader,
+                    "path": store.meta["loader"],
+                    "decoded_before": decoded_before,
                     "extraction_img_per_s": rate,
                     "pure_inference_img_per_s": pure,
                     "ratio": rate / pure,
@@ -126,7 +136,8 @@ def main() -> None:
                 }
             )
             print(
-                f"{loader:10s} extraction {rate:8.1f} img/s (ratio {rate / pure:.2f}; setup"
+                f"{loader:10s} ({store.meta['loader']}) extraction {rate:8.1f} img/s (ratio"
+                f" {rate / pure:.2f}; setup"
                 f" {store.meta['setup_seconds']:.1f} s) | encode loop {steady:8.1f} img/s (ratio"
                 f" {steady / pure:.2f}) | inference {pure:8.1f} img/s",
                 flush=True,

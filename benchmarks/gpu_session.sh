@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_session.sh OUT_DIR bench
 #   bash benchmarks/gpu_session.sh OUT_DIR compare SECONDS [PARALLEL] [SEEDS] [ARGS...]
 #   bash benchmarks/gpu_session.sh OUT_DIR extras
+#   bash benchmarks/gpu_session.sh OUT_DIR extraction
 #
 # Prepare on a machine with network (the GPU machine has none), in the repo root:
 #   mkdir -p gpu_payload/wheels && cp ../shared/data/cifar10-jpeg.tar.gz gpu_payload/
@@ -26,10 +27,12 @@
 # runs start too, and the second call resumes them from their checkpoints.
 # Before its runs, "compare" checks the CUDA-graph paths against eager ones (once per warm
 # machine) and runs everything eagerly if one fails. "extras" (about 1.5 minutes) re-measures
-# feature extraction with EfficientNet-Lite0 and profiles an epoch's selections.
+# feature extraction with EfficientNet-Lite0 and profiles an epoch's selections. "extraction"
+# (about 2 minutes) measures the first extraction of 10,000 and of all 50,000 training images
+# with the loader `saln features` chooses, then runs `saln features` itself on a cold cache.
 set -uo pipefail
-OUT=${1:?usage: gpu_session.sh OUT_DIR bench|extras|compare [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
-WHAT=${2:?say bench, extras or compare}
+OUT=${1:?usage: gpu_session.sh OUT_DIR bench|extras|extraction|compare [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
+WHAT=${2:?say bench, extras, extraction or compare}
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 # "python -m pip": a bare pip there can belong to another interpreter (it did on 2026-11-26).
@@ -71,6 +74,18 @@ elif [ "$WHAT" = extras ]; then  # about 1.5 min: what the second lease left ope
   features efficientnet_lite0  # the padded last batch: is the encode loop fed now?
   step profile 60 python benchmarks/profile_selection.py --out "$OUT/selection_profile.json"
   python benchmarks/tables.py "$OUT"
+elif [ "$WHAT" = extraction ]; then  # about 2 min: the first extraction of all of CIFAR-10
+  # auto now streams 32 px files for a 224 px encoder (it chose the DataLoader: 900 img/s).
+  features efficientnet_lite0 --loaders auto,resident
+  step features-50k 150 python benchmarks/bench_features.py --images 50000 --image-size 224 \
+    --batch-size 256 --encoder efficientnet_lite0 --archive gpu_payload/cifar10-jpeg.tar.gz \
+    --loaders auto --out "$OUT/features_cuda_efficientnet_lite0_50k.json"
+  CACHE=$(mktemp -d)  # the command a comparison runs first, on a cold cache
+  step saln-features 150 python -m saln features --dataset imagefolder:data/cifar10-jpeg \
+    --encoder efficientnet_lite0 --image-size 224 --device cuda --cache-dir "$CACHE"
+  for meta in "$CACHE"/*.json; do cp "$meta" "$OUT/extraction_meta_$(basename "$meta")"; done
+  rm -rf "$CACHE"
+  python benchmarks/tables.py "$OUT"
 elif [ "$WHAT" = compare ]; then
   SECONDS_LEFT=${3:?how many seconds the comparison may take}
   mkdir -p runs/gpu
@@ -95,6 +110,6 @@ elif [ "$WHAT" = compare ]; then
     --pack "$OUT/cifar10_gpu_runs.tar.xz" ${GRAPHS[@]+"${GRAPHS[@]}"} "${@:6}"
   ls -la "$OUT"
 else
-  echo "say bench, extras or compare, not $WHAT" >&2
+  echo "say bench, extras, extraction or compare, not $WHAT" >&2
   exit 2
 fi

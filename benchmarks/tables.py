@@ -166,7 +166,7 @@ def step(name: str, data: dict[str, Any]) -> None:
 def features(name: str, data: dict[str, Any]) -> None:
     rows = [
         [
-            r["loader"],
+            r["loader"] + (" (images decoded before)" if r.get("decoded_before") else ""),
             f"{r['extraction_img_per_s']:.1f}",
             f"{r['pure_inference_img_per_s']:.1f}",
             f"{r['ratio']:.2f}",

@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from saln.data import build_dataset, decode
+from saln.data import build_dataset, decode, loaders
 from saln.data.gpu import BatchAugment
 from saln.data.streaming import rebatch
 from saln.features import cache, extract_features
+from saln.features import extract as extract_module
 from saln.features.extract import cache_key, identity, pad_rows
 from saln.models import build_encoder
 
@@ -102,6 +103,34 @@ def test_streamed_extraction_encodes_while_workers_decode_and_keeps_the_images(
     fail = lambda *a, **k: pytest.fail("decoded again")  # noqa: E731
     monkeypatch.setattr(decode, "_decoded_blocks", fail)
     assert decode.decode_all(source, 16, cache_dir=tmp_path).shape == (300, 3, 32, 32)
+
+
+def test_auto_streams_small_files_for_a_larger_encoder_input(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """32 px files for a 64 px encoder: held as stored they fit the resident budget, resized
+    they would not. ``auto`` must stream them (it took the DataLoader: all of CIFAR-10 for a
+    224 px encoder extracted at 900 img/s on an H200), while training's loader choice, which
+    may resize every file, still counts them resized."""
+    source = build_dataset(f"imagefolder:{cifar_root}").train  # 300 JPEGs, 32 x 32
+    stored = len(source) * 3 * 32 * 32
+    monkeypatch.setattr(loaders, "RESIDENT_MAX_BYTES", 2 * stored)  # 64 px would need 4x
+    assert loaders.streams_decoded("auto", source)
+    assert loaders.choose_pipeline("auto", source, 64) == "dataloader"
+    assert not loaders.streams_decoded("dataloader", source)
+    calls = []
+    real = extract_module.stream_eval_batches
+    monkeypatch.setattr(
+        extract_module,
+        "stream_eval_batches",
+        lambda *args: calls.append(args) or real(*args),  # type: ignore[func-returns-value]
+    )
+    store = extract(source, tmp_path, image_size=64, batch_size=64, loader="auto")
+    assert len(calls) == 1 and store.meta["loader"] == "streamed"
+    expected = pixels_of(source, 64)
+    assert torch.allclose(store.get(list(range(len(source)))).float(), expected, atol=1e-3)
+    monkeypatch.setattr(loaders, "RESIDENT_MAX_BYTES", stored - 1)  # not even as stored
+    assert not loaders.streams_decoded("auto", source)
 
 
 def test_files_of_several_sizes_fall_back_to_resizing_while_decoding(tmp_path: Path) -> None:

@@ -32,11 +32,12 @@ def size_bound(source: ImageSource, image_size: int) -> tuple[int, int]:
     which must not open every file)."""
     if source.array is not None:
         return int(source.array.shape[1]), int(source.array.shape[2])
-    width, height = _first_size(source)
+    width, height = first_size(source)
     return max(height, image_size), max(width, image_size)
 
 
-def _first_size(source: ImageSource) -> tuple[int, int]:
+def first_size(source: ImageSource) -> tuple[int, int]:
+    """(width, height) of the first file, read from its header."""
     with Image.open(os.path.join(source.root, source.files[0])) as image:
         return image.size
 
@@ -65,7 +66,7 @@ def decode_all(
     signature, found = kept_decoded(source, image_size, cache_dir)
     if found is not None:
         return found
-    width, height = _first_size(source)
+    width, height = first_size(source)
     decoded = _decode_files(source, height, width, progress, resize=False)
     key = (signature, "own")
     if decoded is None:  # mixed sizes, found while decoding: resize every image instead
@@ -102,7 +103,7 @@ def stream_decoded(
     the last block is out, all of them are kept as :func:`decode_all` keeps them. An image of
     another size than the first raises :class:`MixedSizes` (then use ``decode_all``, which
     resizes). ``signature``: from :func:`kept_decoded`."""
-    width, height = _first_size(source)
+    width, height = first_size(source)
     out = torch.empty(len(source), 3, height, width, dtype=torch.uint8)
     start = 0
     for block in _decoded_blocks(source, height, width, progress=False, resize=False):

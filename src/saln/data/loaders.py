@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from saln.data.datasets import ImageSource
-from saln.data.decode import decode_all, size_bound
+from saln.data.decode import decode_all, first_size, size_bound
 from saln.data.gpu import BatchAugment
 from saln.data.transforms import eval_transform, train_transform
 from saln.registry import Registry
@@ -166,6 +166,19 @@ def choose_pipeline(name: str, source: ImageSource, image_size: int) -> str:
         PIPELINES.get(name)
         return name
     return "resident" if resident_bytes(source, image_size) <= RESIDENT_MAX_BYTES else "dataloader"
+
+
+def streams_decoded(name: str, source: ImageSource) -> bool:
+    """Whether feature extraction streams the files (:mod:`saln.data.streaming`): with the
+    ``resident`` loader, or ``auto`` when the files at their own size fit in RESIDENT_MAX_BYTES.
+    The stream holds exactly that (it resizes per batch, on the device) and stops at the first
+    file of another size, and the extraction then chooses by :func:`choose_pipeline`, whose
+    bound allows for resizing every file. Judged by that bound, 50,000 CIFAR-10 JPEGs for a
+    224 px encoder (7.5 GB resized, 154 MB as stored) went through the DataLoader at 900 img/s."""
+    if source.array is not None or name not in ("auto", "resident"):
+        return False
+    width, height = first_size(source)
+    return name == "resident" or len(source) * 3 * height * width <= RESIDENT_MAX_BYTES
 
 
 def build_pipeline(
