@@ -105,19 +105,19 @@ def test_streamed_extraction_encodes_while_workers_decode_and_keeps_the_images(
     assert decode.decode_all(source, 16, cache_dir=tmp_path).shape == (300, 3, 32, 32)
 
 
-def test_auto_streams_small_files_for_a_larger_encoder_input(
+def test_auto_keeps_small_files_resident_for_a_larger_input(
     cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """32 px files for a 64 px encoder: held as stored they fit the resident budget, resized
-    they would not. ``auto`` must stream them (it took the DataLoader: all of CIFAR-10 for a
-    224 px encoder extracted at 900 img/s on an H200), while training's loader choice, which
-    may resize every file, still counts them resized."""
+    """32 px files for a 64 px model: held as stored they fit the resident budget, resized
+    they would not. ``auto`` must hold them as stored, both for training and for extraction
+    (it took the DataLoader: all of CIFAR-10 for a 224 px encoder extracted at 900 img/s on an
+    H200)."""
     source = build_dataset(f"imagefolder:{cifar_root}").train  # 300 JPEGs, 32 x 32
     stored = len(source) * 3 * 32 * 32
     monkeypatch.setattr(loaders, "RESIDENT_MAX_BYTES", 2 * stored)  # 64 px would need 4x
-    assert loaders.streams_decoded("auto", source)
-    assert loaders.choose_pipeline("auto", source, 64) == "dataloader"
-    assert not loaders.streams_decoded("dataloader", source)
+    pipeline = loaders.build_pipeline("auto", source, 64, torch.device("cpu"))
+    assert isinstance(pipeline, loaders.ResidentPipeline)
+    assert pipeline.images.shape == (300, 3, 32, 32)  # resized per batch
     calls = []
     real = extract_module.stream_eval_batches
     monkeypatch.setattr(
@@ -130,16 +130,35 @@ def test_auto_streams_small_files_for_a_larger_encoder_input(
     expected = pixels_of(source, 64)
     assert torch.allclose(store.get(list(range(len(source)))).float(), expected, atol=1e-3)
     monkeypatch.setattr(loaders, "RESIDENT_MAX_BYTES", stored - 1)  # not even as stored
-    assert not loaders.streams_decoded("auto", source)
+    assert loaders.choose_pipeline("auto", source) == "dataloader"
+
+
+def several_sizes(root: Path) -> Path:
+    """Six PNGs, 18 px high and 20..25 px wide, in two classes, as train and test."""
+    for i in range(6):
+        for split in ("train", "test"):
+            folder = root / split / f"class{i % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20 + i, 18), (40 * i, 90, 200 - 30 * i)).save(folder / f"{i}.png")
+    return root
+
+
+def test_auto_holds_files_of_several_sizes_only_if_they_fit_resized(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first file's size says they fit; decoding finds other sizes, which are resized to
+    the model's input: resident if that fits too, else the DataLoader, for extraction too."""
+    source = build_dataset(f"imagefolder:{several_sizes(tmp_path / 'data')}").train
+    monkeypatch.setattr(loaders, "RESIDENT_MAX_BYTES", 6 * 3 * 64 * 64)  # 64 px fits, not 96
+    cpu = torch.device("cpu")
+    assert loaders.build_pipeline("auto", source, 64, cpu).images.shape == (6, 3, 64, 64)  # type: ignore[attr-defined]
+    assert isinstance(loaders.build_pipeline("auto", source, 96, cpu), loaders.LoaderPipeline)
+    store = extract(source, tmp_path / "cache", image_size=96, loader="auto")
+    assert store.meta["loader"] == "LoaderPipeline" and len(store) == 6
 
 
 def test_files_of_several_sizes_fall_back_to_resizing_while_decoding(tmp_path: Path) -> None:
-    for i in range(6):  # two classes, widths 20..25
-        for split in ("train", "test"):
-            folder = tmp_path / "data" / split / f"class{i % 2}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (20 + i, 18), (40 * i, 90, 200 - 30 * i)).save(folder / f"{i}.png")
-    source = build_dataset(f"imagefolder:{tmp_path / 'data'}").train
+    source = build_dataset(f"imagefolder:{several_sizes(tmp_path / 'data')}").train
     store = extract(source, tmp_path / "cache", image_size=16, loader="resident")
     expected = pixels_of(source, 16)
     assert torch.allclose(store.get(list(range(6))).float(), expected, atol=1e-3)

@@ -26,16 +26,6 @@ from saln.data.datasets import ImageSource
 from saln.io import save_npy_atomic
 
 
-def size_bound(source: ImageSource, image_size: int) -> tuple[int, int]:
-    """(H, W) no larger than what ``decode_all`` will hold, read from one file header: the
-    images' own size when they all share it, else image_size (for the ``auto`` loader choice,
-    which must not open every file)."""
-    if source.array is not None:
-        return int(source.array.shape[1]), int(source.array.shape[2])
-    width, height = first_size(source)
-    return max(height, image_size), max(width, image_size)
-
-
 def first_size(source: ImageSource) -> tuple[int, int]:
     """(width, height) of the first file, read from its header."""
     with Image.open(os.path.join(source.root, source.files[0])) as image:
@@ -55,12 +45,17 @@ DECODED_ON_DISK = 8
 
 
 def decode_all(
-    source: ImageSource, image_size: int, progress: bool = False, cache_dir: Path | None = None
+    source: ImageSource,
+    image_size: int,
+    progress: bool = False,
+    cache_dir: Path | None = None,
+    max_bytes: int | None = None,
 ) -> torch.Tensor:
     """All images as uint8 (N, 3, H, W), decoded once per process in worker processes, and
     kept under ``cache_dir`` (if given) for the next process. Images that all share one size
     keep it, so resizing happens per batch on the device; mixed sizes are resized to image_size
-    here. In-memory arrays are used as they are."""
+    here, or raise :class:`MixedSizes` if that would take more than ``max_bytes``. In-memory
+    arrays are used as they are."""
     if source.array is not None:
         return torch.from_numpy(source.array).permute(0, 3, 1, 2).contiguous()
     signature, found = kept_decoded(source, image_size, cache_dir)
@@ -70,6 +65,12 @@ def decode_all(
     decoded = _decode_files(source, height, width, progress, resize=False)
     key = (signature, "own")
     if decoded is None:  # mixed sizes, found while decoding: resize every image instead
+        resized = len(source) * 3 * image_size**2
+        if max_bytes is not None and resized > max_bytes:
+            raise MixedSizes(
+                f"the images of {source.name} do not all share one size, and resized to "
+                f"{image_size} px they would take {resized / 2**30:.1f} GiB"
+            )
         decoded = _decode_files(source, image_size, image_size, progress, resize=True)
         key = (signature, str(image_size))
     assert decoded is not None

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from saln.data.datasets import ImageSource
-from saln.data.decode import decode_all, first_size, size_bound
+from saln.data.decode import MixedSizes, decode_all, first_size
 from saln.data.gpu import BatchAugment
 from saln.data.transforms import eval_transform, train_transform
 from saln.registry import Registry
@@ -95,8 +95,10 @@ class ResidentPipeline:
         device: torch.device,
         workers: int = 0,
         cache_dir: Path | None = None,  # where decoded images are kept for the next process
+        max_bytes: int | None = None,  # files of several sizes: MixedSizes if resized is larger
     ) -> None:
-        self.images = decode_all(source, image_size, cache_dir=cache_dir).to(device)
+        self.images = decode_all(source, image_size, cache_dir=cache_dir, max_bytes=max_bytes)
+        self.images = self.images.to(device)
         self.labels = torch.from_numpy(source.labels).to(device)
         self.augment = {t: BatchAugment(image_size, t) for t in (True, False)}
         self.device, self.image_size = device, image_size
@@ -152,33 +154,25 @@ def batch_groups(sizes: Sequence[int], max_rows: int, max_batches: int) -> Itera
         yield group
 
 
-def resident_bytes(source: ImageSource, image_size: int) -> int:
-    """An upper bound on the decoded images' size in memory (exact for in-memory arrays)."""
+def resident_bytes(source: ImageSource) -> int:
+    """The decoded images' size in memory as the files store them, from the first file's
+    header (exact for in-memory arrays and for files of one size; see :func:`build_pipeline`
+    for files of several)."""
     if source.array is not None:
         return int(source.array.nbytes)
-    height, width = size_bound(source, image_size)
+    width, height = first_size(source)
     return len(source) * 3 * height * width
 
 
-def choose_pipeline(name: str, source: ImageSource, image_size: int) -> str:
-    """``auto``: resident when the decoded images fit in RESIDENT_MAX_BYTES, else dataloader."""
+def choose_pipeline(name: str, source: ImageSource) -> str:
+    """``auto``: resident when the images as stored fit in RESIDENT_MAX_BYTES, else dataloader.
+    The resident loader keeps them as stored and resizes each batch on the device, so all of
+    CIFAR-10 for a 224 px model holds 154 MB. Counting them resized (7.5 GB) had sent such runs,
+    and their feature extraction, through the DataLoader (897 img/s on an H200)."""
     if name != "auto":
         PIPELINES.get(name)
         return name
-    return "resident" if resident_bytes(source, image_size) <= RESIDENT_MAX_BYTES else "dataloader"
-
-
-def streams_decoded(name: str, source: ImageSource) -> bool:
-    """Whether feature extraction streams the files (:mod:`saln.data.streaming`): with the
-    ``resident`` loader, or ``auto`` when the files at their own size fit in RESIDENT_MAX_BYTES.
-    The stream holds exactly that (it resizes per batch, on the device) and stops at the first
-    file of another size, and the extraction then chooses by :func:`choose_pipeline`, whose
-    bound allows for resizing every file. Judged by that bound, 50,000 CIFAR-10 JPEGs for a
-    224 px encoder (7.5 GB resized, 154 MB as stored) went through the DataLoader at 900 img/s."""
-    if source.array is not None or name not in ("auto", "resident"):
-        return False
-    width, height = first_size(source)
-    return name == "resident" or len(source) * 3 * height * width <= RESIDENT_MAX_BYTES
+    return "resident" if resident_bytes(source) <= RESIDENT_MAX_BYTES else "dataloader"
 
 
 def build_pipeline(
@@ -189,12 +183,13 @@ def build_pipeline(
     workers: int = 2,
     cache_dir: Path | None = None,
 ) -> Pipeline:
-    chosen = choose_pipeline(name, source, image_size)
-    return PIPELINES.build(
-        chosen,
-        source=source,
-        image_size=image_size,
-        device=device,
-        workers=workers,
-        cache_dir=cache_dir,
+    chosen = choose_pipeline(name, source)
+    settings = dict(
+        source=source, image_size=image_size, device=device, workers=workers, cache_dir=cache_dir
     )
+    if name == "auto" and chosen == "resident":
+        try:  # files of several sizes are resized while decoding: only if that still fits
+            return PIPELINES.build(chosen, **settings, max_bytes=RESIDENT_MAX_BYTES)
+        except MixedSizes:
+            chosen = "dataloader"
+    return PIPELINES.build(chosen, **settings)

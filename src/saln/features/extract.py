@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from saln.data.datasets import ImageSource, canonical_root
 from saln.data.decode import MixedSizes
-from saln.data.loaders import PIPELINES, build_pipeline, streams_decoded
+from saln.data.loaders import PIPELINES, build_pipeline, choose_pipeline
 from saln.data.streaming import stream_eval_batches
 from saln.data.transforms import describe
 from saln.features import cache
@@ -109,7 +109,9 @@ def extract_features(
     folder = Path(cache_dir)
     # The resident loader's first extraction encodes while worker processes decode the rest
     # (streaming.py); sharded extraction and the DataLoader path go through the pipeline.
-    streamed = world_size == 1 and streams_decoded(loader, source)
+    streamed = (
+        world_size == 1 and source.array is None and choose_pipeline(loader, source) == "resident"
+    )
     pipeline = (
         None if streamed else build_pipeline(loader, source, image_size, device, workers, folder)
     )
