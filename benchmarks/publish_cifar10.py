@@ -85,8 +85,15 @@ def main() -> None:
     args = parser.parse_args()
     if not args.archive.is_file():
         sys.exit(f"no runs archive at {args.archive}: run gpu_session.sh compare, then ingest")
-    shutil.rmtree(args.runs, ignore_errors=True)  # no run of an older archive left behind
     with tarfile.open(args.archive) as archive:
+        ours = {name.split("/")[0] for name in archive.getnames()}
+        present = {path.name for path in args.runs.iterdir()} if args.runs.is_dir() else set()
+        others = sorted(present - ours)
+        if others:  # emptied first: only ever a folder an earlier publication unpacked into
+            sys.exit(
+                f"--runs {args.runs} holds other files ({', '.join(others[:3])}): name another"
+            )
+        shutil.rmtree(args.runs, ignore_errors=True)  # no run of an older archive left behind
         archive.extractall(args.runs, filter="data")
     seeds = [int(s) for s in args.seeds.split(",")]
     missing = missing_runs(args.runs, args.methods.split(","), seeds)

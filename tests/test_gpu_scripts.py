@@ -55,7 +55,10 @@ def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) ->
     again = json.loads((tmp_path / "fresh" / "jobs.json").read_text())["jobs"]
     assert {j["outcome"] for j in again} == {"complete before this call"}
     # Publishing: refused while runs are missing, then the reports rebuilt from the archive.
-    publish = ["benchmarks/publish_cifar10.py", "--archive", archive, "--out", tmp_path / "docs"]
+    publish = [
+        "benchmarks/publish_cifar10.py", "--archive", archive, "--out", tmp_path / "docs",
+        "--runs", tmp_path / "unpacked",
+    ]  # fmt: skip
     refused = script(*publish, "--methods", "uniform,saln", "--seeds", "0")
     assert refused.returncode == 2 and "cifar10_paper/saln-seed0" in refused.stderr
     done = script(*publish, "--methods", "uniform", "--seeds", "0")
@@ -65,6 +68,11 @@ def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) ->
         assert list(summary["methods"]) == ["uniform"]
         env = json.loads((tmp_path / "docs" / name / "env.json").read_text())
         assert list(env["settings"].values()) == [["uniform-seed0"]]
+        assert summary["runs"] == [f"{tmp_path}/unpacked/cifar10_{name}/runs/uniform-seed0"]
+    (tmp_path / "unpacked" / "mine.txt").write_text("not from the archive")
+    kept = script(*publish, "--methods", "uniform", "--seeds", "0")
+    assert kept.returncode != 0 and "mine.txt" in kept.stderr
+    assert (tmp_path / "unpacked" / "mine.txt").exists()
 
 
 @pytest.mark.slow
