@@ -97,8 +97,8 @@ class ResidentPipeline:
         cache_dir: Path | None = None,  # where decoded images are kept for the next process
         max_bytes: int | None = None,  # files of several sizes: MixedSizes if resized is larger
     ) -> None:
-        self.images = decode_all(source, image_size, cache_dir=cache_dir, max_bytes=max_bytes)
-        self.images = self.images.to(device)
+        decoded = decode_all(source, image_size, cache_dir=cache_dir, max_bytes=max_bytes)
+        self.images = decoded.to(device)
         self.labels = torch.from_numpy(source.labels).to(device)
         self.augment = {t: BatchAugment(image_size, t) for t in (True, False)}
         self.device, self.image_size = device, image_size
