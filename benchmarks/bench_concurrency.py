@@ -1,7 +1,7 @@
 """How separate processes share one GPU at the paper's small steps (decides gpu_compare.py's
 ``--parallel``).
 
-    PYTHONPATH=src python benchmarks/bench_concurrency.py --out OUT/concurrency.json
+    PYTHONPATH=src python -m benchmarks.bench_concurrency --out OUT/concurrency.json
 
 Each worker process trains resnet18_cifar on one fixed batch already on the device (bf16,
 channels_last, as the engine does). Workers warm up, report ready, then all start on one
@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, fixed_batch_step, machine, sync, write_json
 from saln import config as cfg
 

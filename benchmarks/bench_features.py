@@ -1,6 +1,6 @@
 """Feature-extraction throughput against the encoder's pure inference throughput, in one run.
 
-    python benchmarks/bench_features.py [--images 1000] [--image-size 128] [--out PATH]
+    python -m benchmarks.bench_features [--images 1000] [--image-size 128] [--out PATH]
 
 Extraction runs the real path (real CIFAR-10 JPEGs from ../shared/data, decode, eval
 transform, encoder, float16 cache write) with each loader; pure inference runs the same encoder
@@ -13,7 +13,6 @@ the model kept fed once the data is ready?).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -21,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import CIFAR_ARCHIVE, unpack_cifar_subset
 
 from benchmarks.common import RESULTS, machine, write_json

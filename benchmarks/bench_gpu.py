@@ -1,6 +1,6 @@
-"""The GPU fast path, measured as ratios within one run (issue 6).
+"""The GPU fast path, measured as ratios within one run.
 
-    PYTHONPATH=src python benchmarks/bench_gpu.py --data data/cifar10-jpeg --out OUT/gpu.json
+    PYTHONPATH=src python -m benchmarks.bench_gpu --data data/cifar10-jpeg --out OUT/gpu.json
 
 On an H100/H200 with the CIFAR-10 JPEG copy (ImageFolder layout). Every number is a ratio of two
 measurements taken in this process:
@@ -21,7 +21,6 @@ graphed against eager steps at the paper's learner and batch.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,10 +29,10 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, fixed_batch_step, machine, sync, write_json
 from saln import config as cfg
-from saln.report.store import RunStore
+from saln.runs import RunStore
+from saln.runs.records import EpochRecord
 from saln.train import fit
 from saln.train.graphs import WARMUP_STEPS
 
@@ -65,20 +64,25 @@ def graph_rates(config: cfg.Config, device: torch.device) -> dict[str, float]:
     return rates
 
 
+def mean_rows_per_s(records: list[EpochRecord]) -> float:
+    """Mean rows trained per second of training time over ``records``."""
+    return mean(r.examples / max(r.train_time, 1e-9) for r in records)
+
+
 def run(config: cfg.Config, out: Path, warmup_epochs: int = 1) -> dict[str, Any]:
     """Train, then read the steady-state epochs (after the warm-up ones) from the run's records."""
     summary = fit(config, out, overwrite=True)
     rows = RunStore(out).metrics()
     steady = rows[warmup_epochs:] or rows
-    train_s = mean(r["time_data"] + r["time_selection"] + r["time_step"] for r in steady)
+    train_s = mean(r.train_time for r in steady)
     return {
         "epoch_train_s": train_s,
-        "rows_per_s": mean(r["train_rows_per_s"] for r in steady),
-        "selection_s": mean(r["time_selection"] for r in steady),
-        "examples": steady[-1]["examples"],
-        "steps": steady[-1]["steps"],
-        "one_off": summary["one_off"],
-        "val_acc": summary["final_val_acc"],
+        "rows_per_s": mean_rows_per_s(steady),
+        "selection_s": mean(r.time_selection for r in steady),
+        "examples": steady[-1].examples,
+        "steps": steady[-1].steps,
+        "one_off": summary.one_off,
+        "val_acc": summary.final_val_acc,
     }
 
 

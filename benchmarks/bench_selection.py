@@ -1,6 +1,6 @@
 """SALN selection speed and agreement against the paper's NumPy algorithm, in one run.
 
-    python benchmarks/bench_selection.py [--out benchmarks/results/selection_cpu.json]
+    python -m benchmarks.bench_selection [--out benchmarks/results/selection_cpu.json]
 
 CPU: one core (torch and BLAS pinned to one thread); ms per batch for the reference
 (``reference_select``), the exact and the Lanczos solver, one batch per call and a whole epoch
@@ -13,7 +13,6 @@ batched Lanczos solver against batched ``torch.linalg.eigh`` on the same data.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -22,8 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.linalg.blas import ssyrk
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import clustered_features
 
 from benchmarks.common import (

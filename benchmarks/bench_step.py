@@ -1,6 +1,6 @@
 """Per-method step cost in one run: selection share of the step, epoch time vs standard.
 
-    python benchmarks/bench_step.py [--config configs/demo.yaml] [--epochs 3] [--out PATH]
+    python -m benchmarks.bench_step [--config configs/demo.yaml] [--epochs 3] [--out PATH]
 
 Every method trains the same data, split, initial learner and seed, one after another in this
 process. "Epoch time" is the training part of an epoch (data wait + selection + step; eval and
@@ -11,25 +11,25 @@ extraction, reference model) are reported separately, as the engine records them
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, machine, write_json
 from saln import config as cfg
-from saln.report.store import RunStore
+from saln.runs import RunStore
 from saln.train import METHODS, fit
 
 
 def epoch_times(run: Path) -> dict[str, float]:
     rows = RunStore(run).metrics()
     steady = rows[1:] or rows
-    parts = {k: mean(r[f"time_{k}"] for r in steady) for k in ("data", "selection", "step")}
+    parts = {
+        k: mean(getattr(r, f"time_{k}") for r in steady) for k in ("data", "selection", "step")
+    }
     parts["train"] = sum(parts.values())
-    parts["steps"] = mean(r["steps"] for r in steady)
+    parts["steps"] = mean(r.steps for r in steady)
     return parts
 
 
@@ -56,10 +56,10 @@ def main() -> None:
             rows[method] = {
                 **times,
                 "selection_share_of_step": times["selection"] / times["step"],
-                "one_off": summary["one_off"],
-                "kept_batch": summary["kept_batch"],
-                "loaded_batch": summary["loaded_batch"],
-                "device": summary["device"],
+                "one_off": summary.one_off,
+                "kept_batch": summary.kept_batch,
+                "loaded_batch": summary.loaded_batch,
+                "device": summary.device,
             }
     base = rows.get("standard", {}).get("train")
     for method, row in rows.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -16,7 +15,8 @@ import numpy as np
 import torch
 
 from saln.config import Config
-from saln.report.store import loaded_code
+from saln.io import write_json_atomic
+from saln.runs.environment import loaded_code
 
 RESULTS = Path(__file__).resolve().parent / "results"
 loaded_code()  # the commit of the code this benchmark runs, pinned now, before it runs
@@ -94,11 +94,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> d
 
 
 def write_json(payload: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, payload)
 
 
 def sync(device: torch.device) -> None:

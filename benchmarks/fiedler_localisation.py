@@ -1,13 +1,13 @@
 """How much of each batch's Fiedler vector sits on one sample, in trained SALN runs and in the
 paper's own NumPy recipe on cached features.
 
-    python benchmarks/fiedler_localisation.py RUN_DIR [RUN_DIR ...] \
+    python -m benchmarks.fiedler_localisation RUN_DIR [RUN_DIR ...] \
         [--features CACHE.npy --rows 64,320 --batches 500] [--out benchmarks/results/X.json]
 
 A unit Fiedler vector spread evenly over n rows puts 1/n of its squared mass on each; a vector
 localised on one weakly linked sample puts nearly all of it there, and the other kept rows are
 then ranked by entries close to zero. For each run (a ``saln`` run directory) this reads the
-final epoch's ``spectral.json``: its ``top_entry_mass`` where recorded (runs since 2026-11-26),
+final epoch's ``spectral.json``: its ``top_entry_mass`` where the run recorded it,
 else the share derived from the kept rows' |Fiedler| x sqrt(n), n from the run's config.
 ``--features`` repeats the measurement with ``saln.selection.reference_fiedler`` (NumPy eigh
 on the dense Laplacian, as the paper computes it) on random batches of a feature cache, so the
@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, write_json
 from saln import config as cfg
 from saln.selection import reference_fiedler

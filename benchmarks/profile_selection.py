@@ -1,6 +1,6 @@
 """Where an epoch's graphed SALN selection spends its time on a GPU (torch.profiler).
 
-    PYTHONPATH=src python benchmarks/profile_selection.py --out OUT/selection_profile.json
+    PYTHONPATH=src python -m benchmarks.profile_selection --out OUT/selection_profile.json
 
 bench_gpu.py measured 11.6 ms per 224 px epoch of selections (63 super-batches of 640 rows,
 1,280-d features, plus a 320-row tail) against a 2.8 ms memory-traffic floor. This profiles the
@@ -12,7 +12,6 @@ and by host time. On CPU it runs the same code on small shapes, to check the scr
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, machine, sync, write_json
 from saln.selection.spectral import SpectralSelector
 

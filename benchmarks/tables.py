@@ -1,6 +1,6 @@
 """Print the markdown tables of docs/benchmarks.md from the JSON results (no typed numbers).
 
-python benchmarks/tables.py [FOLDER]    (default: benchmarks/results)
+python -m benchmarks.tables [FOLDER]    (default: benchmarks/results)
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def cuda(name: str, data: dict[str, Any]) -> None:
 
 
 def with_eager_share(result: dict[str, Any]) -> dict[str, Any]:
-    """The selection share with an eager solve, from a file of any version: files of 2026-11-26
-    and before ran every solve eagerly unless a key says graphed."""
+    """The selection share with an eager solve, from a file of any version: older files ran
+    every solve eagerly unless a key says graphed."""
     eager = result.get(
         "selection_share_of_saln_epoch_eager_selection", result.get("selection_share_of_saln_epoch")
     )

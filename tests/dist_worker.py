@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from saln import SELECTORS, BatchView
+from saln import SELECTORS, BatchView, distributed
 from saln import config as cfg
-from saln.train import METHODS, Callback, distributed, fit
+from saln.train import METHODS, Callback, fit, sharding
 from tests import test_train
 
 
@@ -47,7 +47,7 @@ def all_methods(out: Path) -> dict[str, Any]:
         )
         result[method] = {
             "initial_val_loss": initial,
-            "final_val_loss": summary["final_val_loss"],
+            "final_val_loss": summary.final_val_loss,
             "examples": [r["examples"] for r in rows],
         }
     return result
@@ -99,7 +99,7 @@ def global_select(out: Path) -> dict[str, Any]:
     result = {}
     for name in ("loss", "rho_loss", "jest"):
         selector = SELECTORS.build(name)
-        positions, scale = distributed.global_select(
+        positions, scale = sharding.global_select(
             selector, local, keep, torch.Generator().manual_seed(7)
         )
         chosen = [None, None]
@@ -149,9 +149,19 @@ def bad_steps(out: Path) -> dict[str, Any]:
     return {"bad_step": seen}
 
 
-SCENARIOS = {
-    f.__name__: f for f in (all_methods, fail, mismatch, killed, global_select, features, bad_steps)
-}
+PASSING = (all_methods, global_select, features, bad_steps)
+
+
+def together(out: Path) -> dict[str, Any]:
+    """Every passing scenario in one process group, each in its own folder: one launch."""
+    results = {}
+    for scenario in PASSING:
+        (out / scenario.__name__).mkdir(parents=True, exist_ok=True)
+        results[scenario.__name__] = scenario(out / scenario.__name__)
+    return results
+
+
+SCENARIOS = {f.__name__: f for f in (*PASSING, together, fail, mismatch, killed)}
 
 if __name__ == "__main__":
     scenario, out = sys.argv[1], Path(sys.argv[2])

@@ -18,6 +18,7 @@ import torchvision.datasets.cifar
 from PIL import Image
 from torch.overrides import TorchFunctionMode
 from torchvision.datasets import CIFAR10
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from saln.data import (
@@ -30,6 +31,7 @@ from saln.data import (
     loaders,
     stratified_split,
 )
+from saln.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def write_cifar_batches(root: Path, per_batch: int = 10) -> None:
@@ -510,3 +512,66 @@ def test_a_slice_writes_only_split_class_file_paths(tmp_path: Path) -> None:
             tar.addfile(info, io.BytesIO(b"x"))
     out = extract_per_class(archive, tmp_path / "s", {"train": 5})
     assert [str(p.relative_to(out)) for p in out.rglob("*.jpg")] == ["train/a/ok.jpg"]
+
+
+def write_image_folder(root: Path, sizes: list[tuple[int, int]]) -> Path:
+    """An ImageFolder of JPEGs with the given (width, height), two classes, train and test."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for i, (width, height) in enumerate(sizes):
+            folder = root / split / f"class{i % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            # smooth content, as photos are: JPEG and resizing then disturb it little
+            y, x = np.mgrid[0:height, 0:width]
+            base = np.stack([x / width, y / height, (x + y) / (width + height)], -1)
+            noise = rng.random((1, 1, 3))
+            pixels = (255 * (0.7 * base + 0.3 * noise)).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:03d}.jpg", quality=95)
+    return root
+
+
+NON_SQUARE = {
+    "one size": [(40, 24)] * 6,  # held as stored, fitted per batch
+    "several sizes": [(40, 24), (24, 40), (50, 30), (33, 47), (40, 24), (64, 20)],
+}
+
+
+@pytest.mark.parametrize("layout", sorted(NON_SQUARE))
+def test_both_loaders_give_the_same_eval_images_of_non_square_files(
+    tmp_path: Path, layout: str
+) -> None:
+    """One eval geometry (short side, centre crop) whichever loader decodes: squashing in one
+    and cropping in the other differed by up to 2.4 after normalisation."""
+    source = build_dataset(f"imagefolder:{write_image_folder(tmp_path, NON_SQUARE[layout])}").train
+    rows = [list(range(len(source)))]
+    args = (source, 16, torch.device("cpu"))
+    resident = next(build_pipeline("resident", *args).batches(rows, train=False, seed=0))
+    loader = next(build_pipeline("dataloader", *args, workers=0).batches(rows, train=False, seed=0))
+    # files of several sizes are held as uint8 once fitted: half a grey level, normalised
+    tolerance = 1e-5 if layout == "one size" else 0.5 / 255 / min(IMAGENET_STD) + 1e-5
+    assert (resident.images - loader.images).abs().max() <= tolerance
+    # torchvision's own short-side resize and centre crop, normalised: the reference
+    reference = v2.Compose(
+        [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Resize(16), v2.CenterCrop(16),
+         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )  # fmt: skip
+    expected = torch.stack([reference(source.image(i)) for i in range(len(source))])
+    assert (loader.images - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("layout", sorted(NON_SQUARE))
+def test_feature_extraction_sees_the_same_images_through_either_loader(
+    tmp_path: Path, layout: str
+) -> None:
+    from saln.features import extract_features
+
+    source = build_dataset(f"imagefolder:{write_image_folder(tmp_path, NON_SQUARE[layout])}").train
+    tables = [
+        extract_features(
+            source, "pixels", image_size=16, batch_size=4, cache_dir=tmp_path / loader,
+            loader=loader, workers=0, progress=False,
+        ).numpy().astype(np.float32)
+        for loader in ("resident", "dataloader")
+    ]  # fmt: skip
+    # the cache holds float16: its rounding, plus the uint8 rounding of mixed sizes
+    assert np.abs(tables[0] - tables[1]).max() <= 0.02

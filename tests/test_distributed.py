@@ -44,10 +44,18 @@ def scenario(
     return done, {}
 
 
-def test_two_ranks_train_every_method_and_one_process_worth_of_examples(tmp_path: Path) -> None:
+def test_two_ranks_in_one_process_group(tmp_path: Path) -> None:
+    """The passing scenarios share one torchrun launch (each costs seconds to start)."""
+    _, result = scenario("together", tmp_path)
+    check_every_method_trains(result["all_methods"], tmp_path / "all_methods")
+    check_global_selection(result["global_select"])
+    check_sharded_features(result["features"], tmp_path)
+    assert result["bad_steps"]["bad_step"] == [1, 1]  # the earliest non-finite step of any rank
+
+
+def check_every_method_trains(result: dict[str, Any], out: Path) -> None:
     from saln.train import METHODS
 
-    _, result = scenario("all_methods", tmp_path)
     for method in METHODS.names():
         assert result[method]["final_val_loss"] < result[method]["initial_val_loss"] - 0.3, (
             method,
@@ -57,31 +65,21 @@ def test_two_ranks_train_every_method_and_one_process_worth_of_examples(tmp_path
     assert result["saln"]["examples"] == [18 * 11] * 10
     assert result["loss"]["examples"] == [18 * 11] * 10
     assert result["standard"]["examples"] == [1008] * 10
-    assert not (tmp_path / "saln" / ".write-test").exists()
+    assert not (out / "saln" / ".write-test").exists()
 
 
-def test_one_process_trains_the_same_examples_per_epoch(tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    from dist_worker import tiny
-    from saln.train import fit
-
-    fit(tiny(tmp_path, "saln"), tmp_path / "single")
-    rows = [json.loads(x) for x in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["examples"] for r in rows] == [18 * 11] * 3
-
-
-def test_global_mode_selects_exactly_the_single_process_set(tmp_path: Path) -> None:
-    _, result = scenario("global_select", tmp_path)
+def check_global_selection(result: dict[str, Any]) -> None:
+    """Global mode selects exactly the set one process selects on the union."""
     for name, got in result.items():
         assert got["distributed"] == got["single"], name
         assert sum(got["scales"]) == pytest.approx(2.0)  # shares add up to the whole
 
 
-def test_sharded_feature_extraction_writes_the_single_process_cache(tmp_path: Path) -> None:
+def check_sharded_features(result: dict[str, Any], tmp_path: Path) -> None:
+    """Sharded extraction writes the cache one process writes."""
     from saln.data import build_dataset
     from saln.features import extract_features
 
-    _, result = scenario("features", tmp_path)
     single = extract_features(
         build_dataset("digits").train,
         "pixels",
@@ -92,12 +90,16 @@ def test_sharded_feature_extraction_writes_the_single_process_cache(tmp_path: Pa
     sharded = np.load(result["path"])
     assert sharded.shape == single.array.shape
     assert np.array_equal(sharded, np.asarray(single.array))
-    assert not list((tmp_path / "sharded").glob(".*part*"))  # parts removed
+    assert not list((tmp_path / "features" / "sharded").glob(".*part*"))  # parts removed
 
 
-def test_every_rank_names_the_earliest_non_finite_step_of_any_rank(tmp_path: Path) -> None:
-    _, result = scenario("bad_steps", tmp_path)
-    assert result["bad_step"] == [1, 1]
+def test_one_process_trains_the_same_examples_per_epoch(tmp_path: Path) -> None:
+    from saln.train import fit
+    from tests.dist_worker import tiny
+
+    fit(tiny(tmp_path, "saln"), tmp_path / "single")
+    rows = [json.loads(x) for x in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["examples"] for r in rows] == [18 * 11] * 3
 
 
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path: Path) -> None:
@@ -116,8 +118,7 @@ def test_mismatched_configs_are_detected_at_start(tmp_path: Path) -> None:
 
 
 def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    from dist_worker import tiny
+    from tests.dist_worker import tiny
 
     config = tmp_path / "c.yaml"
     config.write_text(tiny(tmp_path, "saln").to_yaml())
@@ -155,8 +156,7 @@ def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(tmp_path: 
 
 
 def test_compare_launches_each_run_through_torchrun(tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    from dist_worker import tiny
+    from tests.dist_worker import tiny
 
     config = tmp_path / "c.yaml"
     config.write_text(tiny(tmp_path, "saln", **{"train.epochs": 2}).to_yaml())

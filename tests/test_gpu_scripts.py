@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
-from benchmarks import gpu_compare
+from tools import gpu_compare, publish_cifar10
+
+from saln.runs.records import EpochRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +30,7 @@ def script(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) -> None:
     out = tmp_path / "compare"
     common: list[str | Path] = [
-        "benchmarks/gpu_compare.py", "--out", out, "--config", "configs/demo.yaml",
+        "-m", "tools.gpu_compare", "--out", out, "--config", "configs/demo.yaml",
         "--methods", "uniform", "--seeds", "0", "--device", "cpu", "--skip-features",
         "--set", "train.epochs=2",
     ]  # fmt: skip
@@ -54,14 +59,14 @@ def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) ->
     script(*fresh, "--archive", archive)
     again = json.loads((tmp_path / "fresh" / "jobs.json").read_text())["jobs"]
     assert {j["outcome"] for j in again} == {"complete before this call"}
-    # Publishing: refused while runs are missing, then the reports rebuilt from the archive.
+    # Publishing (in this process: it trains nothing): refused while runs are missing, then
+    # the reports rebuilt from the archive.
     publish = [
-        "benchmarks/publish_cifar10.py", "--archive", archive, "--out", tmp_path / "docs",
-        "--runs", tmp_path / "unpacked",
+        "--archive", archive, "--out", tmp_path / "docs", "--runs", tmp_path / "unpacked",
     ]  # fmt: skip
-    refused = script(*publish, "--methods", "uniform,saln", "--seeds", "0")
+    refused = publishing(*publish, "--methods", "uniform,saln", "--seeds", "0")
     assert refused.returncode == 2 and "cifar10_paper/saln-seed0" in refused.stderr
-    done = script(*publish, "--methods", "uniform", "--seeds", "0")
+    done = publishing(*publish, "--methods", "uniform", "--seeds", "0")
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("paper", "fixed_batch"):
         summary = json.loads((tmp_path / "docs" / name / "summary.json").read_text())
@@ -70,16 +75,31 @@ def test_the_comparison_runs_unattended_and_records_every_run(tmp_path: Path) ->
         assert list(env["settings"].values()) == [["uniform-seed0"]]
         assert summary["runs"] == [f"{tmp_path}/unpacked/cifar10_{name}/runs/uniform-seed0"]
     (tmp_path / "unpacked" / "mine.txt").write_text("not from the archive")
-    kept = script(*publish, "--methods", "uniform", "--seeds", "0")
+    kept = publishing(*publish, "--methods", "uniform", "--seeds", "0")
     assert kept.returncode != 0 and "mine.txt" in kept.stderr
     assert (tmp_path / "unpacked" / "mine.txt").exists()
+
+
+def publishing(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``python -m tools.publish_cifar10 ARGS``, run in this process: its exit code and stderr."""
+    errors = io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            publish_cifar10.main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code
+    if isinstance(code, str):  # sys.exit("message") prints it and exits 1
+        errors.write(code)
+        code = 1
+    return subprocess.CompletedProcess(args, code or 0, "", errors.getvalue())
 
 
 @pytest.mark.slow
 def test_the_gpu_benchmark_computes_every_ratio(cifar_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     done = script(
-        "benchmarks/bench_gpu.py", "--smoke", "--data", cifar_root, "--out", out,
+        "-m", "benchmarks.bench_gpu", "--smoke", "--data", cifar_root, "--out", out,
         "--cache-dir", tmp_path / "cache",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -96,7 +116,7 @@ def test_the_gpu_benchmark_computes_every_ratio(cifar_root: Path, tmp_path: Path
 @pytest.mark.slow
 def test_the_selection_profile_names_where_the_time_goes(tmp_path: Path) -> None:
     out = tmp_path / "profile.json"
-    done = script("benchmarks/profile_selection.py", "--out", out, "--calls", "2")
+    done = script("-m", "benchmarks.profile_selection", "--out", out, "--calls", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     smoke = json.loads(out.read_text())["smoke"]
     assert smoke["epoch_ms_unprofiled"] > 0
@@ -107,7 +127,9 @@ def test_the_selection_profile_names_where_the_time_goes(tmp_path: Path) -> None
 def write_run(out: Path, method: str, seed: int, epochs: int, complete: bool) -> None:
     run = gpu_compare.run_dir(out, method, seed)
     run.mkdir(parents=True)
-    (run / "metrics.jsonl").write_text("".join(f'{{"epoch": {e + 1}}}\n' for e in range(epochs)))
+    record = {f.name: 0 for f in fields(EpochRecord) if f.default is MISSING}
+    rows = (json.dumps({**record, "epoch": e + 1}) + "\n" for e in range(epochs))
+    (run / "metrics.jsonl").write_text("".join(rows))
     if complete:
         (run / "summary.json").write_text("{}")
 

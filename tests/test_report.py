@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
+from dataclasses import MISSING, fields
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,12 @@ import torch
 import yaml
 
 from saln import config as cfg
-from saln.report.compare import build_report, run_comparison
+from saln.experiments.compare import DEFAULT_METHODS, run_comparison
+from saln.report.build import build_report
+from saln.report.render import TABLES
+from saln.runs.records import EpochRecord, RunSummary
+
+REPO = Path(__file__).resolve().parents[1]
 
 # method -> seed -> (train_time_s per epoch, val_acc per epoch, test_acc_best, one-off seconds)
 SYNTHETIC: dict[str, dict[int, tuple[float, list[float], float, float]]] = {
@@ -35,48 +45,47 @@ def write_run(root: Path, method: str, seed: int, split: dict[str, Any]) -> Path
     config = cfg.load(None, {"train.method": method, "train.seed": seed, "train.epochs": 3})
     (run / "config.yaml").write_text(config.to_yaml())
     (run / "split.json").write_text(json.dumps(split))
-    rows = []
-    for epoch, acc in enumerate(val):
-        rows.append(
-            {
-                "epoch": epoch + 1,
-                "train_acc": acc + 0.05,
-                "val_acc": acc,
-                "train_loss": 1 - acc,
-                "val_loss": 1.1 - acc,
-                "time_data": per_epoch * 0.2,
-                "time_selection": per_epoch * 0.1,
-                "time_step": per_epoch * 0.7,
-                "examples": 100 if method == "standard" else 20,
-                "steps": 10,
-            }
+    records = [
+        EpochRecord(
+            epoch=epoch + 1,
+            train_acc=acc + 0.05,
+            val_acc=acc,
+            train_loss=1 - acc,
+            val_loss=1.1 - acc,
+            time_data=per_epoch * 0.2,
+            time_selection=per_epoch * 0.1,
+            time_step=per_epoch * 0.7,
+            examples=100 if method == "standard" else 20,
+            steps=10,
         )
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = {
-        "method": method,
-        "seed": seed,
-        "final_train_acc": val[-1] + 0.05,
-        "final_val_acc": val[-1],
-        "best_val_acc": max(val),
-        "final_train_loss": 1 - val[-1],
-        "final_val_loss": 1.1 - val[-1],
-        "test_acc_last": test_best - 0.01,
-        "test_acc_best": test_best,
-        "train_time_s": 3 * per_epoch,
-        "total_time_s": 3 * per_epoch + one_off,
-        "examples_trained": 3 * rows[0]["examples"],
-        "steps": 30,
-        "selection_share_of_step": 0.1 / 0.7,
-        "share_ever_trained": 1.0 if method == "standard" else 0.5,
-        "max_epochs_kept": 3,
-        "top1pct_mean_epochs_kept": 3.0,
-        "class_entropy_trained": 2.0,
-        "class_entropy_split": 2.3,
-        "one_off": {"feature_extraction_s": one_off} if one_off else {},
-        "filter_ratio": 0.0 if method == "standard" else 0.8,
-        "convention": "paper",
-    }
-    (run / "summary.json").write_text(json.dumps(summary))
+        for epoch, acc in enumerate(val)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    summary = RunSummary(
+        method=method,
+        seed=seed,
+        final_train_acc=val[-1] + 0.05,
+        final_val_acc=val[-1],
+        best_val_acc=max(val),
+        final_train_loss=1 - val[-1],
+        final_val_loss=1.1 - val[-1],
+        test_acc_last=test_best - 0.01,
+        test_acc_best=test_best,
+        train_time_s=3 * per_epoch,
+        total_time_s=3 * per_epoch + one_off,
+        examples_trained=3 * records[0].examples,
+        steps=30,
+        selection_share_of_step=0.1 / 0.7,
+        share_ever_trained=1.0 if method == "standard" else 0.5,
+        max_epochs_kept=3,
+        top1pct_mean_epochs_kept=3.0,
+        class_entropy_trained=2.0,
+        class_entropy_split=2.3,
+        one_off={"feature_extraction_s": one_off} if one_off else {},
+        filter_ratio=0.0 if method == "standard" else 0.8,
+        convention="paper",
+    )
+    (run / "summary.json").write_text(json.dumps(summary.to_dict()))
     torch.save({"fc.weight": torch.randn(10, 8), "fc.bias": torch.zeros(10)}, run / "best_model.pt")
     if method in ("saln", "uniform"):
         (run / "selection_example.json").write_text(
@@ -134,7 +143,13 @@ def test_numbers_match_a_hand_computation(synthetic: Path) -> None:
 def _runs(values: tuple[float, ...]) -> list[Any]:
     from saln.report.aggregate import Run
 
-    return [Run(Path(f"s{i}"), {}, {"test_acc_best": v}, []) for i, v in enumerate(values)]
+    return [Run(Path(f"s{i}"), {}, scored(i, v), []) for i, v in enumerate(values)]
+
+
+def scored(seed: int, test_acc: float) -> RunSummary:
+    """A summary whose only meaningful value is its test accuracy."""
+    zeros = {f.name: 0 for f in fields(RunSummary) if f.default is MISSING}
+    return RunSummary(**{**zeros, "method": "m", "seed": seed, "test_acc_best": test_acc})
 
 
 def test_the_verdict_is_a_welch_t_test_on_the_seeds() -> None:
@@ -316,7 +331,7 @@ def test_unwritable_out_dir(synthetic: Path) -> None:
 
 def test_unknown_method_lists_the_registered_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown method 'spectral'; valid names: jest, loss"):
-        run_comparison(None, ["standard", "spectral"], [0], tmp_path)
+        run_comparison(cfg.Config(), ["standard", "spectral"], [0], tmp_path)
 
 
 @pytest.mark.parametrize("target", [95.0, 0.0, -0.1])
@@ -326,14 +341,14 @@ def test_a_target_that_is_not_a_fraction_fails_before_anything_runs(
     with pytest.raises(ValueError, match=r"fraction in \(0, 1\].*0.95 for 95%"):
         build_report([synthetic], tmp_path / "report", target)
     with pytest.raises(ValueError, match="fraction in"):
-        run_comparison(None, ["uniform"], [0], tmp_path / "compare", target=target)
+        run_comparison(cfg.Config(), ["uniform"], [0], tmp_path / "compare", target=target)
     assert not (tmp_path / "compare").exists() and not (tmp_path / "report").exists()
 
 
 @pytest.mark.parametrize("nproc", [0, -2])
 def test_nproc_below_one_is_refused_before_training(tmp_path: Path, nproc: int) -> None:
     with pytest.raises(ValueError, match=f"--nproc .* at least 1; got {nproc}"):
-        run_comparison(None, ["uniform"], [0], tmp_path / "compare", nproc=nproc)
+        run_comparison(cfg.Config(), ["uniform"], [0], tmp_path / "compare", nproc=nproc)
     assert not (tmp_path / "compare").exists()
 
 
@@ -360,25 +375,25 @@ def tiny_config(tmp_path: Path) -> Path:
 def test_compare_end_to_end_then_resume_reruns_nothing_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from saln.report import compare
+    import saln.experiments.compare
 
-    config, out = tiny_config(tmp_path), tmp_path / "cmp"
-    report = run_comparison(config, list(compare.DEFAULT_METHODS), [0], out)
-    assert set(report["methods"]) == set(compare.DEFAULT_METHODS)
+    config, out = cfg.load(tiny_config(tmp_path)), tmp_path / "cmp"
+    report = run_comparison(config, list(DEFAULT_METHODS), [0], out)
+    assert set(report["methods"]) == set(DEFAULT_METHODS)
     assert (out / "report.html").exists() and (out / "selection_grid.png").exists()
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
     trained: list[str] = []
-    import saln.train
-
-    original = saln.train.fit
+    original = saln.experiments.compare.fit
     monkeypatch.setattr(
-        saln.train, "fit", lambda c, p, **k: (trained.append(Path(p).name), original(c, p, **k))[1]
+        saln.experiments.compare,
+        "fit",
+        lambda c, p, **k: (trained.append(Path(p).name), original(c, p, **k))[1],
     )
-    run_comparison(config, list(compare.DEFAULT_METHODS), [0], out)
+    run_comparison(config, list(DEFAULT_METHODS), [0], out)
     assert trained == []
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
     (out / "runs" / "jest-seed0" / "summary.json").unlink()  # as if killed before finishing
-    run_comparison(config, list(compare.DEFAULT_METHODS), [0], out)
+    run_comparison(config, list(DEFAULT_METHODS), [0], out)
     assert trained == ["jest-seed0"]
     only_saln = run_comparison(config, ["saln"], [0], out)  # complete: nothing trains
     assert trained == ["jest-seed0"] and set(only_saln["methods"]) == {"saln"}
@@ -398,14 +413,26 @@ def test_cli_report_rebuilds_without_training(synthetic: Path) -> None:
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Appended to a copy of the page: once it has loaded, record how many images decoded.
+COUNT_DECODED = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  document.body.dataset.decoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+});
+</script>"""
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it",
+)
 def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Path) -> None:
+    assert CHROMIUM is not None, "CI must run this test: .ci/run installs chromium"
     build_report([synthetic], synthetic / "report", target=0.84)
-    page = synthetic / "report" / "report.html"
-    shot = tmp_path / "shot.png"
+    html = (synthetic / "report" / "report.html").read_text()
+    page = tmp_path / "page.html"
+    page.write_text(html.replace("</body>", COUNT_DECODED + "</body>"))
     base = [
         CHROMIUM,
         "--headless",
@@ -413,17 +440,23 @@ def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Pat
         "--disable-gpu",
         "--enable-logging=stderr",
         "--v=0",
+        "--virtual-time-budget=10000",
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
     dom = subprocess.run(
         [*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count("<table") == 5 and dom.stdout.count("<img") == 5
+    images = html.count("<img")
+    assert dom.stdout.count("<table") == 5 and images == 5
+    assert f'data-decoded="{images}"' in dom.stdout  # every embedded picture decoded
+    for title, _ in TABLES:  # every table a person reads, under its heading
+        assert f"<h2>{escape(title, quote=False)}</h2><table>" in dom.stdout, title
     console_errors = [
         line for line in dom.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line
     ]
     assert not console_errors, console_errors
+    shot = tmp_path / "shot.png"
     subprocess.run(
         [*base, f"--screenshot={shot}", "--window-size=1300,2000", page.as_uri()],
         capture_output=True,
@@ -431,6 +464,7 @@ def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Pat
         check=True,
     )
     assert shot.stat().st_size > 20_000
+    shot.unlink()
 
 
 def test_a_missing_path_is_named_and_nothing_is_created(tmp_path: Path) -> None:
@@ -441,7 +475,7 @@ def test_a_missing_path_is_named_and_nothing_is_created(tmp_path: Path) -> None:
 
 
 def test_the_environment_says_whether_the_code_differs_from_its_commit(tmp_path: Path) -> None:
-    from saln.report.store import git_dirty, git_sha
+    from saln.runs.environment import git_dirty, git_sha
 
     assert git_sha(tmp_path) is None and git_dirty(tmp_path) is None  # not a checkout
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
@@ -460,7 +494,7 @@ def test_the_environment_says_whether_the_code_differs_from_its_commit(tmp_path:
 def test_runs_record_the_commit_of_the_code_loaded_not_a_later_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from saln.report import store
+    from saln.runs import environment as store
 
     store.loaded_code.cache_clear()
     monkeypatch.setattr(store, "git_sha", lambda: "a" * 40)
@@ -468,3 +502,32 @@ def test_runs_record_the_commit_of_the_code_loaded_not_a_later_head(
     monkeypatch.setattr(store, "git_sha", lambda: "b" * 40)  # a commit while the process runs
     assert store.environment(torch.device("cpu"))["git_sha"] == first["git_sha"] == "a" * 40
     store.loaded_code.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["paper", "fixed_batch"])
+def test_the_published_gpu_reports_rebuild_from_their_archived_runs(
+    tmp_path: Path, name: str
+) -> None:
+    """Runs written by earlier versions load as typed records, and the published report comes
+    back unchanged (the selection grid aside: it needs the CIFAR-10 images)."""
+    archive = REPO / "benchmarks" / "results" / "cifar10_gpu_runs.tar.xz"
+    with tarfile.open(archive) as runs:
+        runs.extractall(tmp_path / "runs", filter="data")
+    out = tmp_path / "report"
+    build_report([tmp_path / "runs" / f"cifar10_{name}"], out)
+    published = REPO / "docs" / "results" / "cifar10" / name
+
+    def shown(report: Path) -> str:
+        lines = report.read_text().splitlines()
+        kept = [x for x in lines if "selection grid" not in x and "selection of one batch" not in x]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(kept))
+
+    assert shown(out / "report.md") == shown(published / "report.md")
+    rebuilt, before = (json.loads((p / "summary.json").read_text()) for p in (out, published))
+    assert rebuilt["methods"].keys() == before["methods"].keys()
+    for method, row in rebuilt["methods"].items():
+        for key, value in row.items():
+            if key == "vs_uniform" and value:  # p from scipy's t-test: the last digits differ
+                assert value["p"] == pytest.approx(before["methods"][method][key]["p"], rel=1e-9)
+                value = {**value, "p": before["methods"][method][key]["p"]}
+            assert value == before["methods"][method][key], (method, key)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saln.report.compare import build_report
-from saln.report.sweep import run_sweep
+from saln import config as cfg
+from saln.experiments.sweep import run_sweep
+from saln.report.build import build_report
 from tests.test_report import tiny_config
 
 
@@ -31,7 +32,7 @@ def run_means(folder: Path, method: str) -> tuple[float, float]:
 def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, out = tiny_config(tmp_path), tmp_path / "sweep"
+    config, out = cfg.load(tiny_config(tmp_path)), tmp_path / "sweep"
     methods = ["standard", "standard_matched", "uniform", "saln"]
     result = run_sweep(config, [0.5, 0.9], methods, [0, 1], out)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["full", "ratio-0.5", "ratio-0.9"]
@@ -57,7 +58,7 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
     with pytest.raises(ValueError, match="is a filter-ratio sweep: report one ratio"):
         build_report([out], tmp_path / "report")
 
-    from benchmarks.publish_sweep import publish
+    from tools.publish_sweep import publish
 
     published = publish(out, tmp_path / "published").parent
     assert published.joinpath("sweep.md").read_text() == table  # rebuilt from what it publishes
@@ -66,9 +67,11 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
     assert recorded == sorted(p.name for p in (out / "ratio-0.9" / "runs").iterdir())
     assert not (published / "full" / "report.html").exists()
 
-    import saln.train
+    import saln.experiments.compare
 
-    monkeypatch.setattr(saln.train, "fit", lambda *a, **k: pytest.fail("retrained a complete run"))
+    monkeypatch.setattr(
+        saln.experiments.compare, "fit", lambda *a, **k: pytest.fail("retrained a complete run")
+    )
     again = run_sweep(config, [0.5, 0.9], methods, [0, 1], out)
     assert again["rows"] == result["rows"]
 
@@ -89,7 +92,9 @@ def test_bad_input_is_refused_before_anything_is_written(
 ) -> None:
     nproc = 0 if "nproc" in message else 1
     with pytest.raises(ValueError, match=message):
-        run_sweep(tiny_config(tmp_path), ratios, methods, [0], tmp_path / "sweep", nproc=nproc)
+        run_sweep(
+            cfg.load(tiny_config(tmp_path)), ratios, methods, [0], tmp_path / "sweep", nproc=nproc
+        )
     assert not (tmp_path / "sweep").exists()
 
 

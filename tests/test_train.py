@@ -61,14 +61,14 @@ def test_every_method_trains_and_lowers_the_loss(tmp_path: Path, method: str) ->
     initial_loss, _ = evaluate(ctx, ctx.split.val)  # the same initial learner as the run's
     recorder = Recorder()
     summary = fit(config, tmp_path / "run", callbacks=[recorder])
-    assert summary["final_val_loss"] < initial_loss - 0.3
+    assert summary.final_val_loss < initial_loss - 0.3
     selecting = METHODS.build(method).selector is not None
     loaded, kept = (50, 10) if selecting else (50, 50)
     full = [s for s in recorder.sizes if s[0] == loaded]
     assert full and all(k == kept for _, k in full), recorder.sizes[:5]
-    assert summary["kept_batch"] == kept and summary["loaded_batch"] == loaded
+    assert summary.kept_batch == kept and summary.loaded_batch == loaded
     expected_epochs = 1 if method == "standard_matched" else 5  # round(5 * 0.2) = 1
-    assert summary["epochs"] == expected_epochs
+    assert summary.epochs == expected_epochs
 
 
 @pytest.mark.parametrize("method", ["standard", "saln", "jest"])
@@ -80,10 +80,10 @@ def test_fixed_learner_batch_convention(tmp_path: Path, method: str) -> None:
         callbacks=[recorder],
     )
     loaded = 12 if method == "standard" else math.ceil(12 / 0.2)
-    assert summary["convention"] == "fixed_learner_batch"
+    assert summary.convention == "fixed_learner_batch"
     assert all(k == 12 for n, k in recorder.sizes if n == loaded)
     n_train = len(json.loads((tmp_path / "run" / "split.json").read_text())["train"])
-    assert summary["steps"] == 2 * math.ceil(n_train / loaded)
+    assert summary.steps == 2 * math.ceil(n_train / loaded)
 
 
 def test_holdout_and_val_never_reach_the_learner(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path: Path, method:
     ]
     for key in ("train_loss", "val_loss", "val_acc", "examples", "distinct_trained_total"):
         assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]], key
-    assert whole["test_acc_last"] == resumed["test_acc_last"]
+    assert whole.test_acc_last == resumed.test_acc_last
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -175,8 +175,8 @@ def test_records_have_the_documented_fields(tmp_path: Path) -> None:
         "steps",
         "share_ever_trained",
         "class_entropy_trained",
-    } <= set(summary)
-    assert "feature_extraction_s" in summary["one_off"]
+    } <= set(summary.to_dict())
+    assert "feature_extraction_s" in summary.one_off
     spectral = json.loads((run / "spectral.json").read_text())
     assert len(spectral["abs_fiedler_kept"]) > 0
     example = json.loads((run / "selection_example.json").read_text())
@@ -190,9 +190,9 @@ def test_a_different_config_in_the_out_dir_is_refused(tmp_path: Path) -> None:
     ):
         fit(tiny(tmp_path, "uniform", **{"optim.lr": 0.1}), tmp_path / "run")
     again = fit(tiny(tmp_path, "uniform"), tmp_path / "run")  # same config: already complete
-    assert again["method"] == "uniform"
+    assert again.method == "uniform"
     replaced = fit(tiny(tmp_path, "uniform", **{"optim.lr": 0.1}), tmp_path / "run", overwrite=True)
-    assert replaced["method"] == "uniform"
+    assert replaced.method == "uniform"
 
 
 def test_a_failed_set_up_leaves_no_run_folder_and_keeps_the_run_it_would_replace(
@@ -205,7 +205,7 @@ def test_a_failed_set_up_leaves_no_run_folder_and_keeps_the_run_it_would_replace
     kept = fit(tiny(tmp_path, "uniform", **{"train.tensorboard": True}), tmp_path / "run")
     with pytest.raises(ValueError, match="unknown encoder"):
         fit(broken, tmp_path / "run", overwrite=True)
-    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == kept
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == kept.to_dict()
     fit(tiny(tmp_path, "standard"), tmp_path / "run", overwrite=True)
     assert not (tmp_path / "run" / "tensorboard").exists()  # the old run's curves went with it
 
@@ -217,7 +217,7 @@ def test_a_run_written_before_a_config_key_existed_is_still_the_same_run(tmp_pat
     older = yaml.safe_load(saved.read_text())
     del older["features"]["cuda_graph"]
     saved.write_text(yaml.safe_dump(older))
-    assert fit(tiny(tmp_path, "uniform"), tmp_path / "run")["method"] == "uniform"
+    assert fit(tiny(tmp_path, "uniform"), tmp_path / "run").method == "uniform"
     assert fit(tiny(tmp_path, "uniform", **{"train.progress": True}), tmp_path / "run")
 
 
@@ -293,7 +293,7 @@ def test_short_tails_train_a_learner_whose_last_maps_are_one_pixel(
     summary = fit(tiny(tmp_path, method, **overrides), tmp_path / "run", callbacks=[recorder])
     loaded, kept = recorder.sizes[-1]
     assert loaded * 10 // 50 == 1 and kept == 2
-    assert math.isfinite(summary["final_train_loss"])
+    assert math.isfinite(summary.final_train_loss)
 
 
 @pytest.mark.slow
@@ -310,7 +310,8 @@ def test_a_compiled_learner_trains_as_an_eager_one_and_saves_plain_weights(
         for compiled in (False, True)
     }
     for key, tolerance in (("final_train_loss", 0.01), ("final_val_loss", 0.05)):
-        assert runs[True][key] == pytest.approx(runs[False][key], abs=tolerance), key
+        got, expected = getattr(runs[True], key), getattr(runs[False], key)
+        assert got == pytest.approx(expected, abs=tolerance), key
     # torch.compile wraps the learner: its checkpoints must still load into a plain one.
     plain = build_run(tiny(tmp_path, "standard")).model
     for name in ("checkpoint.pt", "best_model.pt"):
@@ -386,8 +387,7 @@ def test_a_failed_set_up_leaves_nothing_to_resume(tmp_path: Path) -> None:
         fit(broken, tmp_path / "run")
     assert not (tmp_path / "run" / "config.yaml").exists()
     assert (
-        fit(tiny(tmp_path, "uniform", **{"train.epochs": 1}), tmp_path / "run")["method"]
-        == "uniform"
+        fit(tiny(tmp_path, "uniform", **{"train.epochs": 1}), tmp_path / "run").method == "uniform"
     )
 
 
@@ -603,7 +603,7 @@ def count_host_syncs(config: cfg.Config, out: Path) -> tuple[Counter[str], int]:
         for w in caught
         if "synchronizing CUDA operation" in str(w.message)
     )
-    return where, summary["steps"]
+    return where, summary.steps
 
 
 @pytest.mark.gpu

@@ -3,98 +3,72 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from saln.config import Config, load, parse_override
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def add_features_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("features", help="extract and cache reference features")
-    p.add_argument("--dataset", required=True, help="cifar10 | pets | digits | imagefolder:PATH")
-    p.add_argument(
-        "--encoder",
-        default="efficientnet_lite0",
-        help="efficientnet_lite0 | resnet50 | resnet18 | pixels",
-    )
-    p.add_argument("--data-root", default="data", help="where torchvision datasets live")
-    p.add_argument(
-        "--download", action="store_true", help="download the dataset/weights if missing"
-    )
-    p.add_argument("--weights", default=None, help="local state dict for the encoder")
-    p.add_argument("--image-size", type=int, default=224, help="encoder input size, pixels")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--cache-dir", default=".cache/saln", help="where feature files are kept")
-    p.add_argument("--loader", default="auto", help="auto | resident | dataloader")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    p.set_defaults(handler=run_features)
+def registry_names(kind: str) -> list[str]:
+    """The valid values of a config field whose metadata names a registry."""
+    from saln.data.datasets import DATASETS
+    from saln.data.loaders import PIPELINES
+    from saln.models import ENCODERS, LEARNERS
+    from saln.selection.solvers import SOLVERS
+    from saln.train.methods import METHODS
+
+    registries: dict[str, Any] = {
+        "dataset": DATASETS,
+        "loader": PIPELINES,
+        "learner": LEARNERS,
+        "encoder": ENCODERS,
+        "solver": SOLVERS,
+        "method": METHODS,
+    }
+    names = list(registries[kind].names())
+    return [f"{n}:PATH" if (kind, n) == ("dataset", "imagefolder") else n for n in names]
 
 
-def run_features(args: argparse.Namespace) -> int:
-    from saln.data import build_dataset
-    from saln.features import extract_features
-    from saln.train.setup import resolve_device
-
-    device = resolve_device(args.device, flag="--device")
-    bundle = build_dataset(args.dataset, args.data_root, args.download)
-    store = extract_features(
-        bundle.train,
-        args.encoder,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        device=device,
-        cache_dir=args.cache_dir,
-        weights=args.weights,
-        download=args.download,
-        loader=args.loader,
-        workers=args.workers,
-    )
-    how = f"extracted at {store.meta['images_per_second']:.0f} img/s" if store.fresh else "cached"
-    print(f"{len(store)} x {store.dim} features in {store.path} ({how})")
-    return 0
+def config_field(key: str) -> tuple[dataclasses.Field[Any], Any]:
+    """The dataclass field behind ``section.name`` and its resolved type."""
+    section, _, name = key.partition(".")
+    section_type = get_type_hints(Config)[section]
+    field = next(f for f in dataclasses.fields(section_type) if f.name == name)
+    return field, get_type_hints(section_type)[name]
 
 
-# Shortcut flags -> dotted config keys; anything else goes through --set section.key=value.
-TRAIN_FLAGS = {
-    "dataset": ("data.dataset", str, "cifar10 | pets | digits | imagefolder:PATH"),
-    "data_root": ("data.data_root", str, "where torchvision datasets live"),
-    "method": (
-        "train.method",
-        str,
-        "standard | standard_matched | uniform | saln | loss | rho_loss | jest",
-    ),
-    "filter_ratio": ("train.filter_ratio", float, "fraction of each loaded batch that is dropped"),
-    "epochs": ("train.epochs", int, "training epochs"),
-    "seed": ("train.seed", int, "seed of the learner init, order and augmentation"),
-    "batch_size": ("train.batch_size", int, "loaded batch (the paper's convention)"),
-    "learner_batch_size": (
-        "train.learner_batch_size",
-        int,
-        "rows trained per step (JEST's convention)",
-    ),
-    "lr": ("optim.lr", float, "learning rate"),
-    "learner": ("model.learner", str, "learner architecture"),
-    "encoder": ("features.encoder", str, "reference-feature encoder for saln"),
-    "device": ("train.device", str, "auto | cpu | cuda"),
-}
+def flag_type(hint: Any) -> type:
+    """bool, int, float or str: what a flag for a field of type ``hint`` parses."""
+    options = [k for k in get_args(hint) or (hint,) if k is not type(None)]
+    return next(k for k in (bool, int, float, str) if k in options)
 
 
-def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
-    p.add_argument("--config", default=None, help="YAML config (see configs/)")
-    for flag, (key, kind, text) in TRAIN_FLAGS.items():
-        if flag in exclude:
-            continue
-        p.add_argument(
-            f"--{flag.replace('_', '-')}",
-            dest=flag,
-            type=kind,
-            default=None,
-            help=f"{text} [{key}]",
-        )
+def add_setting_flag(p: argparse.ArgumentParser, key: str) -> None:
+    """``--name`` for the config key ``section.name``: its type, help and default from the config
+    dataclass, and where the values are registered names, those names."""
+    field, hint = config_field(key)
+    text = field.metadata["help"]
+    if field.metadata.get("registry"):
+        text += ": " + ", ".join(registry_names(field.metadata["registry"]))
+    text += f" [{key}, default {field.default}]"
+    flag, kind = f"--{field.name.replace('_', '-')}", flag_type(hint)
+    if kind is bool:
+        action = argparse.BooleanOptionalAction
+        p.add_argument(flag, dest=key, action=action, default=None, help=text)
+    else:
+        metavar = field.name.upper()
+        p.add_argument(flag, dest=key, type=kind, default=None, metavar=metavar, help=text)
+
+
+def add_config_arguments(p: argparse.ArgumentParser, keys: Sequence[str]) -> None:
+    """--config, a flag per key in ``keys``, and --set for any other setting."""
+    p.add_argument("--config", default=None, help="YAML config: a file, or a packaged name")
+    for key in keys:
+        add_setting_flag(p, key)
     p.add_argument(
         "--set",
         action="append",
@@ -102,31 +76,78 @@ def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = f
         metavar="SECTION.KEY=VALUE",
         help="override any config value, e.g. --set optim.schedule=cosine (repeatable)",
     )
-    p.add_argument("--download", action="store_true", help="fetch missing datasets/weights")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(setting_keys=list(keys))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults <- --config <- --set <- the flags."""
     overrides: dict[str, object] = dict(parse_override(item) for item in args.set)
-    for flag, (key, _, _) in TRAIN_FLAGS.items():
-        if getattr(args, flag, None) is not None:
-            overrides[key] = getattr(args, flag)
-    if args.download:
-        overrides["data.download"] = True
-    if args.no_progress:
-        overrides["train.progress"] = False
+    for key in args.setting_keys:
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     return load(args.config, overrides)
 
 
-def flat_config(config: Config) -> dict[str, Any]:
-    """The whole resolved config as ``section.key`` overrides: what each run of a comparison
-    starts from before its method, seed or ratio is set."""
-    return {f"{s}.{k}": v for s, values in config.to_dict().items() for k, v in values.items()}
+# The settings each command has a flag for; every other one goes through --set.
+RUN_FLAGS = (
+    "data.dataset",
+    "data.data_root",
+    "data.download",
+    "train.method",
+    "train.filter_ratio",
+    "train.epochs",
+    "train.seed",
+    "train.batch_size",
+    "train.learner_batch_size",
+    "optim.lr",
+    "model.learner",
+    "features.encoder",
+    "train.device",
+    "train.progress",
+)
+FEATURE_FLAGS = (
+    "data.dataset",
+    "data.data_root",
+    "data.download",
+    "features.encoder",
+    "features.weights",
+    "features.image_size",
+    "features.batch_size",
+    "features.cache_dir",
+    "data.loader",
+    "data.workers",
+    "train.device",
+    "train.progress",
+)
+
+
+def run_flags(*left_out: str) -> list[str]:
+    return [key for key in RUN_FLAGS if key not in left_out]
+
+
+def add_features_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="extract and cache reference features")
+    add_config_arguments(p, FEATURE_FLAGS)
+    p.set_defaults(handler=run_features)
+
+
+def run_features(args: argparse.Namespace) -> int:
+    from saln.data import build_dataset
+    from saln.train.components import resolve_device
+    from saln.train.setup import load_features
+
+    config = config_from_args(args)
+    device = resolve_device(config.train.device)
+    bundle = build_dataset(config.data.dataset, config.data.data_root, config.data.download)
+    store = load_features(config, bundle, device)
+    how = f"extracted at {store.meta['images_per_second']:.0f} img/s" if store.fresh else "cached"
+    print(f"{len(store)} x {store.dim} features in {store.path} ({how})")
+    return 0
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one method and record the run")
-    add_config_arguments(p)
+    add_config_arguments(p, RUN_FLAGS)
     p.add_argument("--out", default=None, help="run directory (default runs/<method>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
@@ -134,7 +155,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from saln.train import distributed, fit
+    from saln import distributed
+    from saln.train import fit
 
     config = config_from_args(args)
     out = args.out or f"runs/{config.train.method}-seed{config.train.seed}"
@@ -144,24 +166,14 @@ def run_train(args: argparse.Namespace) -> int:
     if info.rank != 0:
         return 0
     print(
-        f"{summary['method']}: best val acc {summary['best_val_acc']:.4f}, test acc "
-        f"{summary['test_acc_best']:.4f} (best-val model) / {summary['test_acc_last']:.4f} (last), "
-        f"train time {summary['train_time_s']:.1f} s -> {out}"
+        f"{summary.method}: best val acc {summary.best_val_acc:.4f}, test acc "
+        f"{summary.test_acc_best:.4f} (best-val model) / {summary.test_acc_last:.4f} (last), "
+        f"train time {summary.train_time_s:.1f} s -> {out}"
     )
     return 0
 
 
-DEMO_CONFIG = "configs/demo.yaml"
-
-
-def default_config() -> str:
-    """configs/demo.yaml from the working directory, else from the source checkout."""
-    from pathlib import Path
-
-    for candidate in (Path(DEMO_CONFIG), Path(__file__).resolve().parents[2] / DEMO_CONFIG):
-        if candidate.is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"{DEMO_CONFIG} not found here; pass --config FILE")
+DEMO_CONFIG = "demo"  # packaged with saln: the bundled default
 
 
 def csv_list(kind: type) -> Callable[[str], list[Any]]:
@@ -186,12 +198,12 @@ def csv_list(kind: type) -> Callable[[str], list[Any]]:
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    from saln.report.compare import DEFAULT_METHODS
+    from saln.experiments.compare import DEFAULT_METHODS
 
     p = sub.add_parser(
         "compare", help="train every method x seed and write the report (the main job)"
     )
-    add_config_arguments(p, exclude=frozenset({"method", "seed"}))  # per run: --methods, --seeds
+    add_config_arguments(p, run_flags("train.method", "train.seed"))  # per run: --methods, --seeds
     add_run_grid_arguments(p, list(DEFAULT_METHODS), "")
     p.add_argument(
         "--out", default="runs/compare", help="comparison directory (runs/ and the report)"
@@ -220,12 +232,13 @@ def add_run_grid_arguments(p: argparse.ArgumentParser, methods: list[str], note:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from saln.report.compare import print_table, run_comparison
+    from saln.experiments.compare import run_comparison
+    from saln.report.build import print_table
 
     if args.config is None:
-        args.config = default_config()
-    flat = flat_config(config_from_args(args))
-    report = run_comparison(None, args.methods, args.seeds, args.out, flat, args.target, args.nproc)
+        args.config = DEMO_CONFIG
+    base = config_from_args(args)
+    report = run_comparison(base, args.methods, args.seeds, args.out, args.target, args.nproc)
     print_table(report)
     print(f"report: {report['report']} (also report.html, summary.csv, summary.json)")
     return 0
@@ -236,7 +249,7 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         "sweep", help="compare methods at several filter ratios: accuracy against share kept"
     )
     # per run: --methods, --seeds; per comparison: --ratios
-    add_config_arguments(p, exclude=frozenset({"method", "seed", "filter_ratio"}))
+    add_config_arguments(p, run_flags("train.method", "train.seed", "train.filter_ratio"))
     p.add_argument(
         "--ratios",
         type=csv_list(float),
@@ -251,12 +264,12 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from saln.report.sweep import run_sweep
+    from saln.experiments.sweep import run_sweep
 
     if args.config is None:
-        args.config = default_config()
-    flat = flat_config(config_from_args(args))
-    result = run_sweep(None, args.ratios, args.methods, args.seeds, args.out, flat, args.nproc)
+        args.config = DEMO_CONFIG
+    base = config_from_args(args)
+    result = run_sweep(base, args.ratios, args.methods, args.seeds, args.out, args.nproc)
     print(result["table"])
     print(f"sweep: {result['report']} (also sweep.json, sweep.png; a report per ratio)")
     return 0
@@ -277,7 +290,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from saln.report.compare import build_report, print_table
+    from saln.report.build import build_report, print_table
 
     report = build_report([Path(p) for p in args.runs], args.out or args.runs[0], args.target)
     print_table(report)

@@ -20,76 +20,97 @@ class ConfigError(ValueError):
     """A config key or value that cannot be used; the message names it and what is valid."""
 
 
+def setting(default: Any, help: str, *, registry: str | None = None) -> Any:
+    """A config field with its help text and, where its values are names in a registry, which
+    one (``registry``); the CLI builds its flags and help from these."""
+    return field(default=default, metadata={"help": help, "registry": registry})
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"  # cifar10 | pets | digits | imagefolder:PATH
-    data_root: str = "data"  # where torchvision datasets live
-    download: bool = False  # fetch a missing dataset or pretrained weights
-    split_seed: int = 0  # the train/val/holdout split; the same for every method and seed
-    val_fraction: float = 0.1  # share of the training split held out for validation
-    reference_fraction: float = 0.1  # share held out for the RHO-LOSS/JEST reference model
-    image_size: int = 32  # learner input, pixels (square)
-    loader: str = "auto"  # auto | resident | dataloader
-    workers: int = 2  # DataLoader worker processes (dataloader path)
+    dataset: str = setting("digits", "the dataset", registry="dataset")
+    data_root: str = setting("data", "where torchvision datasets live")
+    download: bool = setting(False, "fetch a missing dataset or pretrained weights")
+    split_seed: int = setting(0, "seed of the train/val/holdout split, shared by every run")
+    val_fraction: float = setting(0.1, "share of the training split held out for validation")
+    reference_fraction: float = setting(
+        0.1, "share of the training split held out for the RHO-LOSS/JEST reference model"
+    )
+    image_size: int = setting(32, "learner input, pixels (square)")
+    loader: str = setting("auto", "how images reach the learner; auto chooses", registry="loader")
+    workers: int = setting(2, "DataLoader worker processes (0: the main process)")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    learner: str = "small_cnn"  # see saln.models.LEARNERS
-    pretrained: bool = False  # start from ImageNet weights
-    weights: str | None = None  # local state dict instead of downloaded weights
+    learner: str = setting("small_cnn", "learner architecture", registry="learner")
+    pretrained: bool = setting(False, "start the learner from ImageNet weights")
+    weights: str | None = setting(None, "learner state dict file instead of downloaded weights")
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    encoder: str = "efficientnet_lite0"  # reference features for saln (see ENCODERS)
-    pretrained: bool = True
-    weights: str | None = None
-    image_size: int = 64  # encoder input, pixels
-    batch_size: int = 256  # images per extraction forward
-    cache_dir: str = ".cache/saln"
-    solver: str = "auto"  # exact | lanczos | auto
-    # Replay CUDA Lanczos solves from a CUDA graph: auto = wherever the solver may be Lanczos.
-    cuda_graph: bool | str = "auto"
+    encoder: str = setting("efficientnet_lite0", "reference-feature encoder", registry="encoder")
+    pretrained: bool = setting(True, "the encoder's ImageNet weights (false: random init)")
+    weights: str | None = setting(None, "encoder state dict file instead of downloaded weights")
+    image_size: int = setting(64, "encoder input, pixels (square)")
+    batch_size: int = setting(256, "images per extraction forward pass")
+    cache_dir: str = setting(".cache/saln", "where features and decoded images are kept")
+    solver: str = setting("auto", "SALN's eigensolver; auto chooses", registry="solver")
+    cuda_graph: bool | str = setting(
+        "auto",
+        "replay CUDA Lanczos solves from a graph: true, false or auto (where Lanczos may run)",
+    )
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.001  # learning rate
-    momentum: float = 0.9  # SGD momentum (adamw: beta1)
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine | step (x0.1 at 50% and 75% of epochs)
-    nesterov: bool = False
+    optimizer: str = setting("sgd", "sgd or adamw")
+    lr: float = setting(0.001, "learning rate")
+    momentum: float = setting(0.9, "SGD momentum (adamw: beta1)")
+    weight_decay: float = setting(0.0, "L2 weight decay")
+    schedule: str = setting(
+        "constant", "LR schedule over the epochs: constant, cosine or step (x0.1 at 50% and 75%)"
+    )
+    nesterov: bool = setting(False, "Nesterov momentum (sgd)")
 
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    learner: str | None = None  # reference-model architecture; None: the learner's
-    epochs: int = 10  # epochs of plain training on the holdout
+    learner: str | None = setting(
+        None, "reference-model architecture (null: the learner's)", registry="learner"
+    )
+    epochs: int = setting(10, "epochs of plain training on the holdout")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str = "saln"  # see saln.train.METHODS
-    filter_ratio: float = 0.8  # fraction of each loaded batch that is dropped
-    epochs: int = 25
-    batch_size: int = 64  # loaded (super-)batch, the paper's convention
-    learner_batch_size: int | None = None  # if set: rows trained per step (JEST's convention)
-    eval_batch_size: int = 512
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # on CUDA
-    compile: bool = False  # torch.compile the learner
-    # Replay whole train steps from CUDA graphs: auto = on for one CUDA process with eager SGD.
-    cuda_graphs: bool | str = "auto"
-    deterministic: bool = False  # torch.use_deterministic_algorithms
-    jest_chunks: int = 16
-    selection_mode: str = "local"  # distributed model-aware selection: local | global
-    check_every: int = 50  # steps between non-finite-loss checks on CUDA (every step on CPU)
-    tensorboard: bool = False  # also log to runs/<id>/tensorboard
-    progress: bool = True  # progress bar
+    method: str = setting("saln", "training method", registry="method")
+    filter_ratio: float = setting(0.8, "fraction of each loaded batch that is dropped, in [0, 1)")
+    epochs: int = setting(25, "training epochs")
+    batch_size: int = setting(64, "rows loaded per step (the paper's convention)")
+    learner_batch_size: int | None = setting(
+        None, "if set: rows trained per step, more loaded (JEST's convention)"
+    )
+    eval_batch_size: int = setting(512, "rows per evaluation forward pass")
+    seed: int = setting(0, "seed of the learner's init, the order and the augmentation")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = setting(True, "bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = setting(True, "channels-last memory format on CUDA")
+    compile: bool = setting(False, "torch.compile the learner")
+    cuda_graphs: bool | str = setting(
+        "auto", "replay whole steps from CUDA graphs: true, false or auto (one CUDA process, SGD)"
+    )
+    deterministic: bool = setting(False, "torch.use_deterministic_algorithms")
+    jest_chunks: int = setting(16, "chunks JEST draws its kept set in")
+    selection_mode: str = setting(
+        "local", "model-aware selection under torchrun: local (per rank) or global"
+    )
+    check_every: int = setting(
+        50, "steps between non-finite-loss checks on CUDA (every step on CPU)"
+    )
+    tensorboard: bool = setting(False, "also log to <run>/tensorboard")
+    progress: bool = setting(True, "show a progress bar")
 
 
 @dataclass(frozen=True)
@@ -163,13 +184,33 @@ def from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config
     return replace(base, **updates)
 
 
+PACKAGED = Path(__file__).resolve().parent / "configs"  # configs that ship with saln
+
+
+def packaged_configs() -> list[str]:
+    return sorted(f.stem for f in PACKAGED.glob("*.yaml"))
+
+
+def config_file(name: str | Path) -> Path:
+    """A YAML file by path, else a packaged config by name (``demo`` or ``demo.yaml``)."""
+    file = Path(name)
+    if file.is_file():
+        return file
+    packaged = PACKAGED / f"{file.name.removesuffix('.yaml')}.yaml"
+    if file.parent == Path(".") and packaged.is_file():
+        return packaged
+    raise ConfigError(
+        f"config file {file} does not exist; pass a YAML file or a packaged config: "
+        f"{', '.join(packaged_configs())}"
+    )
+
+
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults <- YAML file <- overrides (``{"train.lr": 0.01}`` style dotted keys)."""
+    """Defaults <- YAML file (a path or a packaged name) <- overrides (``{"train.lr": 0.01}``
+    style dotted keys)."""
     config = Config()
     if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file {file} does not exist")
+        file = config_file(path)
         try:
             data = yaml.safe_load(file.read_text())
         except yaml.YAMLError as err:

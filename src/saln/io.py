@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 
 def _atomic(path: Path, mode: str, write: Callable[[IO[Any]], object]) -> Path:
@@ -56,28 +57,11 @@ def save_torch_atomic(path: Path, obj: Any) -> Path:
 
 @contextmanager
 def exclusive(lock: Path) -> Iterator[None]:
-    """Hold an advisory lock on the file ``lock`` for the block, so processes that would build
-    the same cache entry take turns and the later ones find it built. Where locks are missing
-    (no ``fcntl``, or a filesystem without them) each builds its own copy, written atomically
-    all the same."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+    """Hold the lock file ``lock`` for the block, so processes that would build the same cache
+    entry take turns and the later ones find it built."""
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:
-            locked = False
-        else:
-            locked = True
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(lock):
+        yield
 
 
 def _jsonable(value: Any) -> Any:

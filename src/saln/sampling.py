@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence, Sized
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -93,6 +94,22 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """One rank's epoch, decided before any image is loaded: for each step the super-batch it
+    was drawn from and the global indices kept of it, plus the selector's per-batch statistics
+    over the full super-batches (e.g. SALN's ``gap``, ``abs_fiedler`` and kept ``positions``)."""
+
+    epoch: int
+    super_batches: list[np.ndarray]
+    rows: list[list[int]]
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the planning (the model-free selection)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 class SelectiveBatchSampler(Sampler[list[int]]):
     """Yields only the kept global indices of each super-batch of ``batch_size``.
 
@@ -103,7 +120,8 @@ class SelectiveBatchSampler(Sampler[list[int]]):
     super-batch keeps the same share, at least two rows; one of a single row is left out (it
     reshuffles into the next epoch), since BatchNorm cannot train on one row. With
     ``world_size > 1`` super-batches are dealt round-robin, so each is selected once, by the rank
-    that trains it. Call ``set_epoch(e)`` before each epoch, as with ``DistributedSampler``.
+    that trains it. Call ``set_epoch(e)`` before each epoch, as with ``DistributedSampler``;
+    :meth:`plan_epoch` returns the epoch's :class:`EpochPlan`, iterating yields its rows.
     """
 
     def __init__(
@@ -141,9 +159,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         self.drop_last, self.seed = drop_last, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self._plan: tuple[int, list[list[int]]] | None = None
-        self.last_super_batches: list[np.ndarray] = []
-        self.last_stats: dict[str, Any] = {}
+        self._plan: EpochPlan | None = None
         self._check_selector()
         self._check_feature_rows()
 
@@ -198,37 +214,37 @@ class SelectiveBatchSampler(Sampler[list[int]]):
     def _keep_for(self, n: int) -> int:
         return tail_keep(n, self.keep, self.batch_size)
 
-    def plan_epoch(self) -> list[list[int]]:
+    def plan_epoch(self) -> EpochPlan:
         """The kept global indices of every super-batch of this rank, computed once per epoch."""
-        if self._plan is not None and self._plan[0] == self.epoch:
-            return self._plan[1]
+        if self._plan is not None and self._plan.epoch == self.epoch:
+            return self._plan
         start = time.perf_counter()
         batches = self._super_batches()
-        self.last_super_batches = batches
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
         full = [b for b in batches if len(b) == self.batch_size]
-        kept = self._select_full(full, gen) + [
-            self._select_one(b, gen) for b in batches[len(full) :]
-        ]
-        self.last_stats["selection_seconds"] = time.perf_counter() - start
-        self._plan = (self.epoch, kept)
-        return kept
+        kept, stats = self._select_full(full, gen)
+        kept += [self._select_one(b, gen) for b in batches[len(full) :]]
+        seconds = time.perf_counter() - start
+        self._plan = EpochPlan(self.epoch, batches, kept, stats, seconds)
+        return self._plan
 
-    def _select_full(self, full: list[np.ndarray], gen: torch.Generator) -> list[list[int]]:
+    def _select_full(
+        self, full: list[np.ndarray], gen: torch.Generator
+    ) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
         if not full:
-            return []
+            return [], {}
         if self.selector is None or self.keep == self.batch_size:
-            return [b.tolist() for b in full]
+            return [b.tolist() for b in full], {}
         stacked = np.stack(full)
         select_many = getattr(self.selector, "select_many", None)
         if select_many is None:
-            return [self._select_one(b, gen) for b in full]
+            return [self._select_one(b, gen) for b in full], {}
         feats = self._features(stacked)
-        positions, stats = select_many(feats, self.keep, generator=gen)
-        self.last_stats = {k: v for k, v in stats.items() if isinstance(v, torch.Tensor)}
-        self.last_stats["positions"] = torch.as_tensor(positions)
+        positions, found = select_many(feats, self.keep, generator=gen)
+        stats = {k: v for k, v in found.items() if isinstance(v, torch.Tensor)}
+        stats["positions"] = torch.as_tensor(positions)
         rows = torch.as_tensor(positions).cpu().numpy()
-        return np.take_along_axis(stacked, rows, axis=1).tolist()
+        return np.take_along_axis(stacked, rows, axis=1).tolist(), stats
 
     def _select_one(self, batch: np.ndarray, gen: torch.Generator) -> list[int]:
         keep = self._keep_for(len(batch))
@@ -253,7 +269,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         return flat.reshape(*indices.shape, flat.shape[-1]).to(self.device, torch.float32)
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.plan_epoch()
+        yield from self.plan_epoch().rows
 
     def __len__(self) -> int:
         n = self.source if isinstance(self.source, int) else len(self.source)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from saln.data.datasets import ImageSource
+from saln.data.transforms import fit_square
 from saln.io import save_npy_atomic
 
 
@@ -72,7 +73,7 @@ def decode_all(
                 f"{image_size} px they would take {resized / 2**30:.1f} GiB"
             )
         decoded = _decode_files(source, image_size, image_size, progress, resize=True)
-        key = (signature, str(image_size))
+        key = (signature, f"{image_size}-square")
     assert decoded is not None
     return _keep(key, decoded, cache_dir)
 
@@ -198,6 +199,14 @@ DECODE_CHUNK = 256  # images per worker task
 DECODE_IN_WORKERS_FROM = 2048  # smaller sources decode in-process (worker start-up would dominate)
 
 
+def square_uint8(image: np.ndarray, size: int) -> np.ndarray:
+    """A (H, W, 3) uint8 image brought to (size, size, 3) by :func:`fit_square`, rounded back to
+    uint8: files of several sizes are held at one size, with the loaders' geometry."""
+    pixels = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255)
+    square = fit_square(pixels, size).mul_(255).round_().clamp_(0, 255)
+    return square.to(torch.uint8).permute(1, 2, 0).numpy()
+
+
 class _FileDecoder(Dataset[np.ndarray]):
     """Image i as uint8 (H, W, 3) at (height, width): resized when ``resize``, else an empty
     array for an image of another size (the caller then knows the sizes are mixed)."""
@@ -213,7 +222,7 @@ class _FileDecoder(Dataset[np.ndarray]):
         if image.size != self.size:
             if not self.resize:
                 return np.empty((0, 0, 3), dtype=np.uint8)
-            image = image.resize(self.size, resample=Image.Resampling.BILINEAR)
+            return square_uint8(np.asarray(image), self.size[0])
         return np.asarray(image)
 
 

@@ -20,6 +20,7 @@ from saln.data.transforms import (
     JITTER,
     ROTATION_DEGREES,
     channel_constant,
+    fit_square,
 )
 
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -100,12 +101,6 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / channel_constant(IMAGENET_STD, x.device, x.dtype)
 
 
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
 class BatchAugment:
     """The paper's train augmentation on a uint8 batch, with per-sample random parameters.
 
@@ -129,7 +124,7 @@ class BatchAugment:
         x = images.float().div_(255)
         if self.train:
             x = self._augment(x, generator, order)
-        return normalise(resize(x, self.image_size))
+        return normalise(fit_square(x, self.image_size))
 
     def _augment(
         self, x: torch.Tensor, gen: torch.Generator | None, order: torch.Generator | None

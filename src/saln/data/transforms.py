@@ -6,6 +6,7 @@ from functools import lru_cache
 
 import torch
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,29 +23,49 @@ def channel_constant(
     return torch.tensor(values, dtype=dtype, device=device)[:, None, None]
 
 
+def fit_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The one image geometry of every loader: resize the short side to ``size`` (bilinear,
+    antialiased) and centre-crop a ``size`` x ``size`` square, so a non-square image keeps its
+    aspect ratio. ``images``: float (..., C, H, W); a square image is only resized."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return TF.center_crop(TF.resize(images, [size], antialias=True), [size, size])
+
+
+class FitSquare(torch.nn.Module):
+    """:func:`fit_square` as a transform (a module, so DataLoader workers can pickle it)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return fit_square(images, self.size)
+
+
 def train_transform(image_size: int) -> v2.Compose:
-    """Flip, rotation up to 15 degrees, colour jitter, resize, ImageNet normalisation."""
+    """Flip, rotation up to 15 degrees, colour jitter, :func:`fit_square` geometry, ImageNet
+    normalisation."""
     return v2.Compose(
         [
             v2.PILToTensor(),
             v2.RandomHorizontalFlip(),
             v2.RandomRotation(ROTATION_DEGREES),
             v2.ColorJitter(**JITTER),
-            v2.Resize((image_size, image_size), antialias=True),
             v2.ToDtype(torch.float32, scale=True),
+            FitSquare(image_size),
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
 
 
 def eval_transform(image_size: int) -> v2.Compose:
-    """Resize (short side), centre crop, ImageNet normalisation."""
+    """:func:`fit_square` geometry and ImageNet normalisation, as the resident loader's."""
     return v2.Compose(
         [
             v2.PILToTensor(),
-            v2.Resize(image_size, antialias=True),
-            v2.CenterCrop(image_size),
             v2.ToDtype(torch.float32, scale=True),
+            FitSquare(image_size),
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
@@ -52,4 +73,4 @@ def eval_transform(image_size: int) -> v2.Compose:
 
 def describe(image_size: int) -> str:
     """A stable description of the eval transform, stored in the feature cache's metadata."""
-    return f"resize{image_size}-centercrop{image_size}-imagenet-norm"
+    return f"shortside{image_size}-centercrop{image_size}-imagenet-norm"

@@ -235,7 +235,7 @@ def _sharded(
     """Each rank encodes a contiguous slice into a part file; rank 0 assembles the cache
     atomically and removes the parts; the others wait, then memory-map the result. The cache
     directory must be shared by all ranks (one node, or a shared filesystem)."""
-    from saln.train.distributed import barrier
+    from saln.distributed import barrier
 
     check_writable(folder, "cache dir", cache.CACHE_DIR_OPTION)
     per = -(-count // world_size)

@@ -1,5 +1,1 @@
-"""Run records and comparison reports."""
-
-from saln.report.store import RunStore
-
-__all__ = ["RunStore"]
+"""Reports: aggregate stored runs into tables, verdicts and pictures. Reads records only."""

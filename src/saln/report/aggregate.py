@@ -19,7 +19,8 @@ import yaml
 from scipy import stats
 
 from saln.config import ConfigError, from_dict
-from saln.report.store import RunStore, config_differences
+from saln.runs.records import EpochRecord, RunSummary
+from saln.runs.store import RunStore, config_differences
 
 # Settings that must agree for runs to be comparable: same data, same split.
 SPLIT_KEYS = (
@@ -39,16 +40,16 @@ VERDICT_ALPHA = 0.05
 class Run:
     path: Path
     config: dict[str, Any]
-    summary: dict[str, Any]
-    metrics: list[dict[str, Any]]
+    summary: RunSummary
+    metrics: list[EpochRecord]
 
     @property
     def method(self) -> str:
-        return str(self.summary["method"])
+        return self.summary.method
 
     @property
     def seed(self) -> int:
-        return int(self.summary["seed"])
+        return self.summary.seed
 
 
 METHOD_ORDER = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest"]
@@ -191,33 +192,27 @@ class Stat:
 
 
 def stat(runs: list[Run], key: str) -> Stat:
-    return Stat(tuple(float(_lookup(r.summary, key)) for r in runs))
-
-
-def _lookup(data: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        data = data[part]
-    return data
+    return Stat(tuple(r.summary.value(key) for r in runs))
 
 
 def one_off_seconds(run: Run) -> float:
-    return float(sum(run.summary.get("one_off", {}).values()))
+    return run.summary.one_off_s
 
 
 def speedup(runs: list[Run], baseline: list[Run]) -> Stat:
     """Per seed: baseline training time / this method's, for the seeds both have."""
-    base = {r.seed: r.summary["train_time_s"] for r in baseline}
-    return Stat(tuple(base[r.seed] / r.summary["train_time_s"] for r in runs if r.seed in base))
+    base = {r.seed: r.summary.train_time_s for r in baseline}
+    return Stat(tuple(base[r.seed] / r.summary.train_time_s for r in runs if r.seed in base))
 
 
 def to_target(run: Run, target: float) -> tuple[float, int] | None:
     """(seconds, examples) until val accuracy first reaches ``target``: cumulative training time
     (data + selection + step) plus the run's one-off costs; None if never reached."""
     seconds, examples = one_off_seconds(run), 0
-    for row in run.metrics:
-        seconds += row["time_data"] + row["time_selection"] + row["time_step"]
-        examples += row["examples"]
-        if row["val_acc"] >= target:
+    for record in run.metrics:
+        seconds += record.train_time
+        examples += record.examples
+        if record.val_acc >= target:
             return seconds, examples
     return None
 
@@ -247,15 +242,11 @@ class ControlComparison:
 
 
 def welch_p_value(a: Stat, b: Stat) -> float:
-    """Two-sided p-value of Welch's t-test for equal means (unequal variances, the
-    Welch-Satterthwaite degrees of freedom). Needs >= 2 values on each side."""
-    var_a, var_b = a.std**2 / len(a.values), b.std**2 / len(b.values)
-    spread = var_a + var_b
-    if spread == 0:  # every seed agreed on both sides: the difference is exact
+    """Two-sided p-value of Welch's t-test for equal means (unequal variances). Needs >= 2
+    values on each side."""
+    if a.std == 0 and b.std == 0:  # every seed agreed on both sides: the difference is exact
         return 1.0 if a.mean == b.mean else 0.0
-    t = (a.mean - b.mean) / math.sqrt(spread)
-    dof = spread**2 / (var_a**2 / (len(a.values) - 1) + var_b**2 / (len(b.values) - 1))
-    return float(2 * stats.t.sf(abs(t), dof))
+    return float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
 
 
 def compare_to_control(
@@ -275,7 +266,7 @@ def setting_differences(group: list[Run], control: list[Run]) -> list[str]:
     """How a selecting method's setting differs from the control's beyond method and seed (a
     verdict compares equals only). The references (standard, standard_matched: filter ratio 0)
     are set against the control as they are."""
-    if not group[0].summary.get("filter_ratio"):
+    if not group[0].summary.filter_ratio:
         return []
     ours, theirs = resolved(group[0].config), resolved(control[0].config)
     return config_differences(theirs, ours, ignore=SEED | {("train", "method")})
@@ -342,7 +333,7 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
         row["seeds"] = [r.seed for r in group]
         row["one_off_s"] = Stat(tuple(one_off_seconds(r) for r in group)).to_json()
         for part in ("feature_extraction_s", "reference_training_s", "reference_scoring_s"):
-            values = tuple(r.summary.get("one_off", {}).get(part, 0.0) for r in group)
+            values = tuple(r.summary.one_off.get(part, 0.0) for r in group)
             row[part] = Stat(values).to_json()
         row["speedup_vs_standard"] = speedup(group, standard).to_json() if standard else None
         row["speedup_vs_uniform"] = speedup(group, control).to_json() if control else None
@@ -354,8 +345,8 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
             f"not comparable ({mismatch[0]})" if mismatch else control_verdict(method, comparison)
         )
         row["vs_uniform"] = comparison.to_json() if comparison else None
-        row["filter_ratio"] = group[0].summary.get("filter_ratio")
-        row["convention"] = group[0].summary.get("convention")
+        row["filter_ratio"] = group[0].summary.filter_ratio
+        row["convention"] = group[0].summary.convention
         table[method] = row
     return {
         "target_val_acc": target,

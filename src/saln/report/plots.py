@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from saln.report.aggregate import METHOD_ORDER, Run, RunSet, in_method_order, one_off_seconds
-from saln.train.diagnostics import SMALL_GAP
+from saln.runs.records import SMALL_GAP
 
 COLOURS = {method: f"C{i}" for i, method in enumerate(METHOD_ORDER)}
 
@@ -32,7 +32,9 @@ def save(fig: Figure, path: Path) -> Path:
 
 def _series(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     length = min(len(r.metrics) for r in runs)
-    values = np.array([[row[key] for row in r.metrics[:length]] for r in runs], dtype=float)
+    values = np.array(
+        [[getattr(record, key) for record in r.metrics[:length]] for r in runs], dtype=float
+    )
     return np.arange(1, length + 1), values.mean(0), values.std(0)
 
 
@@ -66,10 +68,10 @@ def accuracy_vs_cost(runs: RunSet, path: Path, target: float) -> Path:
     for method in runs.methods():
         for i, run in enumerate(runs.of(method)):
             seconds = one_off_seconds(run) + np.cumsum(
-                [m["time_data"] + m["time_selection"] + m["time_step"] for m in run.metrics]
+                [record.train_time for record in run.metrics]
             )
-            examples = np.cumsum([m["examples"] for m in run.metrics])
-            acc = [m["val_acc"] for m in run.metrics]
+            examples = np.cumsum([record.examples for record in run.metrics])
+            acc = [record.val_acc for record in run.metrics]
             label = method if i == 0 else None
             by_time.plot(
                 seconds, acc, "-o", ms=3, color=COLOURS.get(method), label=label, alpha=0.85

@@ -1,5 +1,5 @@
-"""A filter-ratio sweep: one comparison per ratio, then test accuracy against the share of each
-batch kept, per method, beside full training.
+"""A filter-ratio sweep's table and picture: test accuracy against the share of each batch
+kept, per method, beside full training (the runs are trained by :mod:`saln.experiments.sweep`).
 
 After "does a method beat its random control?" comes "how much can be dropped before it costs
 accuracy?". Each ratio is an ordinary comparison folder (``OUT/ratio-0.8``: resumable, with its
@@ -15,10 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from saln import config as cfg
-from saln.io import check_writable, write_json_atomic, write_text_atomic
+from saln.io import write_json_atomic, write_text_atomic
+from saln.report import plots
 from saln.report.aggregate import in_method_order
-from saln.report.compare import build_report, check_nproc, train_grid
 from saln.report.render import control_cell, pm
 
 RATIO_FREE = ("standard",)  # methods that train on every row whatever the filter ratio
@@ -27,43 +26,6 @@ FULL_DIR = "full"
 
 def ratio_dir(out: Path, ratio: float) -> Path:
     return Path(out) / f"ratio-{ratio:g}"
-
-
-def run_sweep(
-    config_path: str | Path | None,
-    ratios: list[float],
-    methods: list[str],
-    seeds: list[int],
-    out: str | Path,
-    overrides: dict[str, Any] | None = None,
-    nproc: int = 1,
-) -> dict[str, Any]:
-    """Train every method x seed at every filter ratio (complete runs are skipped, unfinished
-    ones resumed), then write the sweep's table and picture; returns what sweep.json holds."""
-    from saln.train import METHODS
-
-    if not ratios or len(set(ratios)) != len(ratios):
-        raise ValueError(f"give each filter ratio once, at least one; got {ratios}")
-    if not methods:
-        raise ValueError("name at least one method to sweep")
-    for method in methods:
-        METHODS.get(method)  # an unknown name fails here, before any training
-    check_nproc(nproc)
-    overrides = dict(overrides or {})
-    for ratio in ratios:  # every ratio is validated before the first run starts
-        cfg.load(config_path, {**overrides, "train.filter_ratio": ratio})
-    out = check_writable(Path(out), "out dir", "--out")
-    varying = [m for m in methods if m not in RATIO_FREE]
-    fixed = [m for m in methods if m in RATIO_FREE]
-    folders = [(ratio_dir(out, r), r) for r in ratios] if varying else []
-    full = train_grid(config_path, fixed, seeds, out / FULL_DIR, overrides, nproc)
-    if full:
-        build_report(full, out / FULL_DIR)
-    for folder, ratio in folders:  # each ratio's report also sets it against full training
-        ratio_overrides = {**overrides, "train.filter_ratio": ratio}
-        runs = train_grid(config_path, varying, seeds, folder, ratio_overrides, nproc)
-        build_report(runs + full, folder)
-    return write_sweep(out, folders + ([(out / FULL_DIR, 0.0)] if full else []))
 
 
 def sweep_rows(folders: list[tuple[Path, float]]) -> list[dict[str, Any]]:
@@ -100,8 +62,6 @@ def sweep_rows(folders: list[tuple[Path, float]]) -> list[dict[str, Any]]:
 
 
 def write_sweep(out: Path, folders: list[tuple[Path, float]]) -> dict[str, Any]:
-    from saln.report import plots
-
     rows = sweep_rows(folders)
     picture = plots.accuracy_vs_kept(rows, out / "sweep.png")
     result = {

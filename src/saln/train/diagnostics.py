@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from saln.sampling import SelectiveBatchSampler
+from saln.runs.records import SMALL_GAP
+from saln.sampling import EpochPlan
 
-SMALL_GAP = 1e-3
 MAX_VALUES = 20_000  # |Fiedler| values kept per group for the report's histogram
 
 
@@ -22,8 +22,8 @@ def top_entry_mass(abs_fiedler: torch.Tensor) -> torch.Tensor:
     return squared.amax(-1) / squared.sum(-1).clamp_min(torch.finfo(torch.float64).tiny)
 
 
-def spectral_epoch_stats(sampler: SelectiveBatchSampler) -> dict[str, float]:
-    gap = sampler.last_stats.get("gap")
+def spectral_epoch_stats(plan: EpochPlan) -> dict[str, Any]:
+    gap = plan.stats.get("gap")
     if gap is None:
         return {}
     values = gap.float().cpu().numpy()
@@ -31,15 +31,15 @@ def spectral_epoch_stats(sampler: SelectiveBatchSampler) -> dict[str, float]:
         "gap_median": float(np.median(values)),
         "gap_small_share": float((values < SMALL_GAP).mean()),
     }
-    if "abs_fiedler" in sampler.last_stats:
-        mass = top_entry_mass(sampler.last_stats["abs_fiedler"].cpu())
+    if "abs_fiedler" in plan.stats:
+        mass = top_entry_mass(plan.stats["abs_fiedler"].cpu())
         stats["top_entry_mass_median"] = float(mass.median())
     return stats
 
 
-def spectral_record(sampler: SelectiveBatchSampler) -> dict[str, Any] | None:
+def spectral_record(plan: EpochPlan) -> dict[str, Any] | None:
     """Gaps and scaled |Fiedler| (x sqrt(n), comparable across batches) of kept vs dropped rows."""
-    stats = sampler.last_stats
+    stats = plan.stats
     if "abs_fiedler" not in stats or "positions" not in stats:
         return None
     magnitude = stats["abs_fiedler"].float().cpu()
@@ -54,10 +54,10 @@ def spectral_record(sampler: SelectiveBatchSampler) -> dict[str, Any] | None:
     }
 
 
-def example_from_sampler(sampler: SelectiveBatchSampler, kept: list[int]) -> dict[str, Any]:
+def example_from_plan(plan: EpochPlan) -> dict[str, Any]:
     """The first super-batch of the epoch and which of its rows were kept."""
-    batch = sampler.last_super_batches[0].tolist()
-    chosen = set(kept)
+    batch = plan.super_batches[0].tolist()
+    chosen = set(plan.rows[0])
     return {"indices": batch, "kept_positions": [i for i, g in enumerate(batch) if g in chosen]}
 
 

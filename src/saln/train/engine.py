@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from saln import distributed
 from saln.config import Config, ConfigError
 from saln.io import save_npy_atomic
-from saln.report.store import RunStore, environment
-from saln.sampling import epoch_seed
-from saln.selection import BatchView, tail_keep
-from saln.train import checkpoint, diagnostics, distributed
+from saln.runs import RunStore
+from saln.runs.environment import environment
+from saln.runs.records import TIME_PHASES, EpochRecord, RunSummary
+from saln.sampling import EpochPlan, epoch_seed
+from saln.train import checkpoint, diagnostics, sharding
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
-from saln.train.setup import RunContext, build_run, eval_batches
+from saln.train.components import eval_batches
+from saln.train.placement import PLACEMENTS, StepRows
+from saln.train.setup import RunContext, build_run
 from saln.train.step import evaluate_batches
 from saln.train.summary import run_summary
 from saln.train.timing import PhaseTimer
@@ -36,17 +41,17 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     callbacks: list[Callback] | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Train one method as configured, recording everything under ``out``; returns the summary.
 
     Under torchrun (a process group is initialised) every rank calls this; rank 0 alone writes.
     """
-    distributed.check_same_config(config)
+    sharding.check_same_config(config)
     rank = distributed.rank()
     store = RunStore(out, writer=rank == 0)
     state = distributed.on_rank0(lambda: store.prepare(config, resume=resume, overwrite=overwrite))
     if state == "complete":
-        return store.summary() or {}
+        return store.require_summary()
     try:
         ctx = build_run(config, rank, distributed.world_size())
     except BaseException:
@@ -66,39 +71,46 @@ def fit(
     try:
         for epoch in range(len(history), ctx.epochs):
             started = time.perf_counter()
-            row, timer = run_epoch(ctx, epoch, tracker, hooks, store)
+            record, timer = run_epoch(ctx, epoch, tracker, hooks, store)
             with timer.phase("checkpoint"):
-                improved = row["val_acc"] > best[0]
-                best = (row["val_acc"], epoch) if improved else best
+                improved = record.val_acc > best[0]
+                best = (record.val_acc, epoch) if improved else best
                 if store.writer:
                     model_state = checkpoint.cpu_state(distributed.unwrap(ctx.model))
                     if improved:
                         checkpoint.save_best(store.path, model_state)
                     checkpoint.save(
                         store.path,
-                        _checkpoint_state(ctx, model_state, tracker, [*history, row], best),
+                        _checkpoint_state(ctx, model_state, tracker, [*history, record], best),
                     )
-            row.update(
-                {f"time_{k}": v for k, v in timer.totals().items()},
+            record = replace(
+                record,
+                **_phase_times(timer),
                 epoch_wall_s=time.perf_counter() - started,
             )
-            history.append(row)
-            store.append_metrics(row)
+            history.append(record)
+            store.append_metrics(record)
             for hook in hooks:
-                hook.on_epoch_end(epoch, row)
+                hook.on_epoch_end(epoch, record.to_dict())
         summary = _finish(ctx, store, history, best, tracker)
     except BaseException as err:
         for hook in hooks:
             hook.on_exception(err)
         raise
     for hook in hooks:
-        hook.on_fit_end(summary)
+        hook.on_fit_end(summary.to_dict())
     return summary
+
+
+def _phase_times(timer: PhaseTimer) -> dict[str, Any]:
+    totals = timer.totals()
+    return {f"time_{phase}": totals.get(phase, 0.0) for phase in TIME_PHASES}
 
 
 def run_epoch(
     ctx: RunContext, epoch: int, tracker: SelectionTracker, hooks: list[Callback], store: RunStore
-) -> tuple[dict[str, Any], PhaseTimer]:
+) -> tuple[EpochRecord, PhaseTimer]:
+    """Train one epoch as planned; the record's checkpoint time and wall time come later."""
     seed, timer = ctx.config.train.seed, PhaseTimer(ctx.device)
     torch.manual_seed(epoch_seed(seed, epoch, 4))
     ctx.sampler.set_epoch(epoch)
@@ -108,37 +120,33 @@ def run_epoch(
         hook.on_epoch_start(epoch, len(plan))
     # On the device, so JEST's noise is drawn where its scores are (no copy, no sync per step).
     gen = torch.Generator(device=ctx.device).manual_seed(epoch_seed(seed, epoch, 3))
-    acc, last_epoch = EpochAccumulator(ctx.device, len(plan)), epoch == ctx.epochs - 1
+    choose_rows = PLACEMENTS[ctx.method.selects_in]
+    acc = EpochAccumulator(ctx.device, len(plan))
     tracker.start_epoch()
     ctx.model.train()
-    batches = iter(ctx.train_data.batches(plan, train=True, seed=epoch_seed(seed, epoch, 2)))
+    batches = iter(ctx.train_data.batches(plan.rows, train=True, seed=epoch_seed(seed, epoch, 2)))
     check_every = 1 if ctx.device.type == "cpu" else ctx.config.train.check_every
     show_progress, epoch_start = ctx.config.train.progress and ctx.rank == 0, time.perf_counter()
     channels_last = ctx.device.type == "cuda" and ctx.config.train.channels_last
+    first: tuple[torch.Tensor, StepRows] | None = None  # the epoch's first step, for the report
     for step in range(len(plan)):
         with timer.phase("data"):
             images, labels, indices = next(batches)
-        loaded = len(ctx.sampler.last_super_batches[step])  # before any selection
-        scale, counted, kept = 1.0, True, None  # kept: positions in the loaded batch (None: all)
-        if ctx.model_aware:
-            with timer.phase("selection"):
-                example_to = store if last_epoch and step == 0 else None
-                positions, scale = select_rows(
-                    ctx, images, labels, indices, gen, epoch, step, example_to
-                )
-            if len(positions) == 0:  # global mode gave this rank no rows: a zero-weight step
-                positions, scale, counted = positions.new_zeros(1), 0.0, False
-            images, labels, kept = images[positions], labels[positions], positions
+        with timer.phase("selection"):
+            rows = choose_rows(ctx, images, labels, indices, gen, epoch, step)
+        if rows.positions is not None:
+            images, labels = images[rows.positions], labels[rows.positions]
+        first = first or (indices, rows)
         if channels_last:  # match the learner's memory format, or every conv converts its input
             images = images.contiguous(memory_format=torch.channels_last)
         with timer.phase("step"):
-            loss_sum, correct = ctx.step(images, labels, scale)
-            if counted:
+            loss_sum, correct = ctx.step(images, labels, rows.scale)
+            if rows.counted:
                 acc.add(loss_sum, correct, len(labels), step)
-                tracker.record(indices, kept)
-        trained = len(labels) if counted else 0
+                tracker.record(indices, rows.positions)
+        trained = len(labels) if rows.counted else 0
         for hook in hooks:
-            hook.on_batch_selected(epoch, step, loaded, trained)
+            hook.on_batch_selected(epoch, step, len(plan.super_batches[step]), trained)
             hook.on_train_batch_end(epoch, step, trained)
         if show_progress and (step + 1) % PROGRESS_EVERY == 0:
             running = acc.running(time.perf_counter() - epoch_start)
@@ -148,68 +156,45 @@ def run_epoch(
             _raise_if_diverged(acc, epoch, store)
     _raise_if_diverged(acc, epoch, store)
     ctx.scheduler.step()
-    if last_epoch and not ctx.model_aware and ctx.sampler.last_super_batches:
+    if epoch == ctx.epochs - 1 and first is not None:
         with timer.phase("checkpoint"):  # records, like the checkpoint itself
-            example = diagnostics.example_from_sampler(ctx.sampler, plan[0])
-            store.write_json("selection_example.json", example)
-            record = diagnostics.spectral_record(ctx.sampler)
-            if record:
-                store.write_json("spectral.json", record)
+            _write_selection_records(store, plan, *first)
     with timer.phase("eval"):
         val_loss, val_acc = evaluate(ctx, ctx.split.val)
-    train_loss, train_acc, rows = acc.totals()
+    train_loss, train_acc, trained_rows = acc.totals()
     times = timer.totals()
     trained_time = times.get("data", 0) + times.get("selection", 0) + times.get("step", 0)
-    row = {
-        "epoch": epoch + 1,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "examples": rows,
-        "steps": acc.steps,
-        "lr": ctx.optimizer.param_groups[0]["lr"],
-        "train_rows_per_s": rows / max(trained_time, 1e-9),
+    record = EpochRecord(
+        epoch=epoch + 1,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        val_loss=val_loss,
+        val_acc=val_acc,
+        examples=trained_rows,
+        steps=acc.steps,
+        lr=ctx.optimizer.param_groups[0]["lr"],
+        train_rows_per_s=trained_rows / max(trained_time, 1e-9),
         **tracker.end_epoch(),
-        **diagnostics.spectral_epoch_stats(ctx.sampler),
-    }
+        **diagnostics.spectral_epoch_stats(plan),
+        **_phase_times(timer),
+    )
     for hook in hooks:
         hook.on_eval_end(epoch, {"val_loss": val_loss, "val_acc": val_acc})
-    return row, timer
+    return record, timer
 
 
-def select_rows(
-    ctx: RunContext,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    indices: torch.Tensor,
-    gen: torch.Generator,
-    epoch: int,
-    step: int,
-    record: RunStore | None,
-) -> tuple[torch.Tensor, float]:
-    """Model-aware selection: score the loaded rows without grad, keep the selector's choice.
-    Returns (positions, loss scale); ``global`` mode under torchrun selects over all ranks."""
-    assert ctx.selector is not None
-    losses = ctx.score(images, labels)
-    ref = None
-    if ctx.ref_losses is not None:  # indices are pinned by the loaders on CUDA: no sync
-        ref = ctx.ref_losses[indices.to(ctx.device, non_blocking=True)]
-    view = BatchView(
-        indices=indices, labels=labels, losses=losses, ref_losses=ref, epoch=epoch, step=step
-    )
-    keep = tail_keep(len(indices), ctx.keep, ctx.loaded_batch)
-    if ctx.world_size > 1 and ctx.config.train.selection_mode == "global":
-        positions, scale = distributed.global_select(ctx.selector, view, keep, gen)
+def _write_selection_records(
+    store: RunStore, plan: EpochPlan, indices: torch.Tensor, rows: StepRows
+) -> None:
+    """The final epoch's first batch and what was kept of it, and SALN's spectral record."""
+    if rows.scores is not None and rows.positions is not None:
+        example = diagnostics.example_from_step(indices, rows.positions, rows.scores)
     else:
-        positions, scale = ctx.selector.select(view, keep, generator=gen).positions, 1.0
-    positions = positions.to(images.device)
-    if record is not None:
-        scores = losses - ref if ref is not None else losses
-        record.write_json(
-            "selection_example.json", diagnostics.example_from_step(indices, positions, scores)
-        )
-    return positions, scale
+        example = diagnostics.example_from_plan(plan)
+    store.write_json("selection_example.json", example)
+    record = diagnostics.spectral_record(plan)
+    if record:
+        store.write_json("spectral.json", record)
 
 
 def evaluate(ctx: RunContext, indices: np.ndarray, test: bool = False) -> tuple[float, float]:
@@ -258,14 +243,14 @@ def _checkpoint_state(
     ctx: RunContext,
     model_state: dict[str, torch.Tensor],
     tracker: SelectionTracker,
-    history: list[dict[str, Any]],
+    history: list[EpochRecord],
     best: tuple[float, int],
 ) -> dict[str, Any]:
     return {
         "model": model_state,
         "optimizer": ctx.optimizer.state_dict(),
         "scheduler": ctx.scheduler.state_dict(),
-        "history": history,
+        "history": [r.to_dict() for r in history],
         "best": best,
         "tracker": tracker.state(),
         "world_size": ctx.world_size,
@@ -274,7 +259,7 @@ def _checkpoint_state(
 
 def _restore(
     ctx: RunContext, store: RunStore, tracker: SelectionTracker
-) -> tuple[list[dict[str, Any]], tuple[float, int]]:
+) -> tuple[list[EpochRecord], tuple[float, int]]:
     state = checkpoint.load(store.path)
     if state is None:
         return [], (-1.0, -1)
@@ -291,7 +276,9 @@ def _restore(
     tracker.load(state["tracker"])
     done = len(state["history"])
     recorded = store.metrics()  # complete rows (with checkpoint time) where the writer got that far
-    history = recorded[:done] if len(recorded) >= done else state["history"]
+    source = store.file("checkpoint.pt")
+    checkpointed = [EpochRecord.from_dict(r, source) for r in state["history"]]
+    history = recorded[:done] if len(recorded) >= done else checkpointed
     store.rewrite_metrics(history)
     return history, tuple(state["best"])
 
@@ -299,10 +286,10 @@ def _restore(
 def _finish(
     ctx: RunContext,
     store: RunStore,
-    history: list[dict[str, Any]],
+    history: list[EpochRecord],
     best: tuple[float, int],
     tracker: SelectionTracker,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Test the last and the best-val model (the test split's only use) and write summary.json."""
     everything = np.arange(len(ctx.bundle.test))
     test_loss_last, test_acc_last = evaluate(ctx, everything, test=True)
@@ -318,5 +305,5 @@ def _finish(
         "test_loss_best": test_loss_best,
     }
     summary = run_summary(ctx, history, best, tests, selection_summary(tracker, ctx.split.train))
-    store.write_json("summary.json", summary)
+    store.write_json("summary.json", summary.to_dict())
     return summary

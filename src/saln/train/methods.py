@@ -15,15 +15,31 @@ def _no_options(config: Config) -> dict[str, Any]:
     return {}
 
 
+# Where a method chooses its rows: in the sampler, before any image is loaded (model-free
+# selectors, and no selection at all), or in the step, from the learner's losses on the
+# loaded rows (model-aware selectors).
+PLACES = ("sampler", "step")
+
+
 @dataclass(frozen=True)
 class Method:
     """``selector`` None trains on every loaded row. ``matched_epochs`` shortens training to
-    (1 - filter_ratio) of the epochs: the same number of trained examples as a selector."""
+    (1 - filter_ratio) of the epochs: the same number of trained examples as a selector.
+    ``selects_in`` is one of :data:`PLACES`."""
 
     name: str
     selector: str | None
+    selects_in: str = "sampler"
     matched_epochs: bool = False
     options: Callable[[Config], dict[str, Any]] = field(default=_no_options)
+
+    def __post_init__(self) -> None:
+        if self.selects_in not in PLACES:
+            raise ValueError(f"method {self.name}: selects_in must be one of {PLACES}")
+
+    def filter_ratio(self, config: Config) -> float:
+        """The share of each loaded batch this method drops: 0 without a selector."""
+        return config.train.filter_ratio if self.selector is not None else 0.0
 
     def build_selector(self, config: Config) -> Selector | None:
         if self.selector is None:
@@ -50,8 +66,8 @@ for _method in (
             "cuda_graph": graphed_selection(c.features),
         },
     ),
-    Method("loss", "loss"),
-    Method("rho_loss", "rho_loss"),
-    Method("jest", "jest", options=lambda c: {"n_chunks": c.train.jest_chunks}),
+    Method("loss", "loss", selects_in="step"),
+    Method("rho_loss", "rho_loss", selects_in="step"),
+    Method("jest", "jest", selects_in="step", options=lambda c: {"n_chunks": c.train.jest_chunks}),
 ):
     METHODS.register(_method.name)(lambda m=_method: m)

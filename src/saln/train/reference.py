@@ -20,6 +20,7 @@ from saln.data import DatasetBundle, Split
 from saln.data.loaders import Pipeline
 from saln.io import exclusive, save_torch_atomic
 from saln.sampling import epoch_seed
+from saln.train.components import build_optimizer, eval_batches, new_learner, training_chunks
 from saln.train.step import evaluate_batches, train_step
 
 
@@ -57,8 +58,6 @@ def train_reference(
     config: Config, bundle: DatasetBundle, split: Split, data: Pipeline, device: torch.device
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Train the reference model on the holdout and score every training sample with it."""
-    from saln.train.setup import build_optimizer, eval_batches, new_learner, training_chunks
-
     start = time.perf_counter()
     torch.manual_seed(config.train.seed + 10_007)  # independent of the learner's initialisation
     model = new_learner(

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from saln import distributed
 from saln.config import Config, ConfigError, graphed_selection, graphed_steps
 from saln.data import DatasetBundle, Split, build_dataset, build_pipeline, stratified_split
 from saln.data.loaders import Pipeline
 from saln.features import FeatureStore, extract_features
-from saln.models import WeightsError, build_learner, check_input_size
-from saln.sampling import SelectiveBatchSampler, cut_batches
-from saln.selection import Selector, is_model_free, keep_count
-from saln.train import distributed
+from saln.models import WeightsError
+from saln.sampling import SelectiveBatchSampler
+from saln.selection import Selector, keep_count
+from saln.train.components import build_optimizer, new_learner, resolve_device
 from saln.train.methods import METHODS, Method
+from saln.train.reference import reference_losses
 from saln.train.step import ScoreFn, StepFn, eager_scorer, eager_step
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunContext:
+    """Everything one run trains with, built by :func:`build_run`."""
+
     config: Config
     device: torch.device
     bundle: DatasetBundle
@@ -53,32 +54,14 @@ class RunContext:
     cuda_graphs: dict[str, bool] = field(default_factory=dict)  # what replays from graphs
 
     @property
-    def model_aware(self) -> bool:
-        return self.selector is not None and not is_model_free(self.selector)
-
-    @property
     def convention(self) -> str:
         return "paper" if self.config.train.learner_batch_size is None else "fixed_learner_batch"
-
-
-def resolve_device(name: str, flag: str = "train.device") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"{flag}={name!r} is not a device; use auto, cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{flag}={name!r} but CUDA is not available here; use cpu or auto")
-    return device
 
 
 def batch_shape(config: Config, method: Method) -> tuple[int, int]:
     """(rows loaded per step, rows trained per step) under the configured batch convention."""
     t = config.train
-    ratio = t.filter_ratio if method.selector is not None else 0.0
+    ratio = method.filter_ratio(config)
     if t.learner_batch_size is not None:  # JEST's convention: fixed trained rows, more loaded
         return math.ceil(t.learner_batch_size / (1 - ratio) - 1e-9), t.learner_batch_size
     try:
@@ -100,7 +83,7 @@ def check_rows_per_step(config: Config, method: Method, keep: int, model: nn.Mod
     if t.learner_batch_size is not None:
         name, setting, fix = "train.learner_batch_size", f"={t.learner_batch_size}", 2
     else:
-        ratio = t.filter_ratio if method.selector is not None else 0.0
+        ratio = method.filter_ratio(config)
         name, setting = "train.batch_size", f"={t.batch_size} with filter ratio {ratio}"
         fix = math.ceil(2 / (1 - ratio) - 1e-9)
     raise ConfigError(
@@ -109,89 +92,15 @@ def check_rows_per_step(config: Config, method: Method, keep: int, model: nn.Mod
     )
 
 
-def build_optimizer(
-    model: nn.Module, config: Config, epochs: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    o = config.optim
-    # One fused kernel updates every parameter: at the paper's 12-row steps the per-parameter
-    # updates are a visible share of the step.
-    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters()) or None
-    optimizer: torch.optim.Optimizer
-    if o.optimizer == "sgd":
-        optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=o.lr,
-            momentum=o.momentum,
-            weight_decay=o.weight_decay,
-            nesterov=o.nesterov,
-            fused=fused,
-        )
-    else:
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=o.lr,
-            betas=(o.momentum, 0.999),
-            weight_decay=o.weight_decay,
-            fused=fused,
-        )
-    schedules: dict[str, Any] = {
-        "constant": lambda: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0),
-        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs),
-        "step": lambda: torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, [max(1, epochs // 2), max(1, 3 * epochs // 4)], gamma=0.1
-        ),
-    }
-    return optimizer, schedules[o.schedule]()
-
-
-def new_learner(
-    config: Config, num_classes: int, device: torch.device, arch: str | None = None
-) -> nn.Module:
-    m = config.model
-    model = build_learner(
-        arch or m.learner,
-        num_classes,
-        pretrained=m.pretrained if arch is None else False,
-        weights=m.weights if arch is None else None,
-        download=config.data.download,
-    )
-    name = f"the learner {arch or m.learner}"
-    check_input_size(model, config.data.image_size, "data.image_size", name)
-    model = model.to(device)
-    if device.type == "cuda":
-        # A learner sees a handful of shapes (the kept batch, the last one, eval): autotuning
-        # each once picks cuDNN's fastest kernels for them. Autotuning may pick differently run
-        # to run, so a deterministic run does without it.
-        torch.backends.cudnn.benchmark = not config.train.deterministic
-        if config.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def chunks(indices: np.ndarray, size: int) -> list[list[int]]:
-    return [indices[i : i + size].tolist() for i in range(0, len(indices), size)]
-
-
-def training_chunks(indices: np.ndarray, size: int) -> list[list[int]]:
-    """``chunks`` to train on, cut as the sampler cuts them (a one-row tail is left out)."""
-    return [batch.tolist() for batch in cut_batches(indices, size)]
-
-
-def eval_batches(
-    data: Pipeline, indices: np.ndarray, size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for batch in data.batches(chunks(indices, size), train=False, seed=0):
-        yield batch.images, batch.labels
-
-
 def load_features(
     config: Config,
     bundle: DatasetBundle,
     device: torch.device,
-    method: Method,
     rank: int = 0,
     world_size: int = 1,
+    needed_by: str = "feature extraction",
 ) -> FeatureStore:
+    """The reference features ``config.features`` describes, from the cache or extracted now."""
     f = config.features
     try:
         return extract_features(
@@ -212,8 +121,8 @@ def load_features(
         )
     except WeightsError as err:
         raise ConfigError(
-            f"method {method.name!r} needs reference features from encoder "
-            f"{f.encoder!r}, which cannot be built: {err}"
+            f"{needed_by} needs reference features from encoder {f.encoder!r}, which cannot "
+            f"be built: {err}"
         ) from None
 
 
@@ -254,8 +163,6 @@ def scorer_for(config: Config, model: nn.Module, graphed: bool) -> ScoreFn:
 
 
 def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
-    from saln.train.reference import reference_losses
-
     t = config.train
     device = resolve_device(t.device)
     check_cuda_graphs(config, device, world_size)  # before any data or model work
@@ -288,7 +195,8 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     features = None
     if selector is not None and "features" in selector.needs:
         start = time.perf_counter()
-        features = load_features(config, bundle, device, method, rank, world_size)
+        needed_by = f"method {method.name!r}"
+        features = load_features(config, bundle, device, rank, world_size, needed_by)
         # A cache hit still reports what the extraction cost when it ran: it is paid once
         # per dataset and encoder, and belongs in the method's total time.
         seconds = features.meta.get("extraction_seconds", time.perf_counter() - start)
@@ -305,19 +213,19 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         table, costs = reference_losses(config, bundle, split, train_data, device)
         ref_losses = table.to(device)
         one_off.update(costs)
-    model_free = selector is not None and is_model_free(selector)
+    in_sampler = method.selects_in == "sampler"
     sampler = SelectiveBatchSampler(
         split.train,
         loaded,
-        selector if model_free else None,
+        selector if in_sampler else None,
         features,
-        t.filter_ratio if model_free else 0.0,
+        method.filter_ratio(config) if in_sampler else 0.0,
         seed=t.seed,
-        keep=keep if model_free else loaded,
+        keep=keep if in_sampler else loaded,
         labels=bundle.train.labels,
         rank=rank,
         world_size=world_size,
-        device=device if model_free else "cpu",
+        device=device if in_sampler and selector is not None else "cpu",
     )
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
@@ -326,28 +234,28 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     step = train_step_for(config, model, optimizer, graphed)
     score = scorer_for(config, model, graphed)
     return RunContext(
-        config,
-        device,
-        bundle,
-        split,
-        method,
-        selector,
-        loaded,
-        keep,
-        epochs,
-        sampler,
-        train_data,
-        test_data,
-        model,
-        optimizer,
-        scheduler,
-        step,
-        score,
-        features,
-        ref_losses,
-        one_off,
-        rank,
-        world_size,
+        config=config,
+        device=device,
+        bundle=bundle,
+        split=split,
+        method=method,
+        selector=selector,
+        loaded_batch=loaded,
+        keep=keep,
+        epochs=epochs,
+        sampler=sampler,
+        train_data=train_data,
+        test_data=test_data,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        step=step,
+        score=score,
+        features=features,
+        ref_losses=ref_losses,
+        one_off=one_off,
+        rank=rank,
+        world_size=world_size,
         feature_cache_hit=features is not None and not features.fresh,
         cuda_graphs={
             "train_steps": graphed,

@@ -42,7 +42,7 @@ class EpochAccumulator:
 
     def bad_step(self) -> int | None:
         """The first non-finite step on any rank (a collective under torchrun)."""
-        from saln.train.distributed import all_reduce
+        from saln.distributed import all_reduce
 
         bad = (~torch.isfinite(self.losses[: self.steps])).nonzero()  # one host sync
         first = self.step_of_slot[int(bad[0])] if len(bad) else NO_STEP
@@ -52,7 +52,7 @@ class EpochAccumulator:
 
     def totals(self) -> tuple[float, float, int]:
         """(mean loss, accuracy, rows) over every rank's trained rows."""
-        from saln.train.distributed import all_reduce
+        from saln.distributed import all_reduce
 
         loss, correct, rows = all_reduce(
             torch.stack(
@@ -106,7 +106,7 @@ class SelectionTracker:
         self._pending.clear()
 
     def end_epoch(self) -> dict[str, Any]:
-        from saln.train.distributed import all_reduce_numpy
+        from saln.distributed import all_reduce_numpy
 
         self._resolve_pending()
         self._this_epoch = all_reduce_numpy(self._this_epoch.astype(np.int64), "max").astype(bool)

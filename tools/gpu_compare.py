@@ -1,6 +1,6 @@
 """Issue 6's CIFAR-10 protocol on one GPU, with every run as its own process, several at once.
 
-    PYTHONPATH=src python benchmarks/gpu_compare.py --out OUT --seeds 0,1,2 --parallel 14 \
+    PYTHONPATH=src python -m tools.gpu_compare --out OUT --seeds 0,1,2 --parallel 14 \
         --deadline 420
 
 At the paper's batch (64 loaded, 12 trained) a ResNet-18 step is bound by kernel launches, not
@@ -30,10 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, write_json
-from saln.report.compare import DEFAULT_METHODS, run_dir
-from saln.report.store import RunStore
+
+from saln.experiments.compare import DEFAULT_METHODS, run_dir
+from saln.runs import RunStore
 
 CONVENTIONS: dict[str, list[str]] = {
     "cifar10_paper": [],
@@ -68,8 +68,8 @@ def job_order(seeds: list[int], methods: list[str]) -> list[Job]:
 def resumed_first(jobs: list[Job], started: set[str]) -> list[Job]:
     """Runs an earlier call on this machine started (``started``: their names) ahead of the
     rest, each group in priority order: an earlier call started them with ``--then`` on the
-    promise that this call resumes them, and a run left behind again is lost with the machine
-    (on 2026-11-26 two were, after about 140 GPU-seconds each)."""
+    promise that this call resumes them, and a run left behind again is lost with the
+    machine."""
     return sorted(jobs, key=lambda job: job.name not in started)
 
 
@@ -241,7 +241,7 @@ def extract_features(config: str, sets: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -277,7 +277,7 @@ def main() -> None:
         "--archive", type=Path, default=None, help="complete runs of earlier calls, unpacked first"
     )
     parser.add_argument("--pack", type=Path, default=None, help="write the complete runs here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.set = [
         f"train.device={args.device}",
         *GRAPH_SETTINGS[args.graphs],

@@ -1,6 +1,6 @@
 """Publish the GPU CIFAR-10 comparison: the committed runs archive -> docs/results/cifar10/.
 
-    python benchmarks/publish_cifar10.py [--archive benchmarks/results/cifar10_gpu_runs.tar.xz]
+    python -m tools.publish_cifar10 [--archive benchmarks/results/cifar10_gpu_runs.tar.xz]
 
 Each convention's report (markdown, PNGs, summary.json and .csv) is rebuilt from the archived
 runs into OUT/paper and OUT/fixed_batch, with an env.json naming every code version, torch and
@@ -21,9 +21,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from saln.experiments.compare import DEFAULT_METHODS, run_dir
 from saln.io import write_json_atomic
-from saln.report.compare import DEFAULT_METHODS, build_report, run_dir
+from saln.report.build import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVENTIONS = {"cifar10_paper": "paper", "cifar10_fixed_batch": "fixed_batch"}
@@ -70,7 +70,7 @@ def publish(root: Path, out: Path) -> list[Path]:
     return written
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--partial", action="store_true", help="publish an incomplete protocol")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not args.archive.is_file():
         sys.exit(f"no runs archive at {args.archive}: run gpu_session.sh compare, then ingest")
     with tarfile.open(args.archive) as archive:

@@ -7,22 +7,17 @@ One writer, atomic files, and a clear rule for an existing directory: the same c
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import platform
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from saln.config import Config, ConfigError, from_dict
 from saln.io import check_writable, write_json_atomic, write_text_atomic
+from saln.runs.records import EpochRecord, RunSummary
 
 RUN_FILES = (
     "config.yaml",
@@ -59,57 +54,6 @@ def config_differences(
             if old != new:
                 diffs.append(f"{section}.{key}: {old!r} -> {new!r}")
     return diffs
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    import torchvision
-
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
-        "device": str(device),
-        "cpu_threads": torch.get_num_threads(),
-        "argv": sys.argv,
-        **loaded_code(),
-    }
-    if device.type == "cuda":
-        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
-    return env
-
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str | None:
-    """git's output in ``cwd``, or None where git or a checkout is missing."""
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def git_sha(cwd: Path = PACKAGE_DIR) -> str | None:
-    """The checkout's commit, or None outside a git checkout."""
-    return _git("rev-parse", "HEAD", cwd=cwd) or None
-
-
-@functools.cache
-def loaded_code() -> dict[str, Any]:
-    """The commit (and dirtiness) of the code this process runs, read once, at its first run:
-    a comparison trains its runs in one process, whose code does not change when the checkout
-    does (a run started later must not claim a later commit)."""
-    return {"git_sha": git_sha(), "git_dirty": git_dirty()}
-
-
-def git_dirty(cwd: Path = PACKAGE_DIR) -> bool | None:
-    """Whether tracked files differ from that commit (then the SHA alone does not say what
-    code ran), or None outside a git checkout."""
-    status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
-    return None if status is None else bool(status)
 
 
 class RunStore:
@@ -195,21 +139,20 @@ class RunStore:
                 "out of the folder"
             ) from None
 
-    def append_metrics(self, row: dict[str, Any]) -> None:
+    def append_metrics(self, record: EpochRecord) -> None:
         if not self.writer:
             return
         with open(self.file("metrics.jsonl"), "a") as handle:
-            handle.write(json.dumps(row) + "\n")
+            handle.write(json.dumps(record.to_dict()) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
-    def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
+    def rewrite_metrics(self, records: list[EpochRecord]) -> None:
         if self.writer:
-            write_text_atomic(
-                self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows)
-            )
+            lines = "".join(json.dumps(r.to_dict()) + "\n" for r in records)
+            write_text_atomic(self.file("metrics.jsonl"), lines)
 
-    def metrics(self) -> list[dict[str, Any]]:
+    def metrics(self) -> list[EpochRecord]:
         """Per-epoch rows. A kill while a row was appended can leave it cut short: that last
         row is dropped (resuming rewrites the rows from the checkpoint); a damaged row before
         it is an error."""
@@ -220,7 +163,7 @@ class RunStore:
         rows = []
         for number, line in enumerate(lines, 1):
             try:
-                rows.append(json.loads(line))
+                rows.append(EpochRecord.from_dict(json.loads(line), f"{path} line {number}"))
             except json.JSONDecodeError as err:
                 if number == len(lines):
                     break
@@ -230,5 +173,12 @@ class RunStore:
                 ) from None
         return rows
 
-    def summary(self) -> dict[str, Any] | None:
-        return self.read_json("summary.json")
+    def summary(self) -> RunSummary | None:
+        data = self.read_json("summary.json")
+        return None if data is None else RunSummary.from_dict(data, self.file("summary.json"))
+
+    def require_summary(self) -> RunSummary:
+        summary = self.summary()
+        if summary is None:
+            raise ValueError(f"{self.path} holds no finished run (no summary.json)")
+        return summary

@@ -1,6 +1,6 @@
 """Publish a filter-ratio sweep (``saln sweep``) as a results folder.
 
-    python benchmarks/publish_sweep.py runs/cifar10_cpu_sweep docs/results/cifar10_cpu/ratio_sweep
+    python -m tools.publish_sweep runs/cifar10_cpu_sweep docs/results/cifar10_cpu/ratio_sweep
 
 Each ratio's report (markdown, PNGs, summary.json and .csv; no HTML) is rebuilt from its runs
 into OUT/<folder> with an env.json naming the code version, torch and machine of every run, and
@@ -14,11 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.publish_cifar10 import environments
 from saln.io import write_json_atomic
-from saln.report.compare import build_report
+from saln.report.build import build_report
 from saln.report.sweep import FULL_DIR, write_sweep
+from tools.publish_cifar10 import environments
 
 ENV_KEYS = ("git_sha", "git_dirty", "torch", "python", "platform", "device", "cpu_threads", "gpu")
 

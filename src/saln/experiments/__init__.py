@@ -1,0 +1,1 @@
+"""Experiments: grids of training runs (compare, sweep), each followed by its report."""

@@ -1,0 +1,83 @@
+"""``saln compare``: train every method x seed with the same split and settings, then report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from saln import config as cfg
+from saln.experiments.launch import launch_torchrun
+from saln.io import check_writable
+from saln.report import aggregate
+from saln.report.build import build_report
+from saln.runs import RunStore
+from saln.train import METHODS, fit
+
+DEFAULT_METHODS = tuple(aggregate.METHOD_ORDER)  # every method, in the order reports show them
+
+
+def run_dir(out: Path, method: str, seed: int) -> Path:
+    return out / "runs" / f"{method}-seed{seed}"
+
+
+def run_comparison(
+    base: cfg.Config,
+    methods: list[str],
+    seeds: list[int],
+    out: str | Path,
+    target: float | None = None,
+    nproc: int = 1,
+) -> dict[str, Any]:
+    """Train every method x seed of ``base`` with the same split and settings (complete runs
+    are skipped, unfinished ones resumed), then build the report."""
+    for method in methods:
+        METHODS.get(method)  # an unknown name fails here, listing the valid ones
+    aggregate.check_target(target)  # before the training, not after it
+    check_nproc(nproc)
+    out = check_writable(Path(out), "out dir", "--out")
+    paths = train_grid(base, methods, seeds, out, nproc)
+    return build_report(paths, out, target, others_left_out(out, paths))
+
+
+def train_grid(
+    base: cfg.Config, methods: list[str], seeds: list[int], out: Path, nproc: int
+) -> list[Path]:
+    """Train every method x seed of ``base`` into ``out/runs`` (complete runs are skipped,
+    unfinished ones resumed) and return their directories."""
+    for seed in seeds:
+        for method in methods:
+            config = cfg.from_dict({"train": {"method": method, "seed": seed}}, base)
+            train_one(config, run_dir(out, method, seed), nproc)
+    return [run_dir(out, m, s) for s in seeds for m in methods]
+
+
+def check_nproc(nproc: int) -> None:
+    if nproc < 1:
+        raise ValueError(f"--nproc is the number of processes per run, at least 1; got {nproc}")
+
+
+def others_left_out(out: Path, paths: list[Path]) -> list[str]:
+    """A note naming the complete runs in ``out`` that this comparison did not ask for: a call
+    that adds methods to a folder reports only its own, which would otherwise read as if the
+    folder had no control."""
+    asked = set(paths)
+    runs = sorted((out / "runs").glob("*"))
+    others = [p.name for p in runs if p not in asked and RunStore(p).is_complete()]
+    if not others:
+        return []
+    return [
+        f"runs in {out} that this comparison left out: {', '.join(others)} "
+        f"(`saln report {out}` reports every run there)"
+    ]
+
+
+def train_one(config: cfg.Config, path: Path, nproc: int) -> None:
+    store = RunStore(path)
+    if store.is_complete():
+        print(f"skip {path.name}: complete")
+        return
+    if nproc > 1:
+        launch_torchrun(config, path, nproc)
+        return
+    print(f"train {path.name}")
+    fit(config, path, resume=store.exists())

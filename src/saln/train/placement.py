@@ -1,0 +1,80 @@
+"""Where a method's rows are chosen within a step, one function per place (see
+:data:`saln.train.methods.PLACES`), so the epoch loop never asks what kind of method it runs.
+
+Rows chosen in the sampler arrive already selected: the step trains on all of them. Rows chosen
+in the step are scored by the learner without grad and the selector keeps its share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from saln.selection import BatchView, tail_keep
+from saln.train import sharding
+from saln.train.setup import RunContext
+
+
+@dataclass(frozen=True)
+class StepRows:
+    """The rows of a loaded batch that one step trains on."""
+
+    positions: torch.Tensor | None = None  # into the loaded batch; None: every row
+    scale: float = 1.0  # this rank's loss scale (global selection under torchrun)
+    counted: bool = True  # False: a zero-weight step that trained nothing
+    scores: torch.Tensor | None = None  # what the selector ranked by (the report's example)
+
+
+# (context, images, labels, global indices, generator, epoch, step) -> the rows to train
+RowChoice = Callable[
+    [RunContext, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator, int, int], StepRows
+]
+
+
+def every_row(
+    ctx: RunContext,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+    gen: torch.Generator,
+    epoch: int,
+    step: int,
+) -> StepRows:
+    """The sampler has chosen already (or nothing is chosen): train on every loaded row."""
+    return StepRows()
+
+
+def score_and_select(
+    ctx: RunContext,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+    gen: torch.Generator,
+    epoch: int,
+    step: int,
+) -> StepRows:
+    """Model-aware selection: score the loaded rows without grad, keep the selector's choice.
+    ``global`` mode under torchrun selects over the union of every rank's rows."""
+    assert ctx.selector is not None
+    losses = ctx.score(images, labels)
+    ref = None
+    if ctx.ref_losses is not None:  # indices are pinned by the loaders on CUDA: no sync
+        ref = ctx.ref_losses[indices.to(ctx.device, non_blocking=True)]
+    view = BatchView(
+        indices=indices, labels=labels, losses=losses, ref_losses=ref, epoch=epoch, step=step
+    )
+    keep = tail_keep(len(indices), ctx.keep, ctx.loaded_batch)
+    if ctx.world_size > 1 and ctx.config.train.selection_mode == "global":
+        positions, scale = sharding.global_select(ctx.selector, view, keep, gen)
+    else:
+        positions, scale = ctx.selector.select(view, keep, generator=gen).positions, 1.0
+    positions = positions.to(images.device)
+    scores = losses - ref if ref is not None else losses
+    if len(positions) == 0:  # global mode gave this rank no rows: a zero-weight step
+        return StepRows(positions.new_zeros(1), 0.0, counted=False, scores=scores)
+    return StepRows(positions, scale, scores=scores)
+
+
+PLACEMENTS: dict[str, RowChoice] = {"sampler": every_row, "step": score_and_select}

@@ -1,0 +1,149 @@
+"""The command line: flags generated from the config dataclasses, packaged configs, an install."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from saln import config as cfg
+from saln.cli import FEATURE_FLAGS, RUN_FLAGS, build_parser, config_from_args, registry_names
+from saln.data.datasets import DATASETS
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("features", "train", "compare", "sweep")
+
+
+def subparser(command: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+def flag_help(command: str, flag: str) -> str:
+    action = next(a for a in subparser(command)._actions if flag in a.option_strings)
+    return str(action.help)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_without_flags_every_command_reads_the_config_defaults(command: str) -> None:
+    args = build_parser().parse_args([command])
+    assert config_from_args(args) == cfg.Config()
+
+
+def test_features_and_train_extract_the_same_features_by_default() -> None:
+    features = config_from_args(build_parser().parse_args(["features"])).features
+    train = config_from_args(build_parser().parse_args(["train"])).features
+    assert features == train == cfg.Config().features
+    assert features.image_size == 64
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_dataset_is_named_in_every_dataset_help(command: str) -> None:
+    text = flag_help(command, "--dataset")
+    for name in DATASETS.names():
+        assert name in text, (command, name)
+    assert "fashion_mnist" in text and "imagefolder:PATH" in text
+
+
+# A value other than the default for each flag's setting.
+EXAMPLES = {
+    "data.dataset": "cifar10",
+    "data.data_root": "elsewhere",
+    "data.download": True,
+    "data.loader": "resident",
+    "data.workers": 5,
+    "train.method": "uniform",
+    "train.filter_ratio": 0.5,
+    "train.epochs": 3,
+    "train.seed": 4,
+    "train.batch_size": 32,
+    "train.learner_batch_size": 16,
+    "train.device": "cpu",
+    "train.progress": False,
+    "optim.lr": 0.25,
+    "model.learner": "resnet18",
+    "features.encoder": "pixels",
+    "features.weights": "w.pt",
+    "features.image_size": 32,
+    "features.batch_size": 100,
+    "features.cache_dir": "cache",
+}
+
+
+@pytest.mark.parametrize("key", sorted(set(RUN_FLAGS) | set(FEATURE_FLAGS)))
+def test_each_flag_names_its_key_and_default_and_sets_it(key: str) -> None:
+    section, name = key.split(".")
+    command = "features" if key in FEATURE_FLAGS else "train"
+    flag = "--" + name.replace("_", "-")
+    default = getattr(getattr(cfg.Config(), section), name)
+    assert f"[{key}, default {default}]" in flag_help(command, flag)
+    value = EXAMPLES[key]
+    assert value != default
+    argv = {True: [flag], False: [f"--no-{flag[2:]}"]}.get(value, [flag, str(value)])  # type: ignore[call-overload]
+    args = build_parser().parse_args([command, *argv])
+    assert getattr(getattr(config_from_args(args), section), name) == value
+
+
+def test_a_flag_wins_over_set_and_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\n")
+    argv = ["train", "--config", str(path), "--set", "train.epochs=5", "--epochs", "3"]
+    assert config_from_args(build_parser().parse_args(argv)).train.epochs == 3
+
+
+def test_registered_names_are_listed_for_registry_fields() -> None:
+    from saln.train import METHODS
+
+    assert registry_names("method") == METHODS.names()
+    assert all(name in flag_help("train", "--method") for name in METHODS.names())
+
+
+def test_packaged_configs_load_by_name_and_the_checkout_path_is_the_same_file() -> None:
+    assert "demo" in cfg.packaged_configs()
+    assert cfg.load("demo") == cfg.load("demo.yaml") == cfg.load(REPO / "configs" / "demo.yaml")
+    with pytest.raises(cfg.ConfigError, match=r"packaged config: .*demo"):
+        cfg.load("no_such_config")
+
+
+@pytest.mark.slow
+def test_a_plain_install_runs_from_an_empty_folder(tmp_path: Path) -> None:
+    """``pip install .`` (not editable) carries the configs: the commands work from anywhere."""
+    env_dir = tmp_path / "venv"
+    # torch and the rest come from this interpreter's site packages; only saln is installed
+    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    python = str(env_dir / "bin" / "python")
+    install = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps"]
+    checkout = tmp_path / "checkout"  # a copy, so the build leaves nothing in the repository
+    skip = shutil.ignore_patterns("*.egg-info", "__pycache__")
+    shutil.copytree(REPO / "src", checkout / "src", ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, checkout / name)
+    built = subprocess.run(
+        [*install, "--no-build-isolation", "--no-index", str(checkout)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run(
+        [python, "-c", "import saln; print(saln.__file__)"], cwd=empty, env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert str(env_dir) in where.stdout, where.stdout + where.stderr  # not the checkout
+    saln = str(env_dir / "bin" / "saln")
+    helped = subprocess.run([saln, "compare", "--help"], cwd=empty, env=env, capture_output=True)
+    assert helped.returncode == 0 and b"--methods" in helped.stdout
+    trained = subprocess.run(
+        [saln, "train", "--config", "demo", "--method", "standard", "--epochs", "1",
+         "--no-progress", "--out", "run", "--set", f"features.cache_dir={tmp_path / 'cache'}"],
+        cwd=empty, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert (empty / "run" / "summary.json").exists()

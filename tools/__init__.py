@@ -1,0 +1,1 @@
+"""Scripts that run GPU sessions and publish results into docs/: ``python -m tools.NAME``."""
