@@ -147,3 +147,37 @@ def test_a_plain_install_runs_from_an_empty_folder(tmp_path: Path) -> None:
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert (empty / "run" / "summary.json").exists()
+
+
+def test_an_internal_error_keeps_its_traceback_and_a_user_error_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import saln.cli
+
+    def broken(args: argparse.Namespace) -> int:
+        raise TypeError("unsupported operand type(s) for *: 'int' and 'NoneType'")
+
+    monkeypatch.setattr(saln.cli, "run_report", broken)
+    with pytest.raises(TypeError):  # a bug is not shown as a usage error
+        saln.cli.main(["report", "somewhere"])
+
+    def refused(args: argparse.Namespace) -> int:
+        raise cfg.ConfigError("train.epochs must be positive, got 0")
+
+    monkeypatch.setattr(saln.cli, "run_report", refused)
+    assert saln.cli.main(["report", "somewhere"]) == 2
+    assert capsys.readouterr().err == ("saln report: error: train.epochs must be positive, got 0\n")
+
+
+def test_ctrl_c_says_how_to_resume_in_one_line_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import saln.cli
+
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(saln.cli, "run_train", interrupted)
+    assert saln.cli.main(["train"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err

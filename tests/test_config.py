@@ -88,3 +88,36 @@ def test_seed_lists_refuse_repeats_and_junk(text: str, message: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         csv_list(int)(text)
     assert csv_list(int)(" 2, 0 ,1") == [2, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("1e-3", 0.001), ("1E+2", 100.0), (".5", 0.5), ("5.", 5.0)]
+)
+def test_a_float_in_any_notation_is_a_float(tmp_path: Path, text: str, value: float) -> None:
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a float field takes it as the number."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"optim:\n  lr: {text}\n")
+    assert cfg.load(path).optim.lr == value
+    assert cfg.load(None, dict([cfg.parse_override(f"optim.lr={text}")])).optim.lr == value
+    with pytest.raises(cfg.ConfigError, match=r"train\.epochs must be int"):
+        cfg.load(None, {"train.epochs": text})  # an int field is not given a float
+
+
+def test_a_key_given_twice_in_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\n  epochs: 4\n")
+    with pytest.raises(cfg.ConfigError, match="key 'epochs' is given twice"):
+        cfg.load(path)
+
+
+def test_every_set_is_checked_even_where_a_flag_replaces_it() -> None:
+    from saln.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--set", "train.epochs=abc", "--epochs", "3"])
+    with pytest.raises(cfg.ConfigError, match=r"train\.epochs must be int, got 'abc'"):
+        config_from_args(args)
+
+
+def test_training_needs_a_validation_split() -> None:
+    with pytest.raises(cfg.ConfigError, match=r"data.val_fraction=0.0 must be in \(0, 1\)"):
+        cfg.load(None, {"data.val_fraction": 0})

@@ -364,7 +364,7 @@ def tiny_config(tmp_path: Path) -> Path:
                     "cache_dir": str(tmp_path / "cache"),
                 },
                 "optim": {"lr": 0.05},
-                "train": {"epochs": 2, "batch_size": 50, "progress": False},
+                "train": {"epochs": 1, "batch_size": 50, "progress": False},
                 "reference": {"epochs": 1},
             }
         )

@@ -112,3 +112,10 @@ def test_a_missing_comparison_summary_and_a_repeated_ratio_are_named(tmp_path: P
         timeout=120,
     )
     assert done.returncode == 2 and "0.8 given more than once" in done.stderr
+
+
+def test_a_sweep_of_one_seed_draws_its_picture_without_error_bars(tmp_path: Path) -> None:
+    config = cfg.load(tiny_config(tmp_path), {"train.epochs": 1})
+    result = run_sweep(config, [0.8], ["standard", "uniform"], [0], tmp_path / "sweep")
+    assert all(r["test_acc_best"]["std"] is None for r in result["rows"])  # one seed: no spread
+    assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"

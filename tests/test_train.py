@@ -275,6 +275,18 @@ def test_a_filter_ratio_that_keeps_no_row_is_refused(tmp_path: Path) -> None:
         fit(tiny(tmp_path, "saln", **{"train.batch_size": 4}), tmp_path / "run")
 
 
+@pytest.mark.parametrize(
+    "setting", [{"train.batch_size": 5000}, {"train.learner_batch_size": 1000}]
+)
+def test_a_step_larger_than_the_training_split_is_refused(
+    tmp_path: Path, setting: dict[str, int]
+) -> None:
+    refused = r"loads \d+ rows but the training split has \d+ rows: lower train\."
+    with pytest.raises(cfg.ConfigError, match=refused):
+        fit(tiny(tmp_path, "uniform", **setting), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_one_trained_row_per_step_is_refused_for_a_batchnorm_learner(tmp_path: Path) -> None:
     with pytest.raises(cfg.ConfigError, match=r"trains 1 row .*batch_size >= 10"):
         fit(tiny(tmp_path, "saln", **{"train.batch_size": 5}), tmp_path / "run")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, get_args, get_type_hints
 
 from saln.config import Config, load, parse_override
+from saln.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -80,12 +81,12 @@ def add_config_arguments(p: argparse.ArgumentParser, keys: Sequence[str]) -> Non
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Defaults <- --config <- --set <- the flags."""
-    overrides: dict[str, object] = dict(parse_override(item) for item in args.set)
-    for key in args.setting_keys:
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    return load(args.config, overrides)
+    """Defaults <- --config <- --set <- the flags. Every --set is checked, also one that a
+    flag then replaces."""
+    settings: dict[str, object] = dict(parse_override(item) for item in args.set)
+    config = load(args.config, settings)
+    flags = {key: getattr(args, key) for key in args.setting_keys if getattr(args, key) is not None}
+    return load(args.config, {**settings, **flags}) if flags else config
 
 
 # The settings each command has a flag for; every other one goes through --set.
@@ -352,16 +353,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a command may fail with for a reason the user can fix: printed as one line, exit 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, UserError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv or ["compare"])  # no arguments: the main job
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except USER_ERRORS as err:
         # Our errors name the problem and the fix; a traceback would only bury that.
         print(f"saln {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"saln {args.command}: interrupted; {RESUMING[args.command]}", file=sys.stderr)
+        return 130
+
+
+RESUMING = {  # what an interrupted command leaves, by command
+    "train": "run the same command with --resume to continue from the last checkpoint",
+    "compare": "run the same command again: complete runs are kept, the unfinished one resumes",
+    "sweep": "run the same command again: complete runs are kept, the unfinished one resumes",
+    "features": "run it again: nothing half-written was kept",
+    "report": "run it again",
+    "subset": "run it again with a new --out",
+}
 
 
 if __name__ == "__main__":

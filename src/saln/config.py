@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -142,6 +143,8 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
     allowed = getattr(hint, "__args__", (hint,))
     if value is None and type(None) in allowed:
         return None
+    if float in allowed and isinstance(value, str):
+        value = _float_text(value)
     for kind in allowed:
         if kind is bool and isinstance(value, bool):
             return value
@@ -153,6 +156,14 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
             return value
     names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
     raise ConfigError(f"{path} must be {names}, got {value!r}")
+
+
+FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _float_text(text: str) -> float | str:
+    """A number written as text, as YAML 1.1 leaves ``1e-3`` (no dot): its value; else the text."""
+    return float(text) if FLOAT_TEXT.fullmatch(text.strip()) else text
 
 
 def from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config:
@@ -184,6 +195,22 @@ def from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config
     return replace(base, **updates)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (it would keep the last
+    value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 PACKAGED = Path(__file__).resolve().parent / "configs"  # configs that ship with saln
 
 
@@ -212,7 +239,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     if path is not None:
         file = config_file(path)
         try:
-            data = yaml.safe_load(file.read_text())
+            data = yaml.load(file.read_text(), Loader=UniqueKeyLoader)
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {file} is not valid YAML: {err}") from None
         config = from_dict(data, config)
@@ -274,8 +301,13 @@ def validate(config: Config) -> None:
     ):
         if choice not in choices:
             raise ConfigError(f"{path}={choice!r} is not one of {', '.join(choices)}")
-    if not 0 <= d.val_fraction < 1 or not 0 <= d.reference_fraction < 1:
-        raise ConfigError("data.val_fraction and data.reference_fraction must be in [0, 1)")
+    if not 0 < d.val_fraction < 1:
+        raise ConfigError(
+            f"data.val_fraction={d.val_fraction} must be in (0, 1): the val split picks the best "
+            "epoch's model and the target accuracy"
+        )
+    if not 0 <= d.reference_fraction < 1:
+        raise ConfigError(f"data.reference_fraction={d.reference_fraction} must be in [0, 1)")
     for graph_key, switch in (
         ("features.cuda_graph", f.cuda_graph),
         ("train.cuda_graphs", t.cuda_graphs),

@@ -8,6 +8,11 @@ import tempfile
 from pathlib import Path
 
 from saln.config import Config
+from saln.errors import UserError
+
+
+class LaunchError(UserError, RuntimeError):
+    """A run launched through torchrun failed; its ranks printed why."""
 
 
 def launch_torchrun(config: Config, out: Path, nproc: int) -> None:
@@ -35,6 +40,6 @@ def launch_torchrun(config: Config, out: Path, nproc: int) -> None:
             command.append("--resume")
         done = subprocess.run(command, check=False)
     if done.returncode != 0:
-        raise RuntimeError(
+        raise LaunchError(
             f"torchrun for {out} failed with exit code {done.returncode}; see its output above"
         )

@@ -143,7 +143,7 @@ def accuracy_vs_kept(rows: list[dict[str, Any]], path: Path) -> Path:
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["kept_share"])
         kept = [r["kept_share"] for r in mine]
         mean = [100 * r["test_acc_best"]["mean"] for r in mine]
-        std = [100 * r["test_acc_best"]["std"] for r in mine]
+        std = [100 * (r["test_acc_best"]["std"] or 0.0) for r in mine]  # None: one seed
         colour = COLOURS.get(method)
         if len(mine) == 1:
             ax.axhline(mean[0], color=colour, ls=":", lw=1.2, label=f"{method} (all rows)")

@@ -30,9 +30,8 @@ class _Record:
     unknown keys are ignored on reading, missing required keys are an error."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: v for k, v in dataclasses.asdict(self).items() if v is not None  # type: ignore[call-overload]
-        }
+        values = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: v for k, v in values.items() if v is not None}
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any], source: Path | str = "") -> R:

@@ -12,6 +12,7 @@ import torch
 
 from saln import distributed
 from saln.config import Config, ConfigError
+from saln.errors import UserError
 from saln.io import save_npy_atomic
 from saln.runs import RunStore
 from saln.runs.environment import environment
@@ -30,7 +31,7 @@ from saln.train.tracking import EpochAccumulator, SelectionTracker, selection_su
 PROGRESS_EVERY = 25  # steps between progress-bar updates (each costs one host sync on GPU)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
 

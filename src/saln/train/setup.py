@@ -92,6 +92,20 @@ def check_rows_per_step(config: Config, method: Method, keep: int, model: nn.Mod
     )
 
 
+def check_batch_fits(config: Config, loaded: int, train_rows: int, world_size: int) -> None:
+    """Each rank's step loads ``loaded`` rows: more than the training split holds would train
+    one short batch and report a kept batch size that never trained."""
+    per_rank = train_rows // world_size
+    if loaded > per_rank:
+        t = config.train
+        name = "train.batch_size" if t.learner_batch_size is None else "train.learner_batch_size"
+        shared = f" ({per_rank} for each of {world_size} processes)" if world_size > 1 else ""
+        raise ConfigError(
+            f"each step loads {loaded} rows but the training split has {train_rows} rows"
+            f"{shared}: lower {name}"
+        )
+
+
 def load_features(
     config: Config,
     bundle: DatasetBundle,
@@ -178,6 +192,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         config.data.reference_fraction,
         config.data.split_seed,
     )
+    check_batch_fits(config, loaded, len(split.train), world_size)
     torch.manual_seed(t.seed)  # the same initial learner for every method of a seed
     model = new_learner(config, len(bundle.classes), device)
     check_rows_per_step(config, method, keep, model)

@@ -48,5 +48,3 @@ def global_select(
     positions = selector.select(global_view, keep * world, generator=generator).positions
     mine = positions[(positions >= me * n) & (positions < (me + 1) * n)] - me * n
     return mine, len(mine) * world / (keep * world)
-
-

@@ -1,0 +1,12 @@
+"""The error a user can act on: its message names the problem and the fix, so the command line
+prints it without a traceback. Anything else that escapes is a bug, and keeps its traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A refusal or failure caused by the input or the machine, not by saln's code."""
+
+
+class OutOfSpace(UserError, OSError):
+    """A write that found the disk full; nothing half-written is left behind."""
