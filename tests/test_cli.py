@@ -181,3 +181,35 @@ def test_ctrl_c_says_how_to_resume_in_one_line_and_exits_130(
     assert saln.cli.main(["train"]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--config", "--data-root"])
+def test_a_name_longer_than_the_file_system_allows_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    from saln.cli import main
+
+    long = str(tmp_path / ("x" * 300))
+    argv = ["train", "--epochs", "1", "--no-progress", flag, long]
+    if flag == "--data-root":
+        argv += ["--dataset", "cifar10", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    said = "not found under" if flag == "--data-root" else "longer than the file system allows"
+    assert err.count("\n") == 1 and said in err, err
+
+
+def test_a_download_without_network_is_a_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from saln.data import DataError, build_dataset
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match=r"the download failed .*name resolution.*"):
+        build_dataset("cifar10", str(tmp_path / "data"), download=True)

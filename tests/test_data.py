@@ -575,3 +575,18 @@ def test_feature_extraction_sees_the_same_images_through_either_loader(
     ]  # fmt: skip
     # the cache holds float16: its rounding, plus the uint8 rounding of mixed sizes
     assert np.abs(tables[0] - tables[1]).max() <= 0.02
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an archive"])
+def test_a_damaged_archive_is_named_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    from saln.cli import main
+
+    archive = _toy_archive(tmp_path / "toy.tar.gz")
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"just text\n" * 50)
+    assert main(["subset", str(archive), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert f"{archive} is not a readable .tar or .tar.gz archive" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.tar.gz"]

@@ -195,3 +195,22 @@ def test_the_spectral_record_has_each_super_batchs_top_entry_mass(table: np.ndar
     for super_batch, mass in zip(plan.super_batches, record["top_entry_mass"], strict=True):
         squared = saln.selection.reference_fiedler(table[super_batch]) ** 2
         assert mass == pytest.approx(squared.max() / squared.sum(), abs=1e-3)
+
+
+def test_negative_or_non_integer_indices_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"global dataset indices, >= 0; got -3"):
+        saln.SelectiveBatchSampler([0, 1, -3, 4], 2, "uniform", filter_ratio=0.5)
+    with pytest.raises(ValueError, match="flat sequence of ints"):
+        saln.SelectiveBatchSampler([0.5, 1.5], 2, "uniform", filter_ratio=0.5)
+
+
+def test_features_that_require_grad_select_as_their_values_do(table: np.ndarray) -> None:
+    """A feature tensor still attached to a graph (an encoder's output) is only read."""
+    plain = torch.from_numpy(table)
+    attached = plain.clone().requires_grad_(True)
+    rows = [
+        list(saln.SelectiveBatchSampler(N, BATCH, "saln", features, 0.8, seed=1))
+        for features in (plain, attached)
+    ]
+    assert rows[0] == rows[1]
+    assert torch.equal(saln.spectral_select(attached[:BATCH]), saln.spectral_select(plain[:BATCH]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, get_args, get_type_hints
@@ -230,6 +231,11 @@ def add_run_grid_arguments(p: argparse.ArgumentParser, methods: list[str], note:
         "--seeds", type=csv_list(int), default=[0], help="comma-separated seeds (default 0)"
     )
     p.add_argument("--nproc", type=int, default=1, help="processes per run, launched with torchrun")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain runs in --out made with another config (else they are refused)",
+    )
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -239,7 +245,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.config is None:
         args.config = DEMO_CONFIG
     base = config_from_args(args)
-    report = run_comparison(base, args.methods, args.seeds, args.out, args.target, args.nproc)
+    report = run_comparison(
+        base, args.methods, args.seeds, args.out, args.target, args.nproc, args.overwrite
+    )
     print_table(report)
     print(f"report: {report['report']} (also report.html, summary.csv, summary.json)")
     return 0
@@ -270,7 +278,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.config is None:
         args.config = DEMO_CONFIG
     base = config_from_args(args)
-    result = run_sweep(base, args.ratios, args.methods, args.seeds, args.out, args.nproc)
+    result = run_sweep(
+        base, args.ratios, args.methods, args.seeds, args.out, args.nproc, args.overwrite
+    )
     print(result["table"])
     print(f"sweep: {result['report']} (also sweep.json, sweep.png; a report per ratio)")
     return 0
@@ -366,6 +376,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         # Our errors name the problem and the fix; a traceback would only bury that.
         print(f"saln {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.ENAMETOOLONG:
+            raise
+        print(
+            f"saln {args.command}: error: a name in {err.filename} is longer than the file "
+            "system allows (255 bytes a folder or file name): choose a shorter one",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"saln {args.command}: interrupted; {RESUMING[args.command]}", file=sys.stderr)

@@ -8,8 +8,11 @@ module imports nothing else of saln, so any layer may use it.
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import os
+import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,10 +37,21 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+PR_SET_PDEATHSIG = 1  # prctl option: a signal for this process when its parent dies
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (a no-op elsewhere): a
+    torchrun whose launcher was killed, or a rank whose torchrun was, must not train on."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def compute_init(device: str) -> DistInfo:
     """Join the process group torchrun describes in the environment; pin this rank's GPU."""
     if not launched_by_torchrun():
         return DistInfo()
+    die_with_parent()
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     use_cuda = device != "cpu" and torch.cuda.is_available()
     if use_cuda:
@@ -93,7 +107,7 @@ def on_rank0(fn: Callable[[], T]) -> T:
     if rank() == 0:
         try:
             payload[0] = ("ok", fn())
-        except (ValueError, TypeError, RuntimeError) as err:
+        except Exception as err:  # every rank raises it: none waits for a broadcast
             payload[0] = ("error", (type(err), str(err)))
     dist.broadcast_object_list(payload, src=0)
     status, value = payload[0]

@@ -10,3 +10,6 @@ class UserError(Exception):
 
 class OutOfSpace(UserError, OSError):
     """A write that found the disk full; nothing half-written is left behind."""
+
+    def __str__(self) -> str:
+        return str(self.strerror or super().__str__())

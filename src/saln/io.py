@@ -6,8 +6,11 @@ even when the writer is killed.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,21 +21,87 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from saln.errors import OutOfSpace
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The mode open() gives a new file: every file saln writes follows the one umask policy
+# (mkstemp alone would make atomic writes 0600 beside 0644 appended ones).
+FILE_MODE = 0o666 & ~_current_umask()
+TEMPORARY = re.compile(r"\.pid(\d+)\.[^.]*\.tmp$")  # .NAME.pidPID.RANDOM.tmp
+
+
+def temporary_prefix(path: Path) -> str:
+    """The name start of ``path``'s temporary files: its writer's pid tells a stale one."""
+    return f".{path.name}.pid{os.getpid()}."
+
 
 def _atomic(path: Path, mode: str, write: Callable[[IO[Any]], object]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = disk_full(err, path.parent)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise out_of_space(path) from err
         raise
     return path
+
+
+def disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether ``err`` came from a full disk: ENOSPC, or an error of torch's writer (which
+    reports a failed write as a RuntimeError) while the disk has no room left."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(err, RuntimeError):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def out_of_space(path: Path) -> OutOfSpace:
+    return OutOfSpace(
+        errno.ENOSPC,
+        f"out of space on the disk holding {path}: free some space there or choose another "
+        "folder (--out, or features.cache_dir for the cache); nothing half-written was kept",
+    )
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` whose writer (named by pid) is gone: a killed
+    write leaves one behind. Returns what was removed."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        found = TEMPORARY.search(path.name)
+        if found and not process_alive(int(found.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -52,6 +52,8 @@ def as_feature_source(features: Any, device: torch.device) -> FeatureSource | No
     a host gather and copy that would cost more than the selection itself."""
     if features is None:
         return None
+    if isinstance(features, torch.Tensor):
+        features = features.detach()  # fixed reference features: selection never backpropagates
     if isinstance(features, (np.ndarray, torch.Tensor)):
         if features.ndim != 2:
             raise ValueError(f"features must be an (N, d) table, got shape {tuple(features.shape)}")
@@ -183,6 +185,14 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         if isinstance(self.source, Sampler):
             return  # a Sampler's indices are known only when drawn
         pool = self.source if isinstance(self.source, int) else np.asarray(self.source)
+        if not isinstance(pool, int):
+            if pool.ndim != 1 or (len(pool) and not np.issubdtype(pool.dtype, np.integer)):
+                raise ValueError("the sampler's indices must be a flat sequence of ints")
+            if len(pool) and pool.min() < 0:
+                raise ValueError(
+                    f"the sampler's indices must be global dataset indices, >= 0; got "
+                    f"{int(pool.min())} (Python's negative indexing is not meant here)"
+                )
         largest = pool - 1 if isinstance(pool, int) else int(pool.max(initial=-1))
         for what, table in (("features", self.features), ("labels", self.labels)):
             if isinstance(table, Sized) and largest >= len(table):

@@ -3,10 +3,12 @@ for experiments and tests that want real images at a fraction of the size."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 
@@ -25,6 +27,10 @@ def parse_per_class(text: str) -> dict[str, int]:
     return counts
 
 
+# What a truncated or foreign file raises while tarfile reads it.
+UNREADABLE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
 def extract_per_class(archive: Path, dest: Path, per_class: dict[str, int]) -> Path:
     """Copy the first ``per_class[split]`` files of every class of each split out of a
     ``.tar(.gz)`` archive into ``dest/<split>/<class>/``; returns ``dest``.
@@ -40,7 +46,13 @@ def extract_per_class(archive: Path, dest: Path, per_class: dict[str, int]) -> P
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        taken = _copy_slice(archive, staging, per_class)
+        try:
+            taken = _copy_slice(archive, staging, per_class)
+        except UNREADABLE as err:
+            raise ValueError(
+                f"{archive} is not a readable .tar or .tar.gz archive ({err}): it is truncated "
+                "or of another format; download it again"
+            ) from None
         missing = sorted(set(per_class) - {split for split, _ in taken})
         if missing:
             raise ValueError(

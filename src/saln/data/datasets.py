@@ -149,6 +149,8 @@ def torchvision_splits(make: Callable[[bool], Any], missing: str) -> tuple[Any, 
         return make(True), make(False)
     except RuntimeError:
         raise DataError(missing) from None
+    except OSError as err:  # urllib's URLError: no network, a refused or failed download
+        raise DataError(f"the download failed ({err}). {missing}") from None
 
 
 @DATASETS.register("cifar10")

@@ -11,6 +11,7 @@ from saln.io import check_writable
 from saln.report import aggregate
 from saln.report.build import build_report
 from saln.runs import RunStore
+from saln.runs.lock import writing
 from saln.train import METHODS, fit
 
 DEFAULT_METHODS = tuple(aggregate.METHOD_ORDER)  # every method, in the order reports show them
@@ -27,27 +28,36 @@ def run_comparison(
     out: str | Path,
     target: float | None = None,
     nproc: int = 1,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train every method x seed of ``base`` with the same split and settings (complete runs
-    are skipped, unfinished ones resumed), then build the report."""
+    are skipped, unfinished ones resumed), then build the report. A run made with another
+    config is refused, or retrained with ``overwrite``. One comparison writes to ``out`` at a
+    time."""
     for method in methods:
         METHODS.get(method)  # an unknown name fails here, listing the valid ones
     aggregate.check_target(target)  # before the training, not after it
     check_nproc(nproc)
     out = check_writable(Path(out), "out dir", "--out")
-    paths = train_grid(base, methods, seeds, out, nproc)
-    return build_report(paths, out, target, others_left_out(out, paths))
+    with writing(out, "a comparison"):
+        paths = train_grid(base, methods, seeds, out, nproc, overwrite)
+        return build_report(paths, out, target, others_left_out(out, paths))
 
 
 def train_grid(
-    base: cfg.Config, methods: list[str], seeds: list[int], out: Path, nproc: int
+    base: cfg.Config,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    nproc: int,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Train every method x seed of ``base`` into ``out/runs`` (complete runs are skipped,
     unfinished ones resumed) and return their directories."""
     for seed in seeds:
         for method in methods:
             config = cfg.from_dict({"train": {"method": method, "seed": seed}}, base)
-            train_one(config, run_dir(out, method, seed), nproc)
+            train_one(config, run_dir(out, method, seed), nproc, overwrite)
     return [run_dir(out, m, s) for s in seeds for m in methods]
 
 
@@ -71,13 +81,18 @@ def others_left_out(out: Path, paths: list[Path]) -> list[str]:
     ]
 
 
-def train_one(config: cfg.Config, path: Path, nproc: int) -> None:
+def train_one(config: cfg.Config, path: Path, nproc: int, overwrite: bool = False) -> None:
+    """Train one run unless it is complete with this config; a run with another config is
+    refused, naming what differs, or with ``overwrite`` trained again."""
     store = RunStore(path)
-    if store.is_complete():
+    replace = store.exists() and bool(store.differences(config))
+    if replace and not overwrite:
+        store.check_config(config)  # raises, naming the settings that differ
+    if store.is_complete() and not replace:
         print(f"skip {path.name}: complete")
         return
     if nproc > 1:
-        launch_torchrun(config, path, nproc)
+        launch_torchrun(config, path, nproc, overwrite=replace)
         return
     print(f"train {path.name}")
-    fit(config, path, resume=store.exists())
+    fit(config, path, resume=store.exists() and not replace, overwrite=replace)

@@ -10,6 +10,7 @@ another slot (:func:`lookup`): a moved data folder keeps its features.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from saln.io import check_writable, write_json_atomic
+from saln.io import (
+    check_writable,
+    disk_full,
+    out_of_space,
+    remove_stale_temporaries,
+    temporary_prefix,
+    write_json_atomic,
+)
 
 FORMAT_VERSION = 2  # 2: the dataset identity has each file's size and time, not the folder
 CACHE_DIR_OPTION = "--cache-dir (features.cache_dir in a config)"  # named when it is unwritable
@@ -142,6 +150,21 @@ def _integrity_problem(array_path: Path, meta: dict[str, Any], verify: bool) -> 
     return None
 
 
+def reserve(tmp: Path, target: Path) -> None:
+    """Allocate the memory-mapped file's blocks now: a write into a sparse mapping on a full
+    disk kills the process with SIGBUS, an allocation fails with ENOSPC."""
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise out_of_space(target) from None
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # no fallocate here: write on
+            raise
+    finally:
+        os.close(fd)
+
+
 def write(
     cache_dir: Path,
     key: str,
@@ -153,11 +176,13 @@ def write(
     """Write ``count`` rows given as (start, block) pairs, atomically; return the loaded store."""
     cache_dir = check_writable(Path(cache_dir), "cache dir", CACHE_DIR_OPTION)
     array_path, meta_path = cache_paths(cache_dir, key)
-    tmp = cache_dir / f".{key}.{os.getpid()}.npy.tmp"
+    remove_stale_temporaries(cache_dir)  # left by extractions that were killed
+    tmp = cache_dir / f"{temporary_prefix(array_path)}memmap.tmp"
     try:
         out = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.float16, shape=(count, identity["dim"])
         )
+        reserve(tmp, array_path)
         for start, block in chunks():
             out[start : start + len(block)] = block
         out.flush()
@@ -166,8 +191,11 @@ def write(
             os.fsync(handle.fileno())
         meta_path.unlink(missing_ok=True)  # old metadata must never vouch for a new array
         os.replace(tmp, array_path)
-    except BaseException:
+    except BaseException as err:
+        full = disk_full(err, cache_dir)
         tmp.unlink(missing_ok=True)
+        if full:
+            raise out_of_space(array_path) from err
         raise
     meta = {
         **identity,

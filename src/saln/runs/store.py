@@ -10,13 +10,22 @@ import contextlib
 import json
 import os
 import shutil
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from saln.config import Config, ConfigError, from_dict
-from saln.io import check_writable, write_json_atomic, write_text_atomic
+from saln.io import (
+    check_writable,
+    disk_full,
+    out_of_space,
+    remove_stale_temporaries,
+    write_json_atomic,
+    write_text_atomic,
+)
+from saln.runs.lock import remove_lock_files, writing
 from saln.runs.records import EpochRecord, RunSummary
 
 RUN_FILES = (
@@ -38,6 +47,8 @@ COSMETIC = {
     ("train", "tensorboard"),
     ("train", "cuda_graphs"),
     ("features", "cuda_graph"),
+    ("features", "cache_dir"),  # where features are kept, not what they are
+    ("train", "check_every"),  # how often a diverged loss is looked for
 }
 
 
@@ -78,20 +89,15 @@ class RunStore:
         return from_dict(yaml.safe_load(self.file("config.yaml").read_text()))
 
     def prepare(self, config: Config, *, resume: bool = False, overwrite: bool = False) -> str:
-        """Returns "fresh", "resume" or "complete"; refuses what would lose or mix results."""
+        """Returns "fresh", "resume" or "complete"; refuses what would lose or mix results.
+        Temporary files that killed writes left here are removed."""
         self.created = not self.path.exists()
         check_writable(self.path, "out dir", "--out")
+        remove_stale_temporaries(self.path)
         if overwrite:
             self.replacing = True
         elif self.exists():
-            # Through from_dict, a key added to Config since this run was written reads as its
-            # default instead of as a difference.
-            diffs = config_differences(self.config().to_dict(), config.to_dict())
-            if diffs:
-                raise ConfigError(
-                    f"{self.path} holds a run with a different config ({'; '.join(diffs[:5])}); "
-                    "use --overwrite to replace it, or another --out"
-                )
+            self.check_config(config)
             if self.is_complete():
                 return "complete"
             if not resume:
@@ -101,6 +107,27 @@ class RunStore:
                 )
             return "resume"
         return "fresh"
+
+    def check_config(self, config: Config) -> None:
+        """Refuse ``config`` if the run here was made with another one (finished or not),
+        naming the settings that differ; seeds name the folder, and settings that change only
+        how a run is shown or where its cache lives do not count."""
+        diffs = self.differences(config)
+        if diffs:
+            raise ConfigError(
+                f"{self.path} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                "use --overwrite to replace it, or another --out"
+            )
+
+    def differences(self, config: Config) -> list[str]:
+        """``section.key: stored -> given`` for each setting that differs from the stored run's.
+        Through from_dict, a key added to Config since the run was written reads as its
+        default instead of as a difference."""
+        return config_differences(self.config().to_dict(), config.to_dict())
+
+    def writing(self) -> AbstractContextManager[None]:
+        """Hold the folder for this run's writer (a no-op for a reader)."""
+        return writing(self.path, "a training run") if self.writer else nullcontext()
 
     def start(self, config: Config) -> None:
         """Record the config of a fresh run (clearing the run it replaces): from now on the
@@ -115,6 +142,7 @@ class RunStore:
         """Remove the folder prepare() made if it is still empty: a run whose set-up failed
         leaves no empty run behind (a report would list it as incomplete)."""
         if self.created:
+            remove_lock_files(self.path)
             with contextlib.suppress(OSError):
                 self.path.rmdir()
 
@@ -142,10 +170,16 @@ class RunStore:
     def append_metrics(self, record: EpochRecord) -> None:
         if not self.writer:
             return
-        with open(self.file("metrics.jsonl"), "a") as handle:
-            handle.write(json.dumps(record.to_dict()) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        path = self.file("metrics.jsonl")
+        try:
+            with open(path, "a") as handle:
+                handle.write(json.dumps(record.to_dict()) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:  # a row cut short is dropped on reading: nothing mixed in
+            if disk_full(err, self.path):
+                raise out_of_space(path) from err
+            raise
 
     def rewrite_metrics(self, records: list[EpochRecord]) -> None:
         if self.writer:

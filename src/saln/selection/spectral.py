@@ -46,7 +46,7 @@ def as_feature_tensor(features: Any) -> torch.Tensor:
             raise TypeError("features must be real-valued, got a complex array")
         tensor = torch.from_numpy(np.ascontiguousarray(features))
     elif isinstance(features, torch.Tensor):
-        tensor = features
+        tensor = features.detach()  # fixed reference features: selection never backpropagates
     else:
         raise TypeError(
             f"features must be a numpy array or torch tensor, got {type(features).__name__}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,28 @@ def fit(
 ) -> RunSummary:
     """Train one method as configured, recording everything under ``out``; returns the summary.
 
-    Under torchrun (a process group is initialised) every rank calls this; rank 0 alone writes.
+    Under torchrun (a process group is initialised) every rank calls this; rank 0 alone writes,
+    holding the folder for the whole run: a second writer fails at once.
     """
     sharding.check_same_config(config)
+    store = RunStore(out, writer=distributed.rank() == 0)
+    with ExitStack() as held:
+
+        def claim() -> str:
+            held.enter_context(store.writing())
+            return store.prepare(config, resume=resume, overwrite=overwrite)
+
+        state = distributed.on_rank0(claim)
+        if state == "complete":
+            return store.require_summary()
+        return _train(config, store, state, callbacks)
+
+
+def _train(
+    config: Config, store: RunStore, state: str, callbacks: list[Callback] | None
+) -> RunSummary:
+    """Build the run, restore it when ``state`` is "resume", train its epochs and finish it."""
     rank = distributed.rank()
-    store = RunStore(out, writer=rank == 0)
-    state = distributed.on_rank0(lambda: store.prepare(config, resume=resume, overwrite=overwrite))
-    if state == "complete":
-        return store.require_summary()
     try:
         ctx = build_run(config, rank, distributed.world_size())
     except BaseException:
