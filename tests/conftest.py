@@ -18,6 +18,17 @@ CIFAR_ARCHIVE = Path(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One compute thread per test process: the suite runs two tests at once on two cores, and
+    each torch process defaulting to every core made them fight over both. Subprocesses
+    (torchrun ranks, CLI runs) inherit the limit."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: two workers then finish together instead of one waiting on the last
     slow test."""

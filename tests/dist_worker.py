@@ -77,6 +77,8 @@ class KillRank1(Callback):
 
 
 def killed(out: Path) -> dict[str, Any]:
+    """An uninterrupted run, then the same run killed on rank 1 mid-epoch (one launch)."""
+    fit(tiny(out, "saln"), out / "whole")
     fit(tiny(out, "saln"), out / "run", callbacks=[KillRank1()])
     return {}
 

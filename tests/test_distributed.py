@@ -125,10 +125,8 @@ def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(tmp_path: 
     config = tmp_path / "c.yaml"
     config.write_text(tiny(tmp_path, "saln").to_yaml())
     train = ["-m", "saln", "train", "--config", str(config)]
-    whole = torchrun([*train, "--out", str(tmp_path / "whole")])
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    done, _ = scenario("killed", tmp_path, ok=False)
-    assert done.returncode != 0
+    done, _ = scenario("killed", tmp_path, ok=False)  # "whole" uninterrupted, "run" killed
+    assert done.returncode != 0 and (tmp_path / "whole" / "summary.json").exists()
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
     with pytest.raises(
         ConfigError, match=r"checkpointed with 2 process\(es\) and is resumed with 1"
@@ -159,3 +157,54 @@ def test_compare_launches_each_run_through_torchrun(
         )
         assert summary["world_size"] == 2 and summary["examples_trained"] == 18 * 11
     assert Path(report["report"]).exists()
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and text in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_a_comparison_stops_its_torchrun_and_ranks(tmp_path: Path) -> None:
+    from saln.runs.lock import OWNER_FILE, writing
+    from tests.dist_worker import tiny
+
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny(tmp_path, "uniform", **{"train.epochs": 200}).to_yaml())
+    out = tmp_path / "cmp"
+    compare = subprocess.Popen(
+        [sys.executable, "-m", "saln", "compare", "--config", str(config), "--methods",
+         "uniform", "--nproc", "2", "--out", str(out)],
+        env={**os.environ, "SALN_DIST_TIMEOUT_S": "60"}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    run = out / "runs" / "uniform-seed0"
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)  # training has begun: torchrun and both ranks are up
+    assert (run / OWNER_FILE).exists(), "the ranks never started"
+    assert len(processes_naming(str(run))) >= 3  # torchrun and two ranks
+    compare.kill()
+    compare.wait()
+    deadline = time.monotonic() + 30
+    while processes_naming(str(run)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_naming(str(run)) == []
+    with writing(run, "a test"):  # nothing holds or writes the folder any more
+        rows = len((run / "metrics.jsonl").read_text().splitlines())
+        time.sleep(2)
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == rows
+    # The killed launcher could not remove its scratch folder: the next launch does.
+    from saln.experiments.launch import SCRATCH, remove_stale_scratch
+
+    assert list(Path(tempfile.gettempdir()).glob(f"{SCRATCH}*"))
+    remove_stale_scratch()
+    assert not list(Path(tempfile.gettempdir()).glob(f"{SCRATCH}*"))

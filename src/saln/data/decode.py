@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from saln.data.datasets import ImageSource
 from saln.data.transforms import fit_square
-from saln.io import save_npy_atomic
+from saln.io import remove_stale_temporaries, save_npy_atomic
 
 
 def first_size(source: ImageSource) -> tuple[int, int]:
@@ -184,6 +184,8 @@ def _store_decoded(path: Path, decoded: torch.Tensor) -> None:
     """Atomic, so a concurrent reader sees all of it or nothing; a cache that cannot be written
     costs the next process a decode, not this run."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)  # left by a process killed while keeping one
         save_npy_atomic(path, decoded.numpy())
     except OSError as err:
         warnings.warn(f"could not keep decoded images in {path} ({err})", stacklevel=3)

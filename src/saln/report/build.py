@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from saln.io import check_writable, write_json_atomic, write_text_atomic
+from saln.io import check_writable, remove_stale_temporaries, write_json_atomic, write_text_atomic
 from saln.report import aggregate, plots, render, visualize
 from saln.report.aggregate import RunSet
 
@@ -22,6 +22,7 @@ def build_report(
     aggregate.check_target(target)  # these two before touching out: bad input creates nothing
     runs = aggregate.load_runs(paths)
     out = check_writable(Path(out), "out dir", "--out")
+    remove_stale_temporaries(out)  # left by a report write that was killed
     report = aggregate.aggregate(runs, target)
     images, notes = draw(runs, out, report["target_val_acc"])
     if runs.incomplete:

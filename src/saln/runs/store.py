@@ -91,7 +91,7 @@ class RunStore:
     def prepare(self, config: Config, *, resume: bool = False, overwrite: bool = False) -> str:
         """Returns "fresh", "resume" or "complete"; refuses what would lose or mix results.
         Temporary files that killed writes left here are removed."""
-        self.created = not self.path.exists()
+        self.created = self.created or not self.path.exists()
         check_writable(self.path, "out dir", "--out")
         remove_stale_temporaries(self.path)
         if overwrite:
@@ -127,7 +127,10 @@ class RunStore:
 
     def writing(self) -> AbstractContextManager[None]:
         """Hold the folder for this run's writer (a no-op for a reader)."""
-        return writing(self.path, "a training run") if self.writer else nullcontext()
+        if not self.writer:
+            return nullcontext()
+        self.created = not self.path.exists()  # holding it makes the folder
+        return writing(self.path, "a training run")
 
     def start(self, config: Config) -> None:
         """Record the config of a fresh run (clearing the run it replaces): from now on the
