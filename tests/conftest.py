@@ -31,8 +31,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: two workers then finish together instead of one waiting on the last
-    slow test."""
+    slow test. A test marked ``gpu`` is skipped, saying so, where CUDA is missing."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    import torch
+
+    if not torch.cuda.is_available():
+        needs_cuda = pytest.mark.skip(reason="marked gpu: needs CUDA, which this machine lacks")
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(needs_cuda)
 
 
 @pytest.fixture(autouse=True)

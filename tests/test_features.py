@@ -62,7 +62,6 @@ def test_the_encode_loop_records_its_slowest_batch(digits_source, tmp_path: Path
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_short_last_batch_is_padded_on_cuda_without_changing_its_rows(
     digits_source, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -135,7 +135,6 @@ def test_batch_too_small_for_the_ratio(table: np.ndarray) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_sampler_holds_features_on_the_gpu_and_selects_as_on_cpu(table: np.ndarray) -> None:
     cpu = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=5)
     gpu = saln.SelectiveBatchSampler(N, BATCH, "saln", table, 0.8, seed=5, device="cuda")
@@ -145,7 +144,6 @@ def test_cuda_sampler_holds_features_on_the_gpu_and_selects_as_on_cpu(table: np.
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_graphed_selection_plans_the_epochs_eager_selection_plans(table: np.ndarray) -> None:
     """Three epochs: the first solves eagerly, the second captures, the third replays; each
     epoch reshuffles, so every replay brings new rows into the graph's static input."""

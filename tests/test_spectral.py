@@ -216,7 +216,6 @@ def test_unknown_solver_lists_the_valid_ones() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_cuda_selects_what_cpu_selects(solver: str) -> None:
     x = torch.from_numpy(clustered_features(8, 128, 64, seed=11))
@@ -259,7 +258,6 @@ def test_cuda_graph_option_leaves_cpu_solves_unchanged() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_graphed_lanczos_replays_what_eager_lanczos_computes() -> None:
     """The first call runs eagerly, the second captures, later ones replay. Each call brings new
     data and must get the eager solve's eigenpairs (a stale static input or output would not)."""
@@ -283,7 +281,6 @@ def test_graphed_lanczos_replays_what_eager_lanczos_computes() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_failed_capture_warns_and_solves_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host sync inside the recurrence makes the real capture fail; the solves go on eagerly."""
     from saln.selection import graphed, solvers

@@ -428,7 +428,6 @@ def test_the_tracker_resolves_selected_positions_at_the_epoch_end() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", ["loss", "rho_loss", "jest"])
 def test_model_aware_steps_never_wait_for_the_gpu(tmp_path: Path, method: str) -> None:
     """Scoring, selecting and training a step queue GPU work without one host sync."""
@@ -517,7 +516,6 @@ def fresh_learner() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_graphed_steps_train_as_eager_steps_do(same_cudnn_kernels: None) -> None:
     """The same model, data and learning-rate change, stepped eagerly and from CUDA graphs."""
     from saln.train.graphs import WARMUP_STEPS, GraphedStep
@@ -544,7 +542,6 @@ def test_graphed_steps_train_as_eager_steps_do(same_cudnn_kernels: None) -> None
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_graphed_scoring_passes_score_as_eager_ones_do(same_cudnn_kernels: None) -> None:
     """Loss selection (score 16 rows, train the 4 highest) with eager and with graphed scoring
     and steps: the same scores, the same kept rows, the same weights and running stats."""
@@ -576,7 +573,6 @@ def test_graphed_scoring_passes_score_as_eager_ones_do(same_cudnn_kernels: None)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_failed_step_capture_warns_and_trains_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host sync inside the step makes the real capture fail; training goes on eagerly."""
     from saln.models import build_learner
@@ -621,7 +617,6 @@ def count_host_syncs(config: cfg.Config, out: Path) -> tuple[Counter[str], int]:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", ["standard", "saln", "loss", "jest"])
 def test_host_syncs_do_not_grow_with_the_number_of_steps(tmp_path: Path, method: str) -> None:
     """Whole runs through the engine on CUDA, once with 4x the steps: planning, evaluation and

@@ -147,9 +147,10 @@ def run_epoch(
     first: tuple[torch.Tensor, StepRows] | None = None  # the epoch's first step, for the report
     for step in range(len(plan)):
         with timer.phase("data"):
-            images, labels, indices = next(batches)
+            batch = next(batches)
         with timer.phase("selection"):
-            rows = choose_rows(ctx, images, labels, indices, gen, epoch, step)
+            rows = choose_rows(ctx, batch, gen, epoch, step)
+        images, labels, indices = batch
         if rows.positions is not None:
             images, labels = images[rows.positions], labels[rows.positions]
         first = first or (indices, rows)

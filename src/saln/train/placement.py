@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from saln.data.loaders import Batch
 from saln.selection import BatchView, tail_keep
 from saln.train import sharding
 from saln.train.setup import RunContext
@@ -27,37 +28,24 @@ class StepRows:
     scores: torch.Tensor | None = None  # what the selector ranked by (the report's example)
 
 
-# (context, images, labels, global indices, generator, epoch, step) -> the rows to train
-RowChoice = Callable[
-    [RunContext, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator, int, int], StepRows
-]
+# (context, the loaded batch, generator, epoch, step) -> the rows to train
+RowChoice = Callable[[RunContext, Batch, torch.Generator, int, int], StepRows]
 
 
 def every_row(
-    ctx: RunContext,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    indices: torch.Tensor,
-    gen: torch.Generator,
-    epoch: int,
-    step: int,
+    ctx: RunContext, batch: Batch, gen: torch.Generator, epoch: int, step: int
 ) -> StepRows:
     """The sampler has chosen already (or nothing is chosen): train on every loaded row."""
     return StepRows()
 
 
 def score_and_select(
-    ctx: RunContext,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    indices: torch.Tensor,
-    gen: torch.Generator,
-    epoch: int,
-    step: int,
+    ctx: RunContext, batch: Batch, gen: torch.Generator, epoch: int, step: int
 ) -> StepRows:
     """Model-aware selection: score the loaded rows without grad, keep the selector's choice.
     ``global`` mode under torchrun selects over the union of every rank's rows."""
     assert ctx.selector is not None
+    images, labels, indices = batch
     losses = ctx.score(images, labels)
     ref = None
     if ctx.ref_losses is not None:  # indices are pinned by the loaders on CUDA: no sync
