@@ -103,7 +103,7 @@ class KillAt(Callback):
             raise KeyboardInterrupt("killed")
 
 
-@pytest.mark.parametrize("method", ["saln", "loss"])
+@pytest.mark.parametrize("method", ["saln", "loss", "infobatch"])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path: Path, method: str) -> None:
     config = tiny(tmp_path, method, **{"train.epochs": 3})
     whole = fit(config, tmp_path / "whole")

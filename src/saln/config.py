@@ -104,6 +104,12 @@ class TrainConfig:
     )
     deterministic: bool = setting(False, "torch.use_deterministic_algorithms")
     jest_chunks: int = setting(16, "chunks JEST draws its kept set in")
+    prune_ratio: float = setting(
+        0.5, "InfoBatch: chance that a sample below the mean loss is left out of an epoch, [0, 1)"
+    )
+    infobatch_delta: float = setting(
+        0.875, "InfoBatch: share of the epochs after which every sample trains, (0, 1]"
+    )
     selection_mode: str = setting(
         "local", "model-aware selection under torchrun: local (per rank) or global"
     )
@@ -274,6 +280,10 @@ def validate(config: Config) -> None:
     t, d, o, f = config.train, config.data, config.optim, config.features
     if not 0.0 <= t.filter_ratio < 1.0:
         raise ConfigError(f"train.filter_ratio={t.filter_ratio} must be in [0, 1)")
+    if not 0.0 <= t.prune_ratio < 1.0:
+        raise ConfigError(f"train.prune_ratio={t.prune_ratio} must be in [0, 1)")
+    if not 0.0 < t.infobatch_delta <= 1.0:
+        raise ConfigError(f"train.infobatch_delta={t.infobatch_delta} must be in (0, 1]")
     for path, value in (
         ("train.epochs", t.epochs),
         ("train.batch_size", t.batch_size),

@@ -96,6 +96,28 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
+class EpochPool(Sampler[int]):
+    """Global indices whose set may change between epochs (an epoch-level method such as
+    InfoBatch sets it before each epoch), shuffled with a seed per epoch exactly as
+    :class:`SelectiveBatchSampler` shuffles a fixed sequence."""
+
+    def __init__(self, indices: np.ndarray, seed: int) -> None:
+        self.indices, self.seed, self.epoch = np.asarray(indices, dtype=np.int64), seed, 0
+
+    def set_pool(self, indices: np.ndarray) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        yield from self.indices[torch.randperm(len(self.indices), generator=gen).numpy()].tolist()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 @dataclass(frozen=True)
 class EpochPlan:
     """One rank's epoch, decided before any image is loaded: for each step the super-batch it

@@ -52,7 +52,16 @@ class Run:
         return self.summary.seed
 
 
-METHOD_ORDER = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest"]
+METHOD_ORDER = [
+    "standard",
+    "standard_matched",
+    "infobatch",
+    "uniform",
+    "saln",
+    "loss",
+    "rho_loss",
+    "jest",
+]
 
 
 def in_method_order(methods: set[str]) -> list[str]:

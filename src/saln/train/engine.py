@@ -22,7 +22,7 @@ from saln.sampling import EpochPlan, epoch_seed
 from saln.train import checkpoint, diagnostics, sharding
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
 from saln.train.components import eval_batches
-from saln.train.placement import PLACEMENTS, StepRows
+from saln.train.placement import PLACEMENTS, StepRows, train_rows
 from saln.train.setup import RunContext, build_run
 from saln.train.step import evaluate_batches
 from saln.train.summary import run_summary
@@ -131,6 +131,7 @@ def run_epoch(
     torch.manual_seed(epoch_seed(seed, epoch, 4))
     ctx.sampler.set_epoch(epoch)
     with timer.phase("selection"):
+        ctx.planner.before_epoch(epoch)
         plan = ctx.sampler.plan_epoch()
     for hook in hooks:
         hook.on_epoch_start(epoch, len(plan))
@@ -157,7 +158,7 @@ def run_epoch(
         if channels_last:  # match the learner's memory format, or every conv converts its input
             images = images.contiguous(memory_format=torch.channels_last)
         with timer.phase("step"):
-            loss_sum, correct = ctx.step(images, labels, rows.scale)
+            loss_sum, correct = train_rows(ctx, images, labels, indices, rows)
             if rows.counted:
                 acc.add(loss_sum, correct, len(labels), step)
                 tracker.record(indices, rows.positions)
@@ -178,6 +179,7 @@ def run_epoch(
             _write_selection_records(store, plan, *first)
     with timer.phase("eval"):
         val_loss, val_acc = evaluate(ctx, ctx.split.val)
+    planned = ctx.planner.end_epoch()
     train_loss, train_acc, trained_rows = acc.totals()
     times = timer.totals()
     trained_time = times.get("data", 0) + times.get("selection", 0) + times.get("step", 0)
@@ -193,6 +195,7 @@ def run_epoch(
         train_rows_per_s=trained_rows / max(trained_time, 1e-9),
         **tracker.end_epoch(),
         **diagnostics.spectral_epoch_stats(plan),
+        **planned,
         **_phase_times(timer),
     )
     for hook in hooks:
@@ -270,6 +273,7 @@ def _checkpoint_state(
         "history": [r.to_dict() for r in history],
         "best": best,
         "tracker": tracker.state(),
+        "planner": ctx.planner.state_dict(),
         "world_size": ctx.world_size,
     }
 
@@ -291,6 +295,7 @@ def _restore(
     ctx.optimizer.load_state_dict(state["optimizer"])
     ctx.scheduler.load_state_dict(state["scheduler"])
     tracker.load(state["tracker"])
+    ctx.planner.load_state_dict(state.get("planner", {}))
     done = len(state["history"])
     recorded = store.metrics()  # complete rows (with checkpoint time) where the writer got that far
     source = store.file("checkpoint.pt")

@@ -16,20 +16,23 @@ def _no_options(config: Config) -> dict[str, Any]:
 
 
 # Where a method chooses its rows: in the sampler, before any image is loaded (model-free
-# selectors, and no selection at all), or in the step, from the learner's losses on the
-# loaded rows (model-aware selectors).
-PLACES = ("sampler", "step")
+# selectors, and no selection at all); in the step, from the learner's losses on the loaded
+# rows (model-aware selectors); or a whole epoch ahead, from what earlier epochs recorded
+# (epoch-level methods, whose planner also weights the rows' losses).
+PLACES = ("sampler", "step", "epoch")
 
 
 @dataclass(frozen=True)
 class Method:
     """``selector`` None trains on every loaded row. ``matched_epochs`` shortens training to
     (1 - filter_ratio) of the epochs: the same number of trained examples as a selector.
-    ``selects_in`` is one of :data:`PLACES`."""
+    ``selects_in`` is one of :data:`PLACES`; ``planner`` names the epoch planner of an
+    epoch-level method (:data:`saln.train.epochwise.PLANNERS`)."""
 
     name: str
     selector: str | None
     selects_in: str = "sampler"
+    planner: str = "every_epoch"
     matched_epochs: bool = False
     options: Callable[[Config], dict[str, Any]] = field(default=_no_options)
 
@@ -69,5 +72,6 @@ for _method in (
     Method("loss", "loss", selects_in="step"),
     Method("rho_loss", "rho_loss", selects_in="step"),
     Method("jest", "jest", selects_in="step", options=lambda c: {"n_chunks": c.train.jest_chunks}),
+    Method("infobatch", None, selects_in="epoch", planner="infobatch"),
 ):
     METHODS.register(_method.name)(lambda m=_method: m)

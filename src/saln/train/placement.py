@@ -26,6 +26,7 @@ class StepRows:
     scale: float = 1.0  # this rank's loss scale (global selection under torchrun)
     counted: bool = True  # False: a zero-weight step that trained nothing
     scores: torch.Tensor | None = None  # what the selector ranked by (the report's example)
+    weights: torch.Tensor | None = None  # per-row loss weights of an epoch-level method
 
 
 # (context, the loaded batch, generator, epoch, step) -> the rows to train
@@ -65,4 +66,28 @@ def score_and_select(
     return StepRows(positions, scale, scores=scores)
 
 
-PLACEMENTS: dict[str, RowChoice] = {"sampler": every_row, "step": score_and_select}
+def planned_rows(
+    ctx: RunContext, batch: Batch, gen: torch.Generator, epoch: int, step: int
+) -> StepRows:
+    """The epoch's plan chose the rows before the epoch: train on all, with its weights."""
+    return StepRows(weights=ctx.planner.weights(batch.indices))
+
+
+PLACEMENTS: dict[str, RowChoice] = {
+    "sampler": every_row,
+    "step": score_and_select,
+    "epoch": planned_rows,
+}
+
+
+def train_rows(
+    ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+    rows: StepRows,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One step on the chosen rows: (summed loss, correct). Weighted rows also hand their
+    training losses to the epoch's planner, which plans the next epoch from them."""
+    if rows.weights is None:
+        return ctx.step(images, labels, rows.scale)
+    loss_sum, correct, losses = ctx.weighted_step(images, labels, rows.weights, rows.scale)
+    ctx.planner.record(indices, losses)
+    return loss_sum, correct

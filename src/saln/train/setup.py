@@ -16,12 +16,20 @@ from saln.data import DatasetBundle, Split, build_dataset, build_pipeline, strat
 from saln.data.loaders import Pipeline
 from saln.features import FeatureStore, extract_features
 from saln.models import WeightsError
-from saln.sampling import SelectiveBatchSampler
+from saln.sampling import EpochPool, SelectiveBatchSampler
 from saln.selection import Selector, keep_count
 from saln.train.components import build_optimizer, new_learner, resolve_device
+from saln.train.epochwise import PLANNERS, Planner
 from saln.train.methods import METHODS, Method
 from saln.train.reference import reference_losses
-from saln.train.step import ScoreFn, StepFn, eager_scorer, eager_step
+from saln.train.step import (
+    ScoreFn,
+    StepFn,
+    WeightedStepFn,
+    eager_scorer,
+    eager_step,
+    eager_weighted_step,
+)
 
 
 @dataclass(kw_only=True)
@@ -44,7 +52,9 @@ class RunContext:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     step: StepFn  # the train step: eager, or replayed from CUDA graphs
+    weighted_step: WeightedStepFn  # the step with per-row loss weights (epoch-level methods)
     score: ScoreFn  # the model-aware methods' scoring pass: eager, or replayed likewise
+    planner: Planner  # the epoch-level method's plan (a no-op for the others)
     features: FeatureStore | None = None
     ref_losses: torch.Tensor | None = None  # by global index, on device
     one_off: dict[str, float] = field(default_factory=dict)  # seconds, paid once per run
@@ -140,8 +150,15 @@ def load_features(
         ) from None
 
 
-def check_cuda_graphs(config: Config, device: torch.device, world_size: int) -> None:
+def check_cuda_graphs(
+    config: Config, device: torch.device, world_size: int, method: Method
+) -> None:
     """Refuse CUDA graphs asked for explicitly where they cannot run (``auto`` turns off)."""
+    if config.train.cuda_graphs is True and method.selects_in == "epoch":
+        raise ConfigError(
+            f"train.cuda_graphs replays unweighted steps, and {method.name} weights each row's "
+            "loss: set train.cuda_graphs=auto or false"
+        )
     if config.train.cuda_graphs is True and (device.type != "cuda" or world_size > 1):
         raise ConfigError(
             "train.cuda_graphs needs one process on a CUDA device (it captures steps that "
@@ -179,10 +196,10 @@ def scorer_for(config: Config, model: nn.Module, graphed: bool) -> ScoreFn:
 def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     t = config.train
     device = resolve_device(t.device)
-    check_cuda_graphs(config, device, world_size)  # before any data or model work
+    method = METHODS.build(t.method)
+    check_cuda_graphs(config, device, world_size, method)  # before any data or model work
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    method = METHODS.build(t.method)
     selector = method.build_selector(config)
     loaded, keep = batch_shape(config, method)
     bundle = build_dataset(config.data.dataset, config.data.data_root, config.data.download)
@@ -229,8 +246,9 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         ref_losses = table.to(device)
         one_off.update(costs)
     in_sampler = method.selects_in == "sampler"
+    pool = EpochPool(split.train, t.seed)  # the same order as the split itself, until changed
     sampler = SelectiveBatchSampler(
-        split.train,
+        pool if method.selects_in == "epoch" else split.train,
         loaded,
         selector if in_sampler else None,
         features,
@@ -245,9 +263,20 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = distributed.wrap(model, device)
-    graphed = graphed_steps(config, device.type, world_size)
+    # Weighted steps (epoch-level methods) run eagerly: their graphs would need the weights
+    # as another captured input.
+    graphed = graphed_steps(config, device.type, world_size) and method.selects_in != "epoch"
     step = train_step_for(config, model, optimizer, graphed)
     score = scorer_for(config, model, graphed)
+    planner = PLANNERS.build(
+        method.planner,
+        pool=pool,
+        candidates=split.train,
+        dataset_size=len(bundle.train),
+        config=config,
+        epochs=epochs,
+        device=device,
+    )
     return RunContext(
         config=config,
         device=device,
@@ -265,7 +294,9 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         optimizer=optimizer,
         scheduler=scheduler,
         step=step,
+        weighted_step=eager_weighted_step(model, optimizer, t.amp),
         score=score,
+        planner=planner,
         features=features,
         ref_losses=ref_losses,
         one_off=one_off,

@@ -82,6 +82,47 @@ def train_step(
     return loss.detach() * labels.numel(), correct
 
 
+# (images, labels, per-row loss weights, loss scale) -> (summed loss, correct, per-row losses)
+WeightedStepFn = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, float],
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+]
+
+
+def weighted_train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    autocast: bool,
+    loss_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`train_step` with each row's loss weighted (InfoBatch's rescaled low-loss rows);
+    also returns the rows' unweighted losses, which are what InfoBatch keeps per sample."""
+    with autocast_for(images.device, autocast):
+        logits = model(images)
+    per_row = F.cross_entropy(logits.float(), labels, reduction="none")
+    optimizer.zero_grad(set_to_none=True)
+    ((per_row * weights).mean() * loss_scale).backward()
+    optimizer.step()
+    with torch.no_grad():
+        correct = (logits.argmax(1) == labels).sum()
+    per_row = per_row.detach()
+    return per_row.sum(), correct, per_row
+
+
+def eager_weighted_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, autocast: bool
+) -> WeightedStepFn:
+    def step(
+        images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, loss_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return weighted_train_step(model, optimizer, images, labels, weights, autocast, loss_scale)
+
+    return step
+
+
 def eager_step(model: nn.Module, optimizer: torch.optim.Optimizer, autocast: bool) -> StepFn:
     def step(
         images: torch.Tensor, labels: torch.Tensor, loss_scale: float
