@@ -36,7 +36,7 @@ def all_methods(out: Path) -> dict[str, Any]:
 
     result = {}
     for method in METHODS.names():
-        config = tiny(out, method, **{"train.epochs": 10, "optim.schedule": "cosine"})
+        config = tiny(out, method, **{"train.epochs": 8, "optim.schedule": "cosine"})
         ctx = build_run(config, distributed.rank(), 2)
         initial, _ = evaluate(ctx, ctx.split.val)
         summary = fit(config, out / method)
