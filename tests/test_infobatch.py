@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from saln import config as cfg
 from saln.selection.infobatch import annealing, prune_epoch
@@ -66,3 +67,55 @@ def test_a_run_trains_fewer_rows_until_it_anneals_then_all(tmp_path: Path) -> No
 def test_bad_infobatch_settings_are_refused_naming_the_key(key: str, value: float) -> None:
     with pytest.raises(cfg.ConfigError, match=key.replace(".", r"\.")):
         cfg.load(None, {key: value})
+
+
+def test_a_budget_matched_standard_trains_the_examples_another_method_trained(
+    tmp_path: Path,
+) -> None:
+    from saln.experiments.compare import run_comparison
+
+    pruning = {"train.epochs": 4, "train.infobatch_delta": 0.75, "train.prune_ratio": 0.9}
+    config = tiny(tmp_path, "standard", **pruning)  # InfoBatch trains about 3 epochs' rows
+    methods = ["standard_matched@infobatch", "infobatch"]  # the budget trains after its method
+    report = run_comparison(config, methods, [0, 1], tmp_path / "cmp")
+    rows = report["methods"]
+    assert set(rows) == {"infobatch", "standard_matched@infobatch"}
+    for seed in (0, 1):
+        runs = tmp_path / "cmp" / "runs"
+        spent = json.loads((runs / f"infobatch-seed{seed}" / "summary.json").read_text())
+        matched = json.loads(
+            (runs / f"standard_matched@infobatch-seed{seed}" / "summary.json").read_text()
+        )
+        epochs = round(spent["examples_trained"] / 1005)  # whole epochs of the 1005-row split
+        assert matched["epochs"] == epochs < 4
+        assert matched["examples_trained"] == epochs * 1005
+        assert matched["method"] == "standard_matched@infobatch"
+        stored = yaml.safe_load(
+            (runs / f"standard_matched@infobatch-seed{seed}" / "config.yaml").read_text()
+        )
+        assert stored["train"]["budget_examples"] == spent["examples_trained"]
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        (["standard_matched@infobatch"], "add infobatch to --methods"),
+        (["uniform@infobatch", "infobatch"], "only standard_matched takes"),
+        (["standard_matched@nope", "uniform"], "unknown method 'nope'"),
+    ],
+)
+def test_a_budget_needs_its_method_in_the_comparison(
+    tmp_path: Path, methods: list[str], message: str
+) -> None:
+    from saln.experiments.compare import run_comparison
+
+    with pytest.raises(ValueError, match=message):
+        run_comparison(tiny(tmp_path, "standard"), methods, [0], tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_a_budget_is_only_for_standard_matched() -> None:
+    with pytest.raises(cfg.ConfigError, match=r"train\.budget_examples sets the budget of"):
+        cfg.load(None, {"train.method": "uniform", "train.budget_examples": 100})
+    with pytest.raises(cfg.ConfigError, match=r"train\.budget_examples must be positive"):
+        cfg.load(None, {"train.method": "standard_matched", "train.budget_examples": 0})

@@ -104,6 +104,14 @@ class TrainConfig:
     )
     deterministic: bool = setting(False, "torch.use_deterministic_algorithms")
     jest_chunks: int = setting(16, "chunks JEST draws its kept set in")
+    budget_examples: int | None = setting(
+        None,
+        "standard_matched: train this many examples (whole epochs, the schedule decayed over "
+        "them) instead of (1 - filter_ratio) of the epochs",
+    )
+    budget_of: str | None = setting(
+        None, "standard_matched: the method whose trained examples set budget_examples"
+    )
     prune_ratio: float = setting(
         0.5, "InfoBatch: chance that a sample below the mean loss is left out of an epoch, [0, 1)"
     )
@@ -280,6 +288,17 @@ def validate(config: Config) -> None:
     t, d, o, f = config.train, config.data, config.optim, config.features
     if not 0.0 <= t.filter_ratio < 1.0:
         raise ConfigError(f"train.filter_ratio={t.filter_ratio} must be in [0, 1)")
+    if t.budget_examples is not None:
+        _positive("train.budget_examples", t.budget_examples)
+        if t.method != "standard_matched":
+            raise ConfigError(
+                f"train.budget_examples sets the budget of standard_matched, and this run is "
+                f"{t.method!r}: set train.method=standard_matched or drop the budget"
+            )
+    if t.budget_of is not None and t.budget_examples is None:
+        raise ConfigError(
+            "train.budget_of names whose budget train.budget_examples holds: set both"
+        )
     if not 0.0 <= t.prune_ratio < 1.0:
         raise ConfigError(f"train.prune_ratio={t.prune_ratio} must be in [0, 1)")
     if not 0.0 < t.infobatch_delta <= 1.0:

@@ -34,8 +34,7 @@ def run_comparison(
     are skipped, unfinished ones resumed), then build the report. A run made with another
     config is refused, or retrained with ``overwrite``. One comparison writes to ``out`` at a
     time."""
-    for method in methods:
-        METHODS.get(method)  # an unknown name fails here, listing the valid ones
+    check_methods(methods)
     aggregate.check_target(target)  # before the training, not after it
     check_nproc(nproc)
     out = check_writable(Path(out), "out dir", "--out")
@@ -53,12 +52,47 @@ def train_grid(
     overwrite: bool = False,
 ) -> list[Path]:
     """Train every method x seed of ``base`` into ``out/runs`` (complete runs are skipped,
-    unfinished ones resumed) and return their directories."""
+    unfinished ones resumed) and return their directories. A budget-matched method
+    (``standard_matched@M``) trains after M, with the examples M's run of that seed trained."""
     for seed in seeds:
-        for method in methods:
-            config = cfg.from_dict({"train": {"method": method, "seed": seed}}, base)
+        for method in sorted(methods, key=lambda m: BUDGET in m):  # budgets after their methods
+            config = cfg.from_dict({"train": run_settings(method, seed, out)}, base)
             train_one(config, run_dir(out, method, seed), nproc, overwrite)
     return [run_dir(out, m, s) for s in seeds for m in methods]
+
+
+BUDGET = "@"  # standard_matched@METHOD: standard training on METHOD's measured examples
+
+
+def run_settings(method: str, seed: int, out: Path) -> dict[str, Any]:
+    """The train settings of one run of a grid; a budget comes from the matched run's summary."""
+    name, _, budget_of = method.partition(BUDGET)
+    if not budget_of:
+        return {"method": name, "seed": seed}
+    matched = RunStore(run_dir(out, budget_of, seed)).require_summary()
+    return {
+        "method": name,
+        "seed": seed,
+        "budget_examples": matched.examples_trained,
+        "budget_of": budget_of,
+    }
+
+
+def check_methods(methods: list[str]) -> None:
+    """Every name registered; ``standard_matched@M`` only beside M, whose budget it takes."""
+    for method in methods:
+        name, _, budget_of = method.partition(BUDGET)
+        METHODS.get(name)  # an unknown name fails here, listing the valid ones
+        if not budget_of:
+            continue
+        if not METHODS.get(name)().matched_epochs:
+            raise ValueError(f"{method}: only standard_matched takes another method's budget")
+        METHODS.get(budget_of)
+        if budget_of not in methods:
+            raise ValueError(
+                f"{method} trains on the examples {budget_of} trained: add {budget_of} to "
+                "--methods"
+            )
 
 
 def check_nproc(nproc: int) -> None:

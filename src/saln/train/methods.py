@@ -49,10 +49,22 @@ class Method:
             return None
         return SELECTORS.build(self.selector, **self.options(config))
 
-    def epochs(self, config: Config) -> int:
+    def epochs(self, config: Config, train_rows: int) -> int:
+        """Epochs to train; a matched method trains the examples of its budget: those another
+        method measured (``train.budget_examples``), else (1 - filter_ratio) of the epochs."""
+        t = config.train
         if not self.matched_epochs:
-            return config.train.epochs
-        return max(1, round(config.train.epochs * (1 - config.train.filter_ratio)))
+            return t.epochs
+        if t.budget_examples is not None:
+            return max(1, round(t.budget_examples / train_rows))
+        return max(1, round(t.epochs * (1 - t.filter_ratio)))
+
+
+def method_label(config: Config) -> str:
+    """The name a run is reported under: a budget-matched standard names whose budget it has
+    (``standard_matched@infobatch``)."""
+    t = config.train
+    return f"{t.method}@{t.budget_of}" if t.budget_of else t.method
 
 
 METHODS: Registry[Method] = Registry("method")

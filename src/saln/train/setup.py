@@ -213,7 +213,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     torch.manual_seed(t.seed)  # the same initial learner for every method of a seed
     model = new_learner(config, len(bundle.classes), device)
     check_rows_per_step(config, method, keep, model)
-    epochs = method.epochs(config)
+    epochs = method.epochs(config, len(split.train))
     optimizer, scheduler = build_optimizer(model, config, epochs)
     data = config.data
     decoded = Path(config.features.cache_dir)  # decoded images, beside features and references

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from saln.runs.records import TIME_PHASES, EpochRecord, RunSummary
+from saln.train.methods import method_label
 from saln.train.setup import RunContext
 
 
@@ -22,7 +23,7 @@ def run_summary(
     train_time = sum(r.train_time for r in history)
     last = history[-1]
     return RunSummary(
-        method=ctx.method.name,
+        method=method_label(ctx.config),
         seed=ctx.config.train.seed,
         dataset=ctx.config.data.dataset,
         split_seed=ctx.config.data.split_seed,
