@@ -187,7 +187,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         "train.device": str(device),
     }
     if args.smoke:
-        base.update({"features.encoder": "pixels", "features.image_size": 8, "train.epochs": 2})
+        base.update({"features.encoder": "pixels", "features.image_size": 8, "train.epochs": 1})
     payload: dict[str, Any] = {
         "benchmark": "gpu",
         "machine": machine(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -132,11 +133,8 @@ def test_a_plain_install_runs_from_an_empty_folder(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run(
-        [python, "-c", "import saln; print(saln.__file__)"], cwd=empty, env=env,
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert str(env_dir) in where.stdout, where.stdout + where.stderr  # not the checkout
+    installed = list((env_dir / "lib").glob("python*/site-packages/saln/configs/demo.yaml"))
+    assert installed, "the configs are not in the installed package"  # a copy, not the checkout
     saln = str(env_dir / "bin" / "saln")
     helped = subprocess.run([saln, "compare", "--help"], cwd=empty, env=env, capture_output=True)
     assert helped.returncode == 0 and b"--methods" in helped.stdout
@@ -147,6 +145,8 @@ def test_a_plain_install_runs_from_an_empty_folder(tmp_path: Path) -> None:
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert (empty / "run" / "summary.json").exists()
+    env_json = json.loads((empty / "run" / "env.json").read_text())
+    assert env_json["git_sha"] is None  # the installed copy ran, not the checkout's code
 
 
 def test_an_internal_error_keeps_its_traceback_and_a_user_error_is_one_line(
