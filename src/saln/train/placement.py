@@ -2,7 +2,8 @@
 :data:`saln.train.methods.PLACES`), so the epoch loop never asks what kind of method it runs.
 
 Rows chosen in the sampler arrive already selected: the step trains on all of them. Rows chosen
-in the step are scored by the learner without grad and the selector keeps its share.
+in the step are scored by the learner without grad and the selector keeps its share. Rows
+planned a whole epoch ahead arrive selected too, with the loss weights of the epoch's plan.
 """
 
 from __future__ import annotations
