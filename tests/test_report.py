@@ -529,3 +529,50 @@ def test_the_published_gpu_reports_rebuild_from_their_archived_runs(
                 assert value["p"] == pytest.approx(before["methods"][method][key]["p"], rel=1e-9)
                 value = {**value, "p": before["methods"][method][key]["p"]}
             assert value == before["methods"][method][key], (method, key)
+
+
+def test_the_headline_names_the_method_that_reached_the_target_first(synthetic: Path) -> None:
+    """At 0.84, standard reaches it at 30 and 24 s (27 s), saln at 11.5 and 10 s (10.75 s, its
+    4 s extraction included), uniform never: saln first, 27 / 10.75 = 2.51x faster."""
+    report = build_report([synthetic], synthetic / "report", target=0.84)
+    facts = report["headline"]
+    assert facts["method"] == "saln"
+    assert facts["seconds"] == pytest.approx(10.75) and facts["standard_seconds"] == 27.0
+    assert facts["speedup"] == pytest.approx(27 / 10.75)
+    first = (synthetic / "report" / "report.md").read_text().splitlines()[2]
+    assert first.startswith("**saln** reached the target first: 10.8 s against standard's 27.0 s")
+    assert "No budget-matched control here: add standard_matched@saln" in first
+
+
+def test_the_headline_judges_the_fastest_against_its_budget_matched_control(
+    synthetic: Path,
+) -> None:
+    split = json.loads((synthetic / "runs" / "saln-seed0" / "split.json").read_text())
+    # standard training on saln's examples: the same 0.70/0.71 test accuracy, reached later
+    SYNTHETIC["standard_matched@saln"] = {
+        0: (5.0, [0.30, 0.60, 0.85], 0.70, 0.0),
+        1: (5.0, [0.35, 0.65, 0.86], 0.71, 0.0),
+    }
+    try:
+        for seed in (0, 1):
+            write_run(synthetic, "standard_matched@saln", seed, split)
+    finally:
+        del SYNTHETIC["standard_matched@saln"]
+    report = build_report([synthetic], synthetic / "report", target=0.84)
+    facts = report["headline"]
+    assert facts["budget_control"] == "standard_matched@saln"
+    assert facts["vs_budget_control"]["verdict"] == "indistinguishable"
+    assert facts["vs_budget_control"]["difference"] == pytest.approx(0.0)
+    first = (synthetic / "report" / "report.md").read_text().splitlines()[2]
+    assert (
+        "Against standard_matched@saln (standard training on its examples): +0.00 points" in first
+    )
+
+
+def test_the_headline_says_when_no_method_beat_standard(synthetic: Path) -> None:
+    for seed in (0, 1):
+        shutil.rmtree(synthetic / "runs" / f"saln-seed{seed}")
+    report = build_report([synthetic], synthetic / "report", target=0.84)
+    assert report["headline"]["method"] is None
+    first = (synthetic / "report" / "report.md").read_text().splitlines()[2]
+    assert first == "No method beat standard: none reached the target faster on every seed."

@@ -12,6 +12,7 @@ from saln.report import aggregate
 from saln.report.build import build_report
 from saln.runs import RunStore
 from saln.runs.lock import writing
+from saln.runs.records import BUDGET
 from saln.train import METHODS, fit
 
 DEFAULT_METHODS = tuple(aggregate.METHOD_ORDER)  # every method, in the order reports show them
@@ -61,9 +62,6 @@ def train_grid(
     return [run_dir(out, m, s) for s in seeds for m in methods]
 
 
-BUDGET = "@"  # standard_matched@METHOD: standard training on METHOD's measured examples
-
-
 def run_settings(method: str, seed: int, out: Path) -> dict[str, Any]:
     """The train settings of one run of a grid; a budget comes from the matched run's summary."""
     name, _, budget_of = method.partition(BUDGET)
@@ -90,8 +88,7 @@ def check_methods(methods: list[str]) -> None:
         METHODS.get(budget_of)
         if budget_of not in methods:
             raise ValueError(
-                f"{method} trains on the examples {budget_of} trained: add {budget_of} to "
-                "--methods"
+                f"{method} trains on the examples {budget_of} trained: add {budget_of} to --methods"
             )
 
 

@@ -19,7 +19,7 @@ import yaml
 from scipy import stats
 
 from saln.config import ConfigError, from_dict
-from saln.runs.records import EpochRecord, RunSummary
+from saln.runs.records import BUDGET, EpochRecord, RunSummary
 from saln.runs.store import RunStore, config_differences
 
 # Settings that must agree for runs to be comparable: same data, same split.
@@ -362,10 +362,40 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
     return {
         "target_val_acc": target,
         "target_basis": basis,
+        "headline": headline(runs, table),
         "methods": table,
         "incomplete": [str(p) for p in runs.incomplete],
         "runs": [str(r.path) for r in runs.runs],
         "dataset": runs.runs[0].config["data"]["dataset"],
+    }
+
+
+def headline(runs: RunSet, table: dict[str, Any]) -> dict[str, Any]:
+    """The answer to "which method reaches my accuracy in less time?": the method (standard and
+    the budget-matched controls aside) that reached the target first on every seed, time
+    counting one-off costs and selection, its speed-up against standard's time to the target,
+    and its verdict against the budget-matched control ``standard_matched@METHOD`` where the
+    comparison has one."""
+    reached = {
+        m: row["to_target"]["seconds"]["mean"]
+        for m, row in table.items()
+        if row["to_target"]["seconds"] is not None
+    }
+    standard = reached.get("standard")
+    candidates = {m: t for m, t in reached.items() if m != "standard" and BUDGET not in m}
+    faster = {m: t for m, t in candidates.items() if standard is not None and t < standard}
+    if not faster or standard is None:
+        return {"method": None, "standard_seconds": standard}
+    method = min(faster, key=faster.__getitem__)
+    control = f"standard_matched{BUDGET}{method}"
+    versus = compare_to_control(runs.of(method), runs.of(control)) if runs.of(control) else None
+    return {
+        "method": method,
+        "seconds": faster[method],
+        "standard_seconds": standard,
+        "speedup": standard / faster[method],
+        "budget_control": control if versus else None,
+        "vs_budget_control": versus.to_json() if versus else None,
     }
 
 

@@ -14,10 +14,16 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from saln.report.aggregate import METHOD_ORDER, Run, RunSet, in_method_order, one_off_seconds
+from saln.report.aggregate import Run, RunSet, in_method_order, one_off_seconds
 from saln.runs.records import SMALL_GAP
 
-COLOURS = {method: f"C{i}" for i, method in enumerate(METHOD_ORDER)}
+# One colour per method, kept when methods are added (a published picture keeps its colours).
+COLOURS = {
+    method: f"C{i}"
+    for i, method in enumerate(
+        ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest", "infobatch"]
+    )
+}
 
 
 def save(fig: Figure, path: Path) -> Path:

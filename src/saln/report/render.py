@@ -149,8 +149,38 @@ def preamble(report: dict[str, Any]) -> str:
     )
 
 
+def headline(report: dict[str, Any]) -> str:
+    """One sentence: the method that reached the target first and whether that is a real
+    saving (against the budget-matched control), or that none beat standard."""
+    facts = report.get("headline") or {}
+    if not facts.get("method"):
+        if facts.get("standard_seconds") is None:
+            return "Standard training did not reach the target on every seed: no speed-up to state."
+        return "No method beat standard: none reached the target faster on every seed."
+    said = (
+        f"**{facts['method']}** reached the target first: {facts['seconds']:.1f} s against "
+        f"standard's {facts['standard_seconds']:.1f} s ({facts['speedup']:.2f}x faster, one-off "
+        "costs and selection included)."
+    )
+    versus = facts.get("vs_budget_control")
+    if versus is None:
+        return f"{said} No budget-matched control here: add standard_matched@{facts['method']}."
+    p = "no p (needs >= 2 seeds)" if versus["p"] is None else f"p = {versus['p']:.3f}"
+    return (
+        f"{said} Against {facts['budget_control']} (standard training on its examples): "
+        f"{versus['difference'] * 100:+.2f} points of test accuracy, {p}: {versus['verdict']}."
+    )
+
+
 def markdown(report: dict[str, Any], images: dict[str, Path], notes: list[str]) -> str:
-    out = [f"# saln comparison: {report['dataset']}", "", preamble(report), ""]
+    out = [
+        f"# saln comparison: {report['dataset']}",
+        "",
+        headline(report),
+        "",
+        preamble(report),
+        "",
+    ]
     for title, columns in TABLES:
         out += [
             f"## {title}",
@@ -169,6 +199,7 @@ def markdown(report: dict[str, Any], images: dict[str, Path], notes: list[str]) 
 def page(report: dict[str, Any], images: dict[str, Path], notes: list[str]) -> str:
     parts = [
         f"<h1>saln comparison: {html.escape(report['dataset'])}</h1>",
+        f"<p>{html.escape(headline(report)).replace('**', '')}</p>",
         f"<p>{html.escape(preamble(report))}</p>",
     ]
     for title, columns in TABLES:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 # A relative spectral gap (l3 - l2) / l2 below this leaves the Fiedler vector not unique.
 SMALL_GAP = 1e-3
 TIME_PHASES = ("data", "selection", "step", "eval", "checkpoint")  # each epoch's seconds
+BUDGET = "@"  # standard_matched@METHOD: the run trained METHOD's measured examples
 
 
 class RecordError(ValueError):

@@ -8,6 +8,7 @@ from typing import Any
 
 from saln.config import Config, graphed_selection
 from saln.registry import Registry
+from saln.runs.records import BUDGET
 from saln.selection import SELECTORS, Selector
 
 
@@ -64,7 +65,7 @@ def method_label(config: Config) -> str:
     """The name a run is reported under: a budget-matched standard names whose budget it has
     (``standard_matched@infobatch``)."""
     t = config.train
-    return f"{t.method}@{t.budget_of}" if t.budget_of else t.method
+    return f"{t.method}{BUDGET}{t.budget_of}" if t.budget_of else t.method
 
 
 METHODS: Registry[Method] = Registry("method")
