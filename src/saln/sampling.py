@@ -96,6 +96,13 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
+def shuffled(pool: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """``pool`` in the seeded order of ``epoch``: every sampler of a run shuffles this way, so
+    an epoch-level method that drops nothing draws the batches standard training draws."""
+    gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return np.asarray(pool)[torch.randperm(len(pool), generator=gen).numpy()].astype(np.int64)
+
+
 class EpochPool(Sampler[int]):
     """Global indices whose set may change between epochs (an epoch-level method such as
     InfoBatch sets it before each epoch), shuffled with a seed per epoch exactly as
@@ -111,8 +118,7 @@ class EpochPool(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        yield from self.indices[torch.randperm(len(self.indices), generator=gen).numpy()].tolist()
+        yield from shuffled(self.indices, self.seed, self.epoch).tolist()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -232,8 +238,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
                 self.source.set_epoch(self.epoch)
             return np.fromiter(iter(self.source), dtype=np.int64)
         pool = np.arange(self.source) if isinstance(self.source, int) else np.asarray(self.source)
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return pool[torch.randperm(len(pool), generator=gen).numpy()].astype(np.int64)
+        return shuffled(pool, self.seed, self.epoch)
 
     def _drop_short(self) -> bool:
         return self.drop_last or self.world_size > 1  # ranks must get equal work
