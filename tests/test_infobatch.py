@@ -47,8 +47,10 @@ def test_annealing_starts_at_delta_of_the_epochs() -> None:
     assert not any(annealing(e, 8, 1.0) for e in range(8))
 
 
-def test_a_run_trains_fewer_rows_until_it_anneals_then_all(tmp_path: Path) -> None:
-    config = tiny(tmp_path, "infobatch", **{"train.epochs": 4, "train.infobatch_delta": 0.75})
+@pytest.mark.parametrize("loader", ["resident", "dataloader"])
+def test_a_run_trains_fewer_rows_until_it_anneals_then_all(tmp_path: Path, loader: str) -> None:
+    settings = {"train.epochs": 4, "train.infobatch_delta": 0.75, "data.loader": loader}
+    config = tiny(tmp_path, "infobatch", **settings, **{"data.workers": 0})
     summary = fit(config, tmp_path / "run")
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     split = rows[0]["examples"]  # epoch 1: every sample, nothing seen yet

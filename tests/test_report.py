@@ -576,3 +576,37 @@ def test_the_headline_says_when_no_method_beat_standard(synthetic: Path) -> None
     assert report["headline"]["method"] is None
     first = (synthetic / "report" / "report.md").read_text().splitlines()[2]
     assert first == "No method beat standard: none reached the target faster on every seed."
+
+
+def test_each_method_is_judged_against_its_budget_matched_control(synthetic: Path) -> None:
+    """standard_matched at the selectors' filter ratio trains their examples: saln's 0.70/0.71
+    against its 0.75/0.76 is t = -0.05 / sqrt(2 * 0.00005 / 2) = -7.07 on 2 degrees of freedom,
+    p = 2 * (1 - 0.5 * (1 + 7.07 / sqrt(7.07**2 + 2))) = 0.0194: worse."""
+    split = json.loads((synthetic / "runs" / "saln-seed0" / "split.json").read_text())
+    SYNTHETIC["standard_matched"] = {
+        0: (2.0, [0.40, 0.70, 0.80], 0.75, 0.0),
+        1: (2.0, [0.40, 0.70, 0.80], 0.76, 0.0),
+    }
+    try:
+        for seed in (0, 1):
+            write_run(synthetic, "standard_matched", seed, split)
+    finally:
+        del SYNTHETIC["standard_matched"]
+    methods = build_report([synthetic], synthetic / "report")["methods"]
+    assert methods["saln"]["budget_control"] == "standard_matched"
+    assert methods["saln"]["vs_budget_control"]["difference"] == pytest.approx(-0.05)
+    assert methods["saln"]["vs_budget_control"]["p"] == pytest.approx(0.01942, abs=1e-4)
+    assert [methods[m]["verdict_vs_budget"] for m in methods] == [
+        "reference", "control", "indistinguishable", "worse"
+    ]  # fmt: skip
+    lines = (synthetic / "report" / "report.md").read_text().splitlines()
+    table = lines.index(next(x for x in lines if x.startswith("## Against the budget-matched")))
+    assert lines[table + 2 : table + 8] == [
+        "| method | control | difference (points) | p | verdict |",
+        "|---|---|---|---|---|",
+        "| standard | n/a | n/a | n/a | reference |",
+        "| standard_matched | n/a | n/a | n/a | control |",
+        f"| uniform | standard_matched | +3.50 | {methods['uniform']['vs_budget_control']['p']:.3f}"
+        " | indistinguishable |",
+        "| saln | standard_matched | -5.00 | 0.019 | worse |",
+    ]

@@ -118,6 +118,13 @@ class TrainConfig:
     infobatch_delta: float = setting(
         0.875, "InfoBatch: share of the epochs after which every sample trains, (0, 1]"
     )
+    select_from: float = setting(
+        0.0, "share of the epochs trained on every row before a selector starts (warm-up), [0, 1)"
+    )
+    select_until: float = setting(
+        1.0, "share of the epochs after which a selector stops and every row trains, (0, 1]"
+    )
+    ratio_ramp: str = setting("constant", "filter ratio over the selecting epochs", registry="ramp")
     selection_mode: str = setting(
         "local", "model-aware selection under torchrun: local (per rank) or global"
     )

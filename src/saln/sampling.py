@@ -8,7 +8,7 @@ whole epoch's selections are computed in one batched call when the epoch starts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -149,6 +149,8 @@ class SelectiveBatchSampler(Sampler[list[int]]):
     ``int(n * (1 - filter_ratio))`` rows of each (or exactly ``keep`` if given). A short last
     super-batch keeps the same share, at least two rows; one of a single row is left out (it
     reshuffles into the next epoch), since BatchNorm cannot train on one row. With
+    ``ratio_at(epoch)``, if given, replaces the filter ratio each epoch
+    (:class:`saln.selection.schedule.SelectionSchedule.ratio`). With
     ``world_size > 1`` super-batches are dealt round-robin, so each is selected once, by the rank
     that trains it. Call ``set_epoch(e)`` before each epoch, as with ``DistributedSampler``;
     :meth:`plan_epoch` returns the epoch's :class:`EpochPlan`, iterating yields its rows.
@@ -166,6 +168,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         *,
         keep: int | None = None,
         labels: np.ndarray | torch.Tensor | None = None,
+        ratio_at: Callable[[int], float] | None = None,
         rank: int = 0,
         world_size: int = 1,
         device: str | torch.device = "cpu",
@@ -182,7 +185,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         self.keep = (
             keep_count(batch_size, filter_ratio) if keep is None else check_keep(keep, batch_size)
         )
-        self.filter_ratio = filter_ratio
+        self.filter_ratio, self.ratio_at = filter_ratio, ratio_at
         self.device = torch.device(device)
         self.features = as_feature_source(features, self.device)
         self.labels = None if labels is None else torch.as_tensor(np.asarray(labels))
@@ -231,6 +234,8 @@ class SelectiveBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.ratio_at is not None:
+            self.keep = keep_count(self.batch_size, self.ratio_at(epoch))
 
     def _order(self) -> np.ndarray:
         if isinstance(self.source, Sampler):

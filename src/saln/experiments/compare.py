@@ -14,6 +14,7 @@ from saln.runs import RunStore
 from saln.runs.lock import writing
 from saln.runs.records import BUDGET
 from saln.train import METHODS, fit
+from saln.train.methods import for_grid
 
 DEFAULT_METHODS = tuple(aggregate.METHOD_ORDER)  # every method, in the order reports show them
 
@@ -36,6 +37,7 @@ def run_comparison(
     config is refused, or retrained with ``overwrite``. One comparison writes to ``out`` at a
     time."""
     check_methods(methods)
+    check_schedule(base, methods)
     aggregate.check_target(target)  # before the training, not after it
     check_nproc(nproc)
     out = check_writable(Path(out), "out dir", "--out")
@@ -58,6 +60,7 @@ def train_grid(
     for seed in seeds:
         for method in sorted(methods, key=lambda m: BUDGET in m):  # budgets after their methods
             config = cfg.from_dict({"train": run_settings(method, seed, out)}, base)
+            config = for_grid(config, METHODS.build(config.train.method))
             train_one(config, run_dir(out, method, seed), nproc, overwrite)
     return [run_dir(out, m, s) for s in seeds for m in methods]
 
@@ -90,6 +93,19 @@ def check_methods(methods: list[str]) -> None:
             raise ValueError(
                 f"{method} trains on the examples {budget_of} trained: add {budget_of} to --methods"
             )
+
+
+def check_schedule(base: cfg.Config, methods: list[str]) -> None:
+    """A selection schedule is checked for every method it applies to, before any training;
+    one that applies to none of them is refused rather than ignored."""
+    scheduled = [m for m in (METHODS.build(n.partition(BUDGET)[0]) for n in methods) if m.selector]
+    for method in scheduled:
+        method.schedule(base)
+    if not scheduled and for_grid(base, METHODS.build("standard")) != base:
+        raise cfg.ConfigError(
+            "train.select_from/select_until/ratio_ramp schedule a selector, and none of "
+            f"--methods {','.join(methods)} has one: add a selecting method or drop them"
+        )
 
 
 def check_nproc(nproc: int) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from saln import config as cfg
-from saln.experiments.compare import check_nproc, train_grid
+from saln.experiments.compare import check_nproc, check_schedule, train_grid
 from saln.io import check_writable
 from saln.report.build import build_report
 from saln.report.sweep import FULL_DIR, RATIO_FREE, ratio_dir, write_sweep
@@ -32,6 +32,7 @@ def run_sweep(
         raise ValueError("name at least one method to sweep")
     for method in methods:
         METHODS.get(method)  # an unknown name fails here, before any training
+    check_schedule(base, methods)
     check_nproc(nproc)
     # every ratio is validated before the first run starts
     at_ratio = {r: cfg.from_dict({"train": {"filter_ratio": r}}, base) for r in ratios}

@@ -283,6 +283,37 @@ def setting_differences(group: list[Run], control: list[Run]) -> list[str]:
     return config_differences(theirs, ours, ignore=SEED | {("train", "method")})
 
 
+def budget_control(method: str, runs: RunSet) -> str | None:
+    """The control a method's saving is judged by: standard training with its schedule fully
+    decayed over the method's examples. ``standard_matched@METHOD`` where the comparison has
+    it, else ``standard_matched`` at the method's filter ratio (the same examples in either
+    batch convention); None for the standard runs themselves, or where neither was run."""
+    if method.startswith("standard"):
+        return None
+    named = f"standard_matched{BUDGET}{method}"
+    if runs.of(named):
+        return named
+    ratio, matched = runs.of(method)[0].summary.filter_ratio, runs.of("standard_matched")
+    if ratio and matched and matched[0].config["train"]["filter_ratio"] == ratio:
+        return "standard_matched"
+    return None
+
+
+def budget_verdict(method: str, runs: RunSet) -> dict[str, Any]:
+    """The row's ``budget_control``, ``vs_budget_control`` and ``verdict_vs_budget``."""
+    control = budget_control(method, runs)
+    if control is None:
+        reasons = {"standard": "reference", "standard_matched": "control"}
+        reason = reasons.get(method.partition(BUDGET)[0], "no budget-matched run")
+        return {"budget_control": None, "vs_budget_control": None, "verdict_vs_budget": reason}
+    versus = compare_to_control(runs.of(method), runs.of(control))
+    return {
+        "budget_control": control,
+        "vs_budget_control": versus.to_json(),
+        "verdict_vs_budget": versus.verdict,
+    }
+
+
 def control_verdict(method: str, comparison: ControlComparison | None) -> str:
     if method == "uniform":
         return "control"
@@ -356,13 +387,14 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
             f"not comparable ({mismatch[0]})" if mismatch else control_verdict(method, comparison)
         )
         row["vs_uniform"] = comparison.to_json() if comparison else None
+        row.update(budget_verdict(method, runs))
         row["filter_ratio"] = group[0].summary.filter_ratio
         row["convention"] = group[0].summary.convention
         table[method] = row
     return {
         "target_val_acc": target,
         "target_basis": basis,
-        "headline": headline(runs, table),
+        "headline": headline(table),
         "methods": table,
         "incomplete": [str(p) for p in runs.incomplete],
         "runs": [str(r.path) for r in runs.runs],
@@ -370,11 +402,11 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
     }
 
 
-def headline(runs: RunSet, table: dict[str, Any]) -> dict[str, Any]:
+def headline(table: dict[str, Any]) -> dict[str, Any]:
     """The answer to "which method reaches my accuracy in less time?": the method (standard and
     the budget-matched controls aside) that reached the target first on every seed, time
     counting one-off costs and selection, its speed-up against standard's time to the target,
-    and its verdict against the budget-matched control ``standard_matched@METHOD`` where the
+    and its verdict against its budget-matched control (:func:`budget_control`) where the
     comparison has one."""
     reached = {
         m: row["to_target"]["seconds"]["mean"]
@@ -387,15 +419,13 @@ def headline(runs: RunSet, table: dict[str, Any]) -> dict[str, Any]:
     if not faster or standard is None:
         return {"method": None, "standard_seconds": standard}
     method = min(faster, key=faster.__getitem__)
-    control = f"standard_matched{BUDGET}{method}"
-    versus = compare_to_control(runs.of(method), runs.of(control)) if runs.of(control) else None
     return {
         "method": method,
         "seconds": faster[method],
         "standard_seconds": standard,
         "speedup": standard / faster[method],
-        "budget_control": control if versus else None,
-        "vs_budget_control": versus.to_json() if versus else None,
+        "budget_control": table[method]["budget_control"],
+        "vs_budget_control": table[method]["vs_budget_control"],
     }
 
 

@@ -30,9 +30,9 @@ def pm(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
 
 
-def control_cell(row: dict[str, Any], field: str) -> str:
-    """The difference from the control (in points) or its p-value; n/a where none applies."""
-    info = row.get("vs_uniform")
+def control_cell(row: dict[str, Any], field: str, versus: str = "vs_uniform") -> str:
+    """The difference from a control (in points) or its p-value; n/a where none applies."""
+    info = row.get(versus)
     if not info or info[field] is None:
         return "n/a"
     if field == "difference":
@@ -95,6 +95,17 @@ TABLES: list[tuple[str, list[tuple[str, Cell]]]] = [
             ("difference (points)", lambda r: control_cell(r, "difference")),
             ("p", lambda r: control_cell(r, "p")),
             ("verdict", lambda r: r["verdict_vs_uniform"]),
+        ],
+    ),
+    (
+        "Against the budget-matched control: standard training, its schedule fully decayed, on "
+        "the method's examples (test acc of the best-val model; verdict at p < 0.05, two-sided "
+        "Welch t-test over seeds)",
+        [
+            ("control", lambda r: r.get("budget_control") or "n/a"),
+            ("difference (points)", lambda r: control_cell(r, "difference", "vs_budget_control")),
+            ("p", lambda r: control_cell(r, "p", "vs_budget_control")),
+            ("verdict", lambda r: r.get("verdict_vs_budget", "n/a")),
         ],
     ),
     (

@@ -77,6 +77,7 @@ class EpochRecord(_Record):
     gap_median: float | None = None  # SALN: median relative spectral gap of the epoch's batches
     gap_small_share: float | None = None  # share of batches with a gap below SMALL_GAP
     top_entry_mass_median: float | None = None  # Fiedler mass on each batch's top entry
+    filter_ratio: float | None = None  # scheduled share of each loaded batch dropped
     kept_share: float | None = None  # epoch-level methods: share of the split planned
     low_loss_share_of_kept: float | None = None  # InfoBatch: kept rows below the mean loss
     mean_weight: float | None = None  # InfoBatch: mean loss weight of the kept rows

@@ -22,7 +22,7 @@ from saln.sampling import EpochPlan, epoch_seed
 from saln.train import checkpoint, diagnostics, sharding
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
 from saln.train.components import eval_batches
-from saln.train.placement import PLACEMENTS, StepRows, train_rows
+from saln.train.placement import StepRows, row_choice, train_rows
 from saln.train.setup import RunContext, build_run
 from saln.train.step import evaluate_batches
 from saln.train.summary import run_summary
@@ -137,7 +137,7 @@ def run_epoch(
         hook.on_epoch_start(epoch, len(plan))
     # On the device, so JEST's noise is drawn where its scores are (no copy, no sync per step).
     gen = torch.Generator(device=ctx.device).manual_seed(epoch_seed(seed, epoch, 3))
-    choose_rows = PLACEMENTS[ctx.method.selects_in]
+    choose_rows = row_choice(ctx, epoch)
     acc = EpochAccumulator(ctx.device, len(plan))
     tracker.start_epoch()
     ctx.model.train()
@@ -193,6 +193,7 @@ def run_epoch(
         steps=acc.steps,
         lr=ctx.optimizer.param_groups[0]["lr"],
         train_rows_per_s=trained_rows / max(trained_time, 1e-9),
+        filter_ratio=None if ctx.schedule.is_default else ctx.schedule.ratio(epoch),
         **tracker.end_epoch(),
         **diagnostics.spectral_epoch_stats(plan),
         **planned,

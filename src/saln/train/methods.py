@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from saln.config import Config, graphed_selection
+from saln.config import Config, ConfigError, graphed_selection
 from saln.registry import Registry
 from saln.runs.records import BUDGET
 from saln.selection import SELECTORS, Selector
+from saln.selection.schedule import SelectionSchedule
 
 
 def _no_options(config: Config) -> dict[str, Any]:
@@ -50,6 +51,31 @@ class Method:
             return None
         return SELECTORS.build(self.selector, **self.options(config))
 
+    def schedule(self, config: Config) -> SelectionSchedule:
+        """The filter ratio of each epoch: ``train.select_from``, ``select_until`` and
+        ``ratio_ramp`` shape it for a method with a selector, in the paper's batch convention."""
+        t = config.train
+        try:
+            schedule = SelectionSchedule(
+                self.filter_ratio(config), t.epochs, t.select_from, t.select_until, t.ratio_ramp
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if schedule.is_default:
+            return schedule
+        if self.selector is None:
+            own = " (its annealing is train.infobatch_delta)" if self.selects_in == "epoch" else ""
+            raise ConfigError(
+                f"train.select_from/select_until/ratio_ramp schedule a selector, and method "
+                f"{self.name!r} has none: leave them at 0, 1 and constant for it{own}"
+            )
+        if t.learner_batch_size is not None:
+            raise ConfigError(
+                "train.select_from/select_until/ratio_ramp change the rows trained per epoch, "
+                "and train.learner_batch_size fixes them: use one or the other"
+            )
+        return schedule
+
     def epochs(self, config: Config, train_rows: int) -> int:
         """Epochs to train; a matched method trains the examples of its budget: those another
         method measured (``train.budget_examples``), else (1 - filter_ratio) of the epochs."""
@@ -59,6 +85,15 @@ class Method:
         if t.budget_examples is not None:
             return max(1, round(t.budget_examples / train_rows))
         return max(1, round(t.epochs * (1 - t.filter_ratio)))
+
+
+def for_grid(config: Config, method: Method) -> Config:
+    """``config`` for ``method`` in a grid of several: a selection schedule applies to the
+    methods with a selector, and the others (standard, InfoBatch) train as they always do."""
+    if method.selector is not None:
+        return config
+    unscheduled = replace(config.train, select_from=0.0, select_until=1.0, ratio_ramp="constant")
+    return replace(config, train=unscheduled)
 
 
 def method_label(config: Config) -> str:

@@ -55,7 +55,7 @@ def score_and_select(
     view = BatchView(
         indices=indices, labels=labels, losses=losses, ref_losses=ref, epoch=epoch, step=step
     )
-    keep = tail_keep(len(indices), ctx.keep, ctx.loaded_batch)
+    keep = tail_keep(len(indices), ctx.keep_at(epoch), ctx.loaded_batch)
     if ctx.world_size > 1 and ctx.config.train.selection_mode == "global":
         positions, scale = sharding.global_select(ctx.selector, view, keep, gen)
     else:
@@ -79,6 +79,14 @@ PLACEMENTS: dict[str, RowChoice] = {
     "step": score_and_select,
     "epoch": planned_rows,
 }
+
+
+def row_choice(ctx: RunContext, epoch: int) -> RowChoice:
+    """This epoch's row choice: a model-aware method outside its schedule's selecting window
+    trains every loaded row without scoring them."""
+    if ctx.method.selects_in == "step" and ctx.keep_at(epoch) == ctx.loaded_batch:
+        return every_row
+    return PLACEMENTS[ctx.method.selects_in]
 
 
 def train_rows(

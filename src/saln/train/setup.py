@@ -18,6 +18,7 @@ from saln.features import FeatureStore, extract_features
 from saln.models import WeightsError
 from saln.sampling import EpochPool, SelectiveBatchSampler
 from saln.selection import Selector, keep_count
+from saln.selection.schedule import SelectionSchedule
 from saln.train.components import build_optimizer, new_learner, resolve_device
 from saln.train.epochwise import PLANNERS, Planner
 from saln.train.methods import METHODS, Method
@@ -44,6 +45,7 @@ class RunContext:
     selector: Selector | None
     loaded_batch: int  # rows loaded per step
     keep: int  # rows trained per step
+    schedule: SelectionSchedule  # the filter ratio of each epoch
     epochs: int
     sampler: SelectiveBatchSampler
     train_data: Pipeline  # the training source (train/val/holdout rows)
@@ -62,6 +64,13 @@ class RunContext:
     world_size: int = 1
     feature_cache_hit: bool = False
     cuda_graphs: dict[str, bool] = field(default_factory=dict)  # what replays from graphs
+
+    def keep_at(self, epoch: int) -> int:
+        """Rows trained per full step in ``epoch``: every loaded row outside the schedule's
+        selecting window."""
+        if self.schedule.is_default:
+            return self.keep
+        return keep_count(self.loaded_batch, self.schedule.ratio(epoch))
 
     @property
     def convention(self) -> str:
@@ -198,6 +207,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     device = resolve_device(t.device)
     method = METHODS.build(t.method)
     check_cuda_graphs(config, device, world_size, method)  # before any data or model work
+    schedule = method.schedule(config)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     selector = method.build_selector(config)
@@ -255,6 +265,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         method.filter_ratio(config) if in_sampler else 0.0,
         seed=t.seed,
         keep=keep if in_sampler else loaded,
+        ratio_at=schedule.ratio if in_sampler and not schedule.is_default else None,
         labels=bundle.train.labels,
         rank=rank,
         world_size=world_size,
@@ -286,6 +297,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         selector=selector,
         loaded_batch=loaded,
         keep=keep,
+        schedule=schedule,
         epochs=epochs,
         sampler=sampler,
         train_data=train_data,
