@@ -446,7 +446,7 @@ def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Pat
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
     images = html.count("<img")
-    assert dom.stdout.count("<table") == 5 and images == 5
+    assert dom.stdout.count("<table") == len(TABLES) and images == 5
     assert f'data-decoded="{images}"' in dom.stdout  # every embedded picture decoded
     for title, _ in TABLES:  # every table a person reads, under its heading
         assert f"<h2>{escape(title, quote=False)}</h2><table>" in dom.stdout, title

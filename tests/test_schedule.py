@@ -77,7 +77,7 @@ def test_a_run_trains_every_row_outside_its_window_and_the_ramp_inside(
     overrides = {"train.epochs": 4, "train.select_from": 0.25, "train.select_until": 0.75}
     fit(tiny(tmp_path, method, **overrides, **{"train.ratio_ramp": "linear"}), tmp_path / "run")
     rows = _epochs(tmp_path / "run")
-    steps = rows[0]["steps"]  # batches of 50: 20 full steps, one short step of 5 rows (at least 2 kept)
+    steps = rows[0]["steps"]  # batches of 50: 20 full, a short one of 5 rows (keeps >= 2)
     assert [r["filter_ratio"] for r in rows] == pytest.approx([0.0, 0.4, 0.8, 0.0])
     assert [r["examples"] for r in rows] == [1005, 20 * 30 + 3, 20 * 10 + 2, 1005]
     assert all(r["steps"] == steps for r in rows)

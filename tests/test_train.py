@@ -542,6 +542,35 @@ def test_graphed_steps_train_as_eager_steps_do(same_cudnn_kernels: None) -> None
 
 
 @pytest.mark.gpu
+def test_graphed_weighted_steps_train_as_eager_ones_do(same_cudnn_kernels: None) -> None:
+    """InfoBatch's step (per-row loss weights in, per-row losses out), eagerly and from CUDA
+    graphs: the same losses each step and the same final weights."""
+    from saln.train.graphs import GraphedWeightedStep
+    from saln.train.step import weighted_train_step
+
+    batches = cuda_batches([12] * 6, seed=2)
+    weights = [torch.rand(12, generator=torch.Generator().manual_seed(i)).cuda() + 0.5
+               for i in range(6)]  # fmt: skip
+    finals, losses = [], []
+    for graphed in (False, True):
+        model, optimizer = fresh_learner()
+        graphs = GraphedWeightedStep(model, optimizer, autocast=False)
+        seen = []
+        for (x, y), w in zip(batches, weights, strict=True):
+            if graphed:
+                out = graphs(x, y, w, 1.0)
+            else:
+                out = weighted_train_step(model, optimizer, x, y, w, False)
+            seen.append(out[2].cpu())
+        if graphed:
+            assert len(graphs._graphs) == 1 and not graphs.eager_only  # it did replay
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        losses.append(torch.stack(seen))
+    assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(finals[0], finals[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
 def test_graphed_scoring_passes_score_as_eager_ones_do(same_cudnn_kernels: None) -> None:
     """Loss selection (score 16 rows, train the 4 highest) with eager and with graphed scoring
     and steps: the same scores, the same kept rows, the same weights and running stats."""
@@ -617,7 +646,7 @@ def count_host_syncs(config: cfg.Config, out: Path) -> tuple[Counter[str], int]:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("method", ["standard", "saln", "loss", "jest"])
+@pytest.mark.parametrize("method", ["standard", "saln", "loss", "jest", "infobatch"])
 def test_host_syncs_do_not_grow_with_the_number_of_steps(tmp_path: Path, method: str) -> None:
     """Whole runs through the engine on CUDA, once with 4x the steps: planning, evaluation and
     checkpoints may synchronise per epoch, but nothing may per step (it would idle the GPU)."""

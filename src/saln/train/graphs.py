@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from saln.selection.graphed import capture_failed
-from saln.train.step import score_losses, train_step
+from saln.train.step import score_losses, train_step, weighted_train_step
 
 WARMUP_STEPS = 3  # eager steps per batch shape before its capture (PyTorch's recipe uses 3)
 
@@ -29,14 +29,13 @@ WARMUP_STEPS = 3  # eager steps per batch shape before its capture (PyTorch's re
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
-    images: torch.Tensor  # static inputs: each replay reads the batch copied here
-    labels: torch.Tensor
-    loss_sum: torch.Tensor  # static outputs: each replay overwrites them
-    correct: torch.Tensor
+    inputs: tuple[torch.Tensor, ...]  # static inputs: each replay reads the batch copied here
+    outputs: tuple[torch.Tensor, ...]  # static outputs: each replay overwrites them
 
 
-class GraphedStep:
-    """``train_step`` for one model and optimizer, replayed from CUDA graphs."""
+class _GraphedSteps:
+    """A train step of one model and optimizer, replayed from CUDA graphs: :meth:`_eager` is
+    the step, on the batch's tensors (images first), as subclasses define it."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, autocast: bool) -> None:
         self.model, self.optimizer, self.autocast = model, optimizer, autocast
@@ -45,16 +44,20 @@ class GraphedStep:
         self._side = torch.cuda.Stream()
         self.eager_only = False  # set when a capture fails: the run goes on with eager steps
 
-    def __call__(
-        self, images: torch.Tensor, labels: torch.Tensor, loss_scale: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eager(
+        self, inputs: tuple[torch.Tensor, ...], loss_scale: float, autocast_cache: bool = True
+    ) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def _run(self, inputs: tuple[torch.Tensor, ...], loss_scale: float) -> tuple[torch.Tensor, ...]:
+        images = inputs[0]
         shape = tuple(images.shape)
         # Only DDP's global selection scales the loss, and graphs run without DDP.
         if self.eager_only or loss_scale != 1.0:
-            return train_step(self.model, self.optimizer, images, labels, self.autocast, loss_scale)
+            return self._eager(inputs, loss_scale)
         if self._warm[shape] < WARMUP_STEPS:
             self._warm[shape] += 1
-            return self._on_side_stream(images, labels, loss_scale)
+            return self._on_side_stream(inputs, loss_scale)
         # The learning rate is baked into the captured optimizer kernel: a new one (the
         # schedule's next epoch) gets its own graph, and the old one is released.
         key = (shape, images.stride(), self.optimizer.param_groups[0]["lr"])
@@ -62,41 +65,73 @@ class GraphedStep:
         if captured is None:
             self._graphs = {k: v for k, v in self._graphs.items() if k[0] != shape}
             try:
-                captured = self._graphs[key] = self._capture(images, labels)
+                captured = self._graphs[key] = self._capture(inputs)
             except RuntimeError as err:  # nothing ran during the failed capture: step eagerly
                 self.eager_only = True
                 capture_failed("train.cuda_graphs", "steps", err)
-                return train_step(self.model, self.optimizer, images, labels, self.autocast)
-        captured.images.copy_(images)
-        captured.labels.copy_(labels)
+                return self._eager(inputs, loss_scale)
+        for static, given in zip(captured.inputs, inputs, strict=True):
+            static.copy_(given)
         captured.graph.replay()
-        return captured.loss_sum.clone(), captured.correct.clone()
+        return tuple(out.clone() for out in captured.outputs)
 
     def _on_side_stream(
-        self, images: torch.Tensor, labels: torch.Tensor, loss_scale: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, inputs: tuple[torch.Tensor, ...], loss_scale: float
+    ) -> tuple[torch.Tensor, ...]:
         self._side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self._side):
-            out = train_step(self.model, self.optimizer, images, labels, self.autocast, loss_scale)
+            out = self._eager(inputs, loss_scale)
         torch.cuda.current_stream().wait_stream(self._side)
         return out
 
-    def _capture(self, images: torch.Tensor, labels: torch.Tensor) -> _Captured:
-        static_images, static_labels = images.clone(), labels.clone()
+    def _capture(self, inputs: tuple[torch.Tensor, ...]) -> _Captured:
+        static = tuple(t.clone() for t in inputs)
         # Gradients allocated inside the capture live in the graph's private memory pool.
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         # thread_local: a DataLoader's pin-memory thread keeps running during the capture.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            loss_sum, correct = train_step(
-                self.model,
-                self.optimizer,
-                static_images,
-                static_labels,
-                self.autocast,
-                autocast_cache=False,  # a cached cast would outlive the capture
-            )
-        return _Captured(graph, static_images, static_labels, loss_sum, correct)
+            # no autocast cache: a cached cast would outlive the capture
+            outputs = self._eager(static, 1.0, autocast_cache=False)
+        return _Captured(graph, static, outputs)
+
+
+class GraphedStep(_GraphedSteps):
+    """``train_step`` for one model and optimizer, replayed from CUDA graphs."""
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, loss_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_sum, correct = self._run((images, labels), loss_scale)
+        return loss_sum, correct
+
+    def _eager(
+        self, inputs: tuple[torch.Tensor, ...], loss_scale: float, autocast_cache: bool = True
+    ) -> tuple[torch.Tensor, ...]:
+        images, labels = inputs
+        return train_step(
+            self.model, self.optimizer, images, labels, self.autocast, loss_scale, autocast_cache
+        )
+
+
+class GraphedWeightedStep(_GraphedSteps):
+    """``weighted_train_step`` replayed likewise: the rows' loss weights are one more static
+    input, and the rows' losses (which the epoch's planner keeps) one more output."""
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, loss_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss_sum, correct, per_row = self._run((images, labels, weights), loss_scale)
+        return loss_sum, correct, per_row
+
+    def _eager(
+        self, inputs: tuple[torch.Tensor, ...], loss_scale: float, autocast_cache: bool = True
+    ) -> tuple[torch.Tensor, ...]:
+        images, labels, weights = inputs
+        return weighted_train_step(
+            self.model, self.optimizer, images, labels, weights, self.autocast, loss_scale,
+            autocast_cache,
+        )  # fmt: skip
 
 
 @dataclass

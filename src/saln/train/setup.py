@@ -159,15 +159,8 @@ def load_features(
         ) from None
 
 
-def check_cuda_graphs(
-    config: Config, device: torch.device, world_size: int, method: Method
-) -> None:
+def check_cuda_graphs(config: Config, device: torch.device, world_size: int) -> None:
     """Refuse CUDA graphs asked for explicitly where they cannot run (``auto`` turns off)."""
-    if config.train.cuda_graphs is True and method.selects_in == "epoch":
-        raise ConfigError(
-            f"train.cuda_graphs replays unweighted steps, and {method.name} weights each row's "
-            "loss: set train.cuda_graphs=auto or false"
-        )
     if config.train.cuda_graphs is True and (device.type != "cuda" or world_size > 1):
         raise ConfigError(
             "train.cuda_graphs needs one process on a CUDA device (it captures steps that "
@@ -192,6 +185,18 @@ def train_step_for(
     return GraphedStep(model, optimizer, config.train.amp)
 
 
+def weighted_step_for(
+    config: Config, model: nn.Module, optimizer: torch.optim.Optimizer, graphed: bool
+) -> WeightedStepFn:
+    """The step with per-row loss weights (epoch-level methods), graphed along with the steps:
+    the weights are one more captured input."""
+    if not graphed:
+        return eager_weighted_step(model, optimizer, config.train.amp)
+    from saln.train.graphs import GraphedWeightedStep
+
+    return GraphedWeightedStep(model, optimizer, config.train.amp)
+
+
 def scorer_for(config: Config, model: nn.Module, graphed: bool) -> ScoreFn:
     """The scoring pass over the loaded rows, graphed along with the steps (no DDP then, so
     the model is the learner itself)."""
@@ -206,7 +211,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     t = config.train
     device = resolve_device(t.device)
     method = METHODS.build(t.method)
-    check_cuda_graphs(config, device, world_size, method)  # before any data or model work
+    check_cuda_graphs(config, device, world_size)  # before any data or model work
     schedule = method.schedule(config)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -274,9 +279,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = distributed.wrap(model, device)
-    # Weighted steps (epoch-level methods) run eagerly: their graphs would need the weights
-    # as another captured input.
-    graphed = graphed_steps(config, device.type, world_size) and method.selects_in != "epoch"
+    graphed = graphed_steps(config, device.type, world_size)
     step = train_step_for(config, model, optimizer, graphed)
     score = scorer_for(config, model, graphed)
     planner = PLANNERS.build(
@@ -306,7 +309,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         optimizer=optimizer,
         scheduler=scheduler,
         step=step,
-        weighted_step=eager_weighted_step(model, optimizer, t.amp),
+        weighted_step=weighted_step_for(config, model, optimizer, graphed),
         score=score,
         planner=planner,
         features=features,

@@ -97,10 +97,11 @@ def weighted_train_step(
     weights: torch.Tensor,
     autocast: bool,
     loss_scale: float = 1.0,
+    autocast_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`train_step` with each row's loss weighted (InfoBatch's rescaled low-loss rows);
     also returns the rows' unweighted losses, which are what InfoBatch keeps per sample."""
-    with autocast_for(images.device, autocast):
+    with autocast_for(images.device, autocast, autocast_cache):
         logits = model(images)
     per_row = F.cross_entropy(logits.float(), labels, reduction="none")
     optimizer.zero_grad(set_to_none=True)

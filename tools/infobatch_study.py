@@ -1,0 +1,154 @@
+"""Publish an InfoBatch study (the comparisons ``tools/infobatch_study.sh`` trains) as one table.
+
+    python -m tools.infobatch_study runs/c10 docs/results/infobatch_cifar10_full_cpu
+
+ROOT holds four comparisons: ``infobatch`` (standard, infobatch and standard_matched@infobatch),
+``matched_ratio`` (uniform and saln at the filter ratio that matches InfoBatch's measured
+examples), ``prune0.3`` and ``prune0.7`` (infobatch at those prune ratios). Each variant is
+set against standard (test accuracy, Welch over seeds) and against its budget-matched control
+where it has one, with its examples and its time as shares of standard's: training time (data,
+selection, step) and wall time (every epoch's, evaluation and checkpoints included, plus
+one-off costs). Writes OUT/study.json and OUT/study.md; the first comparison's full report is
+rebuilt into OUT/report. Comparisons still missing are listed, not invented.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from saln.io import write_json_atomic, write_text_atomic
+from saln.report.aggregate import RunSet, Stat, compare_to_control, load_runs, stat
+from saln.report.build import build_report
+from saln.runs.records import BUDGET
+
+GOAL_POINTS, GOAL_TIME = 0.3, 0.65  # the goal: within 0.3 points of standard at <= 0.65x time
+# (comparison folder, method's label in it, its budget-matched control or None)
+ROWS = [
+    ("infobatch", "standard", None),
+    ("infobatch", "infobatch", f"standard_matched{BUDGET}infobatch"),
+    ("infobatch", f"standard_matched{BUDGET}infobatch", None),
+    ("prune0.3", "infobatch", None),
+    ("prune0.7", "infobatch", None),
+    ("matched_ratio", "uniform", None),
+    ("matched_ratio", "saln", None),
+]
+
+
+def label(method: str, train: dict[str, Any]) -> str:
+    """The row's name, with the settings that tell its variant apart."""
+    if method == "infobatch":
+        return f"infobatch (prune {train['prune_ratio']}, delta {train['infobatch_delta']})"
+    if method in ("uniform", "saln"):
+        return f"{method} at filter ratio {train['filter_ratio']}"
+    return method
+
+
+def wall_seconds(run: Any) -> float:
+    """Everything a run cost: every epoch's wall time, and its one-off costs."""
+    return sum(r.epoch_wall_s for r in run.metrics) + run.summary.one_off_s
+
+
+def per_seed_ratio(runs: list[Any], base: list[Any], value: Any) -> dict[str, Any] | None:
+    """Per seed, this method's value over standard's; None where standard recorded none (runs
+    older than the epoch wall-time record)."""
+    by_seed = {r.seed: value(r) for r in base}
+    ratios = tuple(value(r) / by_seed[r.seed] for r in runs if by_seed.get(r.seed))
+    return Stat(ratios).to_json() if ratios else None
+
+
+def row(runs: RunSet, method: str, standard: list[Any], control: str | None) -> dict[str, Any]:
+    group = runs.of(method)
+    versus = compare_to_control(group, standard)
+    out = {
+        "seeds": [r.seed for r in group],
+        "filter_ratio": group[0].config["train"]["filter_ratio"],
+        "test_acc": stat(group, "test_acc_best").to_json(),
+        "vs_standard": versus.to_json(),
+        "examples_share": per_seed_ratio(group, standard, lambda r: r.summary.examples_trained),
+        "train_time_share": per_seed_ratio(group, standard, lambda r: r.summary.train_time_s),
+        "wall_time_share": per_seed_ratio(group, standard, wall_seconds),
+        "wall_time_s": Stat(tuple(wall_seconds(r) for r in group)).to_json(),
+    }
+    if control and runs.of(control):
+        out["vs_budget_control"] = {"control": control, **compare_to_control(
+            group, runs.of(control)).to_json()}  # fmt: skip
+    wall = out["wall_time_share"]
+    out["meets_goal"] = (
+        versus.difference >= -GOAL_POINTS / 100 and wall is not None and wall["mean"] <= GOAL_TIME
+    )
+    return out
+
+
+def study(root: Path) -> dict[str, Any]:
+    folders = {name: root / name for name in ("infobatch", "matched_ratio", "prune0.3", "prune0.7")}
+    missing = [str(p) for p in folders.values() if not (p / "runs").is_dir()]
+    if not (folders["infobatch"] / "runs").is_dir():
+        raise SystemExit(f"{folders['infobatch']} has no runs: train the study first")
+    standard_runs = load_runs([folders["infobatch"]])
+    standard = standard_runs.of("standard")
+    rows: dict[str, Any] = {}
+    for folder, method, control in ROWS:
+        if str(folders[folder]) in missing:
+            continue
+        runs = standard_runs if folder == "infobatch" else load_runs([folders[folder]])
+        if runs.of(method):
+            rows[label(method, runs.of(method)[0].config["train"])] = row(
+                runs, method, standard, control
+            )
+    return {"root": str(root), "rows": rows, "missing": missing}
+
+
+def pm(value: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    spread = f" ± {value['std'] * scale:.{digits}f}" if value.get("std") is not None else ""
+    return f"{value['mean'] * scale:.{digits}f}{spread}"
+
+
+def verdict(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "-"
+    p = "n/a" if info["p"] is None else ("< 0.001" if info["p"] < 0.001 else f"{info['p']:.3f}")
+    return f"{info['difference'] * 100:+.2f}, p {p}: {info['verdict']}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| method | seeds | test acc (best val) | vs standard (points, Welch) | examples / "
+        "standard | training time / standard | wall time / standard | vs budget-matched "
+        "standard | goal |",
+        "|---" * 9 + "|",
+    ]
+    for name, r in result["rows"].items():
+        reference = name == "standard"
+        goal = "-" if reference else ("met" if r["meets_goal"] else "missed")
+        lines.append(
+            f"| {name} | {len(r['seeds'])} | {pm(r['test_acc'], 100)} | "
+            f"{'reference' if reference else verdict(r['vs_standard'])} | "
+            f"{pm(r['examples_share'])} | {pm(r['train_time_share'])} | "
+            f"{pm(r['wall_time_share'])} | {verdict(r.get('vs_budget_control'))} | {goal} |"
+        )
+    if result["missing"]:
+        lines += ["", "Not trained yet: " + ", ".join(result["missing"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="the study's folder of comparisons")
+    parser.add_argument("out", type=Path, help="where study.json, study.md and report/ go")
+    args = parser.parse_args(argv)
+    result = study(args.root)
+    args.out.mkdir(parents=True, exist_ok=True)
+    build_report([args.root / "infobatch"], args.out / "report")
+    write_json_atomic(args.out / "study.json", result)
+    write_text_atomic(args.out / "study.md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
