@@ -1,6 +1,7 @@
 """SALN selection speed and agreement against the paper's NumPy algorithm, in one run.
 
     python -m benchmarks.bench_selection [--out benchmarks/results/selection_cpu.json]
+    python -m benchmarks.bench_selection --model-free-epoch   # only the selectors' epoch row
 
 CPU: one core (torch and BLAS pinned to one thread); ms per batch for the reference
 (``reference_select``), the exact and the Lanczos solver, one batch per call and a whole epoch
@@ -8,6 +9,10 @@ per call; speed-ups are ratios against the reference measured in the same run, a
 timed in alternating rounds so that machine noise hits them alike. CUDA (when
 present): one CIFAR-10 epoch of selections (176 super-batches of 256 rows, d = 2048) with the
 batched Lanczos solver against batched ``torch.linalg.eigh`` on the same data.
+
+Model-free epoch: one CIFAR-10 epoch of selections as the sampler makes it (625 batches of 64
+rows, d = 1280 as EfficientNet-Lite0's features, filter ratio 0.8, one batched call) for every
+model-free selector, as a ratio against ``saln`` with the exact solver in the same run.
 """
 
 from __future__ import annotations
@@ -109,6 +114,43 @@ def bench_cpu(batches: int, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+MODEL_FREE = {  # name -> the registered selector's options
+    "saln_exact": ("saln", {"solver": "exact"}),
+    "uniform": ("uniform", {}),
+    "spectral": ("spectral", {}),
+    "spectral_strata": ("spectral_strata", {}),
+    "class_stratified": ("class_stratified", {}),
+}
+
+
+def bench_model_free_epoch(repeats: int, device: str = "cpu") -> dict[str, Any]:
+    """Seconds per epoch of selections for each model-free selector, and each one's time as a
+    share of ``saln`` exact's (the issue's budget: at most 3x)."""
+    from saln.selection import SELECTORS
+
+    features = torch.from_numpy(clustered_features(625, 64, 1280, clusters=10, seed=11))
+    features = features.to(device)
+    labels = torch.randint(0, 10, (625, 64), generator=torch.Generator().manual_seed(0))
+    labels = labels.to(device)
+    keep = 12
+    candidates: dict[str, Callable[[], object]] = {}
+    for label, (name, options) in MODEL_FREE.items():
+        selector: Any = SELECTORS.build(name, **options)
+        extra = {"labels": labels} if "labels" in selector.needs else {}
+        candidates[label] = partial(
+            selector.select_many, features, keep, generator=torch.Generator(), **extra
+        )
+    seconds = interleaved_medians(candidates, repeats)
+    base = seconds["saln_exact"]
+    result = {
+        "epoch_batches": 625, "n": 64, "d": 1280, "keep": keep, "device": device,
+        "seconds": seconds,
+        "time_vs_saln_exact": {k: v / base for k, v in seconds.items()},
+    }  # fmt: skip
+    print(result, flush=True)
+    return result
+
+
 def bench_cuda(repeats: int) -> dict[str, Any]:
     data = torch.from_numpy(clustered_features(176, 256, 2048, clusters=10, seed=7)).cuda()
     lanczos = median_seconds(
@@ -162,10 +204,18 @@ def main() -> None:
         "--repeats", type=int, default=7, help="timed repeats; the median is reported"
     )
     parser.add_argument("--skip-cpu", action="store_true", help="only the CUDA measurement")
+    parser.add_argument(
+        "--model-free-epoch", action="store_true", help="only the model-free selectors' epoch"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     limit_blas_threads_once()
     payload: dict[str, Any] = {"benchmark": "selection", "machine": machine(), "threads": 1}
+    if args.model_free_epoch:
+        payload["model_free_epoch"] = bench_model_free_epoch(args.repeats)
+        out = write_json(payload, args.out or RESULTS / "selection_model_free_cpu.json")
+        print(f"wrote {out}")
+        return
     if not args.skip_cpu:
         payload["cpu"] = bench_cpu(args.batches, args.repeats)
     if torch.cuda.is_available():

@@ -13,7 +13,9 @@ else the share derived from the kept rows' |Fiedler| x sqrt(n), n from the run's
 on the dense Laplacian, as the paper computes it) on random batches of a feature cache, so the
 result does not rest on our solvers, and asks which rows the other kept ones are: how much of
 the kept set (``keep`` = n x (1 - filter ratio)) is the ``keep`` least connected rows, and the
-top row with the ``keep - 1`` rows least similar to it.
+top row with the ``keep - 1`` rows least similar to it. ``--variants`` measures every repaired
+spectral ranking (``saln.selection.repaired``) on the same batches: the top-entry mass and how
+much of its kept set is the batch's least connected rows (on the paper's cosine graph).
 """
 
 from __future__ import annotations
@@ -99,6 +101,48 @@ def oracle(
     }
 
 
+# name -> GraphOptions of the repaired ranking; "paper" is SALN's own graph
+VARIANTS: dict[str, dict[str, Any]] = {
+    "paper": {"centre": False, "graph": "dense", "laplacian": "combinatorial"},
+    "centred": {"centre": True, "graph": "dense", "laplacian": "combinatorial"},
+    "knn": {"centre": False, "graph": "knn", "laplacian": "combinatorial"},
+    "normalized": {"centre": False, "graph": "dense", "laplacian": "normalized"},
+    "regularized": {"centre": False, "graph": "dense", "laplacian": "regularized"},
+    "centred_knn_normalized": {"centre": True, "graph": "knn", "laplacian": "normalized"},
+    "centred_knn_regularized (default)": {},
+}
+
+
+def variants(
+    features: np.ndarray, rows: int, batches: int, seed: int, filter_ratio: float = 0.8
+) -> dict[str, dict[str, float]]:
+    """Each repaired ranking on the same random batches: its top-entry mass, and the share of
+    its kept rows that are the batch's ``keep`` least connected rows (a random set: keep/rows)."""
+    import torch
+
+    from saln.selection.repaired import GraphOptions, repaired_select
+    from saln.train.diagnostics import top_entry_mass
+
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(len(features), rows, replace=False) for _ in range(batches)]
+    x = torch.from_numpy(np.stack([np.asarray(features[p], np.float32) for p in picks]))
+    keep = keep_count(rows, filter_ratio)
+    unit = torch.nn.functional.normalize(x, dim=-1)
+    connection = (unit @ unit.transpose(1, 2)).sum(-1)
+    least = torch.zeros(batches, rows, dtype=torch.bool)
+    least.scatter_(1, connection.argsort(dim=-1, stable=True)[:, :keep], True)
+    out = {}
+    for name, options in VARIANTS.items():
+        positions, stats = repaired_select(x, keep, GraphOptions(**options))
+        overlap = least.gather(1, positions).float().mean(-1)
+        out[name] = {
+            **summarise(top_entry_mass(stats["abs_fiedler"]).numpy()),
+            "kept_vs_least_connected": float(overlap.mean()),
+        }
+    out["random_expected"] = {"kept_vs_least_connected": keep / rows}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -110,6 +154,9 @@ def main() -> None:
     )
     parser.add_argument("--batches", type=int, default=500, help="oracle batches")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--variants", action="store_true", help="also every repaired spectral ranking"
+    )
     parser.add_argument("--out", type=Path, help="write the result here as JSON")
     args = parser.parse_args()
     result: dict[str, Any] = {"benchmark": "fiedler_localisation", "machine": machine()}
@@ -127,6 +174,11 @@ def main() -> None:
             }
             for rows in map(int, args.rows.split(","))
         ]
+        if args.variants:
+            result["variants"] = {
+                rows: variants(features, rows, args.batches, args.seed)
+                for rows in map(int, args.rows.split(","))
+            }
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
     if args.out is not None:
         write_json(result, args.out)

@@ -63,3 +63,17 @@ def test_kept_overlaps_name_the_least_connected_rows_and_those_unlike_the_top() 
         "least_connected": 0.0,
         "top_and_least_similar_to_it": 0.5,  # row 2's least similar row is 5, not 3
     }
+
+
+def test_the_papers_variant_measures_what_the_numpy_oracle_does() -> None:
+    """The repaired ranking with every repair off, on the same batches as the NumPy recipe."""
+    from tests.conftest import clustered_features
+
+    features = clustered_features(1, 300, 12, seed=5)[0]
+    by_oracle = fl.oracle(features, 32, 40, seed=1)
+    by_variant = fl.variants(features, 32, 40, seed=1)
+    assert by_variant["paper"]["median"] == pytest.approx(by_oracle["median"], rel=1e-4)
+    assert by_variant["paper"]["kept_vs_least_connected"] == pytest.approx(
+        by_oracle["kept_vs_least_connected"]
+    )
+    assert set(by_variant) == {*fl.VARIANTS, "random_expected"}

@@ -20,6 +20,7 @@ def registry_names(kind: str) -> list[str]:
     from saln.data.datasets import DATASETS
     from saln.data.loaders import PIPELINES
     from saln.models import ENCODERS, LEARNERS
+    from saln.selection.laplacians import LAPLACIANS
     from saln.selection.schedule import RAMPS
     from saln.selection.solvers import SOLVERS
     from saln.train.methods import METHODS
@@ -32,6 +33,7 @@ def registry_names(kind: str) -> list[str]:
         "solver": SOLVERS,
         "method": METHODS,
         "ramp": RAMPS,
+        "laplacian": LAPLACIANS,
     }
     names = list(registries[kind].names())
     return [f"{n}:PATH" if (kind, n) == ("dataset", "imagefolder") else n for n in names]

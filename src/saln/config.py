@@ -65,6 +65,24 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """Options of the repaired spectral selectors (spectral, spectral_strata)."""
+
+    centre: bool = setting(True, "subtract the batch's mean feature before the cosine")
+    graph: str = setting("knn", "dense, or knn: each row's k most similar rows (symmetrised)")
+    k: int = setting(10, "neighbours per row of the knn graph")
+    laplacian: str = setting(
+        "regularized",
+        "combinatorial (the paper's D - S), normalized, or regularized (D + mean degree)",
+        registry="laplacian",
+    )
+    strata: int = setting(10, "spectral_strata: strata per batch, at least 2")
+    dims: int = setting(
+        9, "spectral_strata: eigenvectors embedding the rows (1: quantiles of the Fiedler vector)"
+    )
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = setting("sgd", "sgd or adamw")
     lr: float = setting(0.001, "learning rate")
@@ -140,6 +158,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -319,6 +338,8 @@ def validate(config: Config) -> None:
         ("features.image_size", config.features.image_size),
         ("reference.epochs", config.reference.epochs),
         ("train.check_every", t.check_every),
+        ("selection.k", config.selection.k),
+        ("selection.dims", config.selection.dims),
     ):
         _positive(path, value)
     for path, count in (("train.seed", t.seed), ("data.split_seed", d.split_seed)):
@@ -334,9 +355,12 @@ def validate(config: Config) -> None:
         ("optim.optimizer", o.optimizer, ("sgd", "adamw")),
         ("optim.schedule", o.schedule, ("constant", "cosine", "step")),
         ("train.selection_mode", t.selection_mode, ("local", "global")),
+        ("selection.graph", config.selection.graph, ("dense", "knn")),
     ):
         if choice not in choices:
             raise ConfigError(f"{path}={choice!r} is not one of {', '.join(choices)}")
+    if config.selection.strata < 2:
+        raise ConfigError(f"selection.strata={config.selection.strata}: stratifying needs >= 2")
     if not 0 < d.val_fraction < 1:
         raise ConfigError(
             f"data.val_fraction={d.val_fraction} must be in (0, 1): the val split picks the best "

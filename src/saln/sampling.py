@@ -204,6 +204,13 @@ class SelectiveBatchSampler(Sampler[list[int]]):
                 f"selector {self.selector.name!r} needs the learner's losses; model-aware "
                 "selectors run in the training step, not in the sampler"
             )
+        if "labels" in self.selector.needs and self.labels is None:
+            raise ValueError(
+                f"selector {self.selector.name!r} needs the dataset's class labels: pass labels="
+            )
+        check_batch_size = getattr(self.selector, "check_batch_size", None)
+        if check_batch_size is not None:
+            check_batch_size(self.batch_size)
         if "features" in self.selector.needs and self.features is None:
             raise ValueError(
                 f"selector {self.selector.name!r} needs reference features: pass features= "
@@ -282,7 +289,10 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         if select_many is None:
             return [self._select_one(b, gen) for b in full], {}
         feats = self._features(stacked)
-        positions, found = select_many(feats, self.keep, generator=gen)
+        extra = {}
+        if "labels" in self.selector.needs and self.labels is not None:
+            extra["labels"] = self.labels[torch.from_numpy(stacked)]
+        positions, found = select_many(feats, self.keep, generator=gen, **extra)
         stats = {k: v for k, v in found.items() if isinstance(v, torch.Tensor)}
         stats["positions"] = torch.as_tensor(positions)
         rows = torch.as_tensor(positions).cpu().numpy()

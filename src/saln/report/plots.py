@@ -18,12 +18,10 @@ from saln.report.aggregate import Run, RunSet, in_method_order, one_off_seconds
 from saln.runs.records import SMALL_GAP
 
 # One colour per method, kept when methods are added (a published picture keeps its colours).
-COLOURS = {
-    method: f"C{i}"
-    for i, method in enumerate(
-        ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest", "infobatch"]
-    )
-}
+# matplotlib's ten-colour cycle, one per method, and black beyond it
+COLOURED = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss", "jest",
+            "infobatch", "spectral", "spectral_strata"]  # fmt: skip
+COLOURS = {method: f"C{i}" for i, method in enumerate(COLOURED)} | {"class_stratified": "black"}
 
 
 def save(fig: Figure, path: Path) -> Path:

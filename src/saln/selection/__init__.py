@@ -1,6 +1,6 @@
 """Per-batch selection: the contract, the registry and every selector."""
 
-from saln.selection import jest, loss, rho, spectral, uniform  # noqa: F401  (registers)
+from saln.selection import jest, loss, repaired, rho, spectral, uniform  # noqa: F401  (registers)
 from saln.selection.base import (
     SELECTORS,
     BatchView,

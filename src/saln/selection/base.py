@@ -12,7 +12,7 @@ import torch
 from saln.registry import Registry
 
 # Inputs a selector may declare in ``needs``; the engine computes only these.
-KNOWN_NEEDS = frozenset({"features", "losses", "ref_losses"})
+KNOWN_NEEDS = frozenset({"features", "labels", "losses", "ref_losses"})
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,22 @@ from saln.config import Config, ConfigError, graphed_selection
 from saln.registry import Registry
 from saln.runs.records import BUDGET
 from saln.selection import SELECTORS, Selector
+from saln.selection.repaired import GraphOptions, StrataOptions
 from saln.selection.schedule import SelectionSchedule
 
 
 def _no_options(config: Config) -> dict[str, Any]:
     return {}
+
+
+def _graph_options(config: Config) -> GraphOptions:
+    s = config.selection
+    return GraphOptions(s.centre, s.graph, s.k, s.laplacian)
+
+
+def _strata_options(config: Config) -> dict[str, Any]:
+    s = config.selection
+    return {"options": _graph_options(config), "strata": StrataOptions(s.strata, s.dims)}
 
 
 # Where a method chooses its rows: in the sampler, before any image is loaded (model-free
@@ -117,6 +128,9 @@ for _method in (
             "cuda_graph": graphed_selection(c.features),
         },
     ),
+    Method("spectral", "spectral", options=lambda c: {"options": _graph_options(c)}),
+    Method("spectral_strata", "spectral_strata", options=_strata_options),
+    Method("class_stratified", "class_stratified"),
     Method("loss", "loss", selects_in="step"),
     Method("rho_loss", "rho_loss", selects_in="step"),
     Method("jest", "jest", selects_in="step", options=lambda c: {"n_chunks": c.train.jest_chunks}),
