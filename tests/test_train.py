@@ -103,9 +103,10 @@ class KillAt(Callback):
             raise KeyboardInterrupt("killed")
 
 
-@pytest.mark.parametrize("method", ["saln", "loss", "infobatch"])
+@pytest.mark.parametrize("method", ["saln", "loss", "infobatch", "uniform+coverage"])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path: Path, method: str) -> None:
-    config = tiny(tmp_path, method, **{"train.epochs": 3})
+    name, _, coverage = method.partition("+")
+    config = tiny(tmp_path, name, **{"train.epochs": 3, "train.coverage": bool(coverage)})
     whole = fit(config, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         fit(config, tmp_path / "killed", callbacks=[KillAt(epoch=1, step=3)])

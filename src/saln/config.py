@@ -143,6 +143,11 @@ class TrainConfig:
         1.0, "share of the epochs after which a selector stops and every row trains, (0, 1]"
     )
     ratio_ramp: str = setting("constant", "filter ratio over the selecting epochs", registry="ramp")
+    coverage: bool = setting(
+        False,
+        "model-free selectors: prefer rows not trained yet in this cycle (each sample about once "
+        "per 1 / (1 - filter_ratio) epochs)",
+    )
     selection_mode: str = setting(
         "local", "model-aware selection under torchrun: local (per rank) or global"
     )

@@ -7,6 +7,7 @@ whole epoch's selections are computed in one batched call when the epoch starts.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
@@ -150,7 +151,10 @@ class SelectiveBatchSampler(Sampler[list[int]]):
     super-batch keeps the same share, at least two rows; one of a single row is left out (it
     reshuffles into the next epoch), since BatchNorm cannot train on one row. With
     ``ratio_at(epoch)``, if given, replaces the filter ratio each epoch
-    (:class:`saln.selection.schedule.SelectionSchedule.ratio`). With
+    (:class:`saln.selection.schedule.SelectionSchedule.ratio`). ``coverage`` has the selector
+    prefer, in each batch, the rows not kept yet in the current cycle (a cycle ends when every
+    sample of the pool was kept once); ``share`` merges the kept masks of every rank (an
+    all-reduce under torchrun), and :meth:`state_dict` holds the cycle for a resumed run. With
     ``world_size > 1`` super-batches are dealt round-robin, so each is selected once, by the rank
     that trains it. Call ``set_epoch(e)`` before each epoch, as with ``DistributedSampler``;
     :meth:`plan_epoch` returns the epoch's :class:`EpochPlan`, iterating yields its rows.
@@ -169,6 +173,8 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         keep: int | None = None,
         labels: np.ndarray | torch.Tensor | None = None,
         ratio_at: Callable[[int], float] | None = None,
+        coverage: bool = False,
+        share: Callable[[np.ndarray], np.ndarray] | None = None,
         rank: int = 0,
         world_size: int = 1,
         device: str | torch.device = "cpu",
@@ -186,6 +192,8 @@ class SelectiveBatchSampler(Sampler[list[int]]):
             keep_count(batch_size, filter_ratio) if keep is None else check_keep(keep, batch_size)
         )
         self.filter_ratio, self.ratio_at = filter_ratio, ratio_at
+        self.coverage, self.share = coverage, share
+        self.seen = np.zeros(0, dtype=bool)  # coverage: trained in this cycle, by global index
         self.device = torch.device(device)
         self.features = as_feature_source(features, self.device)
         self.labels = None if labels is None else torch.as_tensor(np.asarray(labels))
@@ -207,6 +215,12 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         if "labels" in self.selector.needs and self.labels is None:
             raise ValueError(
                 f"selector {self.selector.name!r} needs the dataset's class labels: pass labels="
+            )
+        many = getattr(self.selector, "select_many", None)
+        if self.coverage and (many is None or "seen" not in inspect.signature(many).parameters):
+            raise ValueError(
+                f"selector {self.selector.name!r} cannot prefer unseen rows (its select_many "
+                "takes no seen=): turn coverage off for it"
             )
         check_batch_size = getattr(self.selector, "check_batch_size", None)
         if check_batch_size is not None:
@@ -269,13 +283,47 @@ class SelectiveBatchSampler(Sampler[list[int]]):
             return self._plan
         start = time.perf_counter()
         batches = self._super_batches()
+        if self.coverage:
+            self._start_cycle_if_done()
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
         full = [b for b in batches if len(b) == self.batch_size]
         kept, stats = self._select_full(full, gen)
         kept += [self._select_one(b, gen) for b in batches[len(full) :]]
+        if self.coverage:
+            self._mark_kept(kept)
         seconds = time.perf_counter() - start
         self._plan = EpochPlan(self.epoch, batches, kept, stats, seconds)
         return self._plan
+
+    def _pool(self) -> np.ndarray:
+        if isinstance(self.source, Sampler):
+            return np.unique(self._order())
+        return np.arange(self.source) if isinstance(self.source, int) else np.asarray(self.source)
+
+    def _start_cycle_if_done(self) -> None:
+        """A new cycle once every sample of the pool was kept (or on the first epoch)."""
+        pool = self._pool()
+        size = int(pool.max(initial=-1)) + 1
+        if len(self.seen) < size:
+            self.seen = np.concatenate([self.seen, np.zeros(size - len(self.seen), dtype=bool)])
+        if self.seen[pool].all():
+            self.seen[:] = False
+
+    def _mark_kept(self, kept: list[list[int]]) -> None:
+        now = np.zeros_like(self.seen)
+        now[np.asarray([i for rows in kept for i in rows], dtype=np.int64)] = True
+        self.seen |= self.share(now) if self.share is not None else now
+
+    def _seen_of(self, indices: np.ndarray) -> torch.Tensor | None:
+        return torch.from_numpy(self.seen[indices]) if self.coverage else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The coverage cycle: which samples were kept in it so far."""
+        return {"seen": self.seen.copy()} if self.coverage else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.coverage and "seen" in state:
+            self.seen = np.asarray(state["seen"], dtype=bool).copy()
 
     def _select_full(
         self, full: list[np.ndarray], gen: torch.Generator
@@ -289,9 +337,11 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         if select_many is None:
             return [self._select_one(b, gen) for b in full], {}
         feats = self._features(stacked)
-        extra = {}
+        extra: dict[str, Any] = {}
         if "labels" in self.selector.needs and self.labels is not None:
             extra["labels"] = self.labels[torch.from_numpy(stacked)]
+        if self.coverage:
+            extra["seen"] = self._seen_of(stacked)
         positions, found = select_many(feats, self.keep, generator=gen, **extra)
         stats = {k: v for k, v in found.items() if isinstance(v, torch.Tensor)}
         stats["positions"] = torch.as_tensor(positions)
@@ -309,6 +359,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
             if self.labels is not None
             else torch.full_like(indices, -1),
             features=self._features(batch) if "features" in self.selector.needs else None,
+            seen=self._seen_of(batch),
             epoch=self.epoch,
         )
         positions = self.selector.select(view, keep, generator=gen).positions

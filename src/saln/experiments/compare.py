@@ -100,14 +100,15 @@ def check_methods(methods: list[str]) -> None:
 
 
 def check_schedule(base: cfg.Config, methods: list[str]) -> None:
-    """A selection schedule is checked for every method it applies to, before any training;
-    one that applies to none of them is refused rather than ignored."""
+    """A selection schedule (and coverage) is checked for every method it applies to, before
+    any training; one that applies to none of them is refused rather than ignored."""
     scheduled = [m for m in (METHODS.build(n.partition(BUDGET)[0]) for n in methods) if m.selector]
     for method in scheduled:
         method.schedule(base)
+        method.check_coverage(base)
     if not scheduled and for_grid(base, METHODS.build("standard")) != base:
         raise cfg.ConfigError(
-            "train.select_from/select_until/ratio_ramp schedule a selector, and none of "
+            "train.select_from/select_until/ratio_ramp/coverage steer a selector, and none of "
             f"--methods {','.join(methods)} has one: add a selecting method or drop them"
         )
 

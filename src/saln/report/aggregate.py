@@ -19,7 +19,7 @@ import yaml
 from scipy import stats
 
 from saln.config import ConfigError, from_dict
-from saln.runs.records import BUDGET, EpochRecord, RunSummary
+from saln.runs.records import BUDGET, COVERAGE, EpochRecord, RunSummary
 from saln.runs.store import RunStore, config_differences
 
 # Settings that must agree for runs to be comparable: same data, same split.
@@ -317,8 +317,13 @@ def budget_verdict(method: str, runs: RunSet) -> dict[str, Any]:
     }
 
 
+def uniform_control(method: str) -> str:
+    """The random control of a method: ``uniform``, with coverage where the method has it."""
+    return "uniform" + (COVERAGE if method.endswith(COVERAGE) else "")
+
+
 def control_verdict(method: str, comparison: ControlComparison | None) -> str:
-    if method == "uniform":
+    if method == uniform_control(method):
         return "control"
     return comparison.verdict if comparison else "no uniform control"
 
@@ -370,10 +375,11 @@ def check_target(target: float | None) -> None:
 def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
     check_target(target)
     target, basis = default_target(runs) if target is None else (target, "set")
-    control, standard = runs.of("uniform"), runs.of("standard")
+    standard = runs.of("standard")
     table: dict[str, Any] = {}
     for method in runs.methods():
         group = runs.of(method)
+        control = runs.of(uniform_control(method))
         row: dict[str, Any] = {key: stat(group, key).to_json() for key in METRICS}
         row["seeds"] = [r.seed for r in group]
         row["one_off_s"] = Stat(tuple(one_off_seconds(r) for r in group)).to_json()
@@ -383,7 +389,7 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
         row["speedup_vs_standard"] = speedup(group, standard).to_json() if standard else None
         row["speedup_vs_uniform"] = speedup(group, control).to_json() if control else None
         row["to_target"] = target_stats(group, target)
-        judged = bool(control) and method != "uniform"
+        judged = bool(control) and method != uniform_control(method)
         mismatch = setting_differences(group, control) if judged else []
         comparison = compare_to_control(group, control) if judged and not mismatch else None
         row["verdict_vs_uniform"] = (

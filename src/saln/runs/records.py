@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 SMALL_GAP = 1e-3
 TIME_PHASES = ("data", "selection", "step", "eval", "checkpoint")  # each epoch's seconds
 BUDGET = "@"  # standard_matched@METHOD: the run trained METHOD's measured examples
+COVERAGE = "+coverage"  # METHOD+coverage: the run's selector preferred rows not yet trained
 
 
 class RecordError(ValueError):

@@ -24,6 +24,7 @@ class BatchView:
     features: torch.Tensor | None = None  # fixed reference features, (n, d)
     losses: torch.Tensor | None = None  # learner cross-entropy per row, (n,)
     ref_losses: torch.Tensor | None = None  # reference-model cross-entropy per row, (n,)
+    seen: torch.Tensor | None = None  # coverage: bool, trained in this cycle already, (n,)
     epoch: int = 0
     step: int = 0
 
@@ -114,6 +115,15 @@ def require(batch: BatchView, selector: Selector) -> None:
             f"selector {selector.name!r} needs {', '.join(missing)} in the BatchView; "
             f"it declares needs={sorted(selector.needs)}"
         )
+
+
+def prefer_unseen(scores: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
+    """Scores (higher kept first) that put every row trained in this coverage cycle after every
+    row that was not, the order within each group unchanged. No host sync."""
+    if seen is None:
+        return scores
+    span = scores.amax(-1, keepdim=True) - scores.amin(-1, keepdim=True) + 1
+    return scores - seen.to(scores.device, scores.dtype) * span
 
 
 def check_finite_scores(scores: torch.Tensor, what: str) -> None:

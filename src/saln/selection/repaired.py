@@ -25,7 +25,14 @@ from typing import Any
 
 import torch
 
-from saln.selection.base import SELECTORS, BatchView, Selection, check_keep, require
+from saln.selection.base import (
+    SELECTORS,
+    BatchView,
+    Selection,
+    check_keep,
+    prefer_unseen,
+    require,
+)
 from saln.selection.laplacians import check_graph_options, spectral_embedding
 from saln.selection.spectral import MIN_SPECTRAL_ROWS, as_feature_tensor, priority_order
 from saln.selection.strata import allocate, kmeans, sample_within, stratum_sizes
@@ -60,11 +67,14 @@ class GraphOptions:
 
 
 def repaired_select(
-    features: Any, keep: int, options: GraphOptions = GraphOptions()
+    features: Any,
+    keep: int,
+    options: GraphOptions = GraphOptions(),
+    seen: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Positions (b, keep) of the largest |Fiedler| entries of each batch's repaired graph,
-    largest first, and stats (``gap``, ``abs_fiedler``, ``fallback``). Fewer than 3 rows: the
-    first ``keep`` positions."""
+    largest first (with ``seen``, rows not yet trained in this cycle first), and stats (``gap``,
+    ``abs_fiedler``, ``fallback``). Fewer than 3 rows: the first ``keep`` positions."""
     x = as_feature_tensor(features)
     b, n, _ = x.shape
     check_keep(keep, n)
@@ -76,7 +86,7 @@ def repaired_select(
     magnitude = vectors[..., 0].abs()
     gap = (values[..., 1] - values[..., 0]) / values[..., 0].abs().clamp_min(1e-30)
     stats = {"gap": gap, "abs_fiedler": magnitude, "fallback": fallback}
-    return priority_order(magnitude)[:, :keep].contiguous(), stats
+    return priority_order(prefer_unseen(magnitude, seen))[:, :keep].contiguous(), stats
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,7 @@ def spectral_strata_select(
     options: GraphOptions = GraphOptions(),
     strata: StrataOptions = StrataOptions(),
     generator: torch.Generator | None = None,
+    seen: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Positions (b, keep), drawn within the strata of each batch's spectral embedding in
     proportion to their sizes; stats ``strata_sizes`` (b, strata) and ``fallback``. A batch too
@@ -128,9 +139,9 @@ def spectral_strata_select(
     b, n, _ = x.shape
     check_keep(keep, n)
     if n < 4:
-        return uniform_select(n, keep, batches=b, generator=generator).to(x.device), {
-            "fallback": "n<4:uniform"
-        }
+        seen = None if seen is None else seen.cpu()
+        positions = uniform_select(n, keep, batches=b, generator=generator, seen=seen)
+        return positions.to(x.device), {"fallback": "n<4:uniform"}
     options, fallback = options.for_rows(n)
     dims, count = min(strata.dims, n - 2), min(strata.strata, n)
     if (dims, count) != (strata.dims, strata.strata):
@@ -138,12 +149,15 @@ def spectral_strata_select(
     rows, _ = spectral_embedding(x, dims, **vars(options))
     ids = strata_of_embedding(rows, count, generator)
     sizes = stratum_sizes(ids, count)
-    positions = sample_within(ids, allocate(sizes, keep), generator)
+    positions = sample_within(ids, allocate(sizes, keep), generator, seen)
     return positions, {"strata_sizes": sizes, "fallback": fallback}
 
 
 def class_stratified_select(
-    labels: torch.Tensor, keep: int, generator: torch.Generator | None = None
+    labels: torch.Tensor,
+    keep: int,
+    generator: torch.Generator | None = None,
+    seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Positions (b, keep) drawn uniformly within each class of labels (b, n), in proportion
     to the class's share of the batch, at least one per class where ``keep`` allows."""
@@ -157,7 +171,12 @@ def class_stratified_select(
         )
     _, ids = torch.unique(batched, return_inverse=True)
     sizes = stratum_sizes(ids, int(ids.max()) + 1)
-    return sample_within(ids, allocate(sizes, keep), generator)
+    return sample_within(ids, allocate(sizes, keep), generator, seen)
+
+
+def one(seen: torch.Tensor | None) -> torch.Tensor | None:
+    """A BatchView's (n,) coverage mask as a batch of one."""
+    return None if seen is None else seen.unsqueeze(0)
 
 
 @SELECTORS.register("spectral")
@@ -176,13 +195,18 @@ class RepairedSpectralSelector:
         self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
     ) -> Selection:
         require(batch, self)
-        positions, stats = repaired_select(batch.features, keep, self.options)
+        positions, stats = repaired_select(batch.features, keep, self.options, one(batch.seen))
         return Selection(positions=positions[0], stats=stats)
 
     def select_many(
-        self, features: torch.Tensor, keep: int, *, generator: torch.Generator | None = None
+        self,
+        features: torch.Tensor,
+        keep: int,
+        *,
+        generator: torch.Generator | None = None,
+        seen: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        return repaired_select(features, keep, self.options)
+        return repaired_select(features, keep, self.options, seen)
 
 
 @SELECTORS.register("spectral_strata")
@@ -204,14 +228,19 @@ class SpectralStrataSelector:
     ) -> Selection:
         require(batch, self)
         positions, stats = spectral_strata_select(
-            batch.features, keep, self.options, self.strata, generator
+            batch.features, keep, self.options, self.strata, generator, one(batch.seen)
         )
         return Selection(positions=positions[0], stats=stats)
 
     def select_many(
-        self, features: torch.Tensor, keep: int, *, generator: torch.Generator | None = None
+        self,
+        features: torch.Tensor,
+        keep: int,
+        *,
+        generator: torch.Generator | None = None,
+        seen: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        return spectral_strata_select(features, keep, self.options, self.strata, generator)
+        return spectral_strata_select(features, keep, self.options, self.strata, generator, seen)
 
 
 @SELECTORS.register("class_stratified")
@@ -225,7 +254,9 @@ class ClassStratifiedSelector:
     def select(
         self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
     ) -> Selection:
-        positions = class_stratified_select(batch.labels.cpu(), keep, generator)
+        seen = one(batch.seen)
+        seen = None if seen is None else seen.cpu()
+        positions = class_stratified_select(batch.labels.cpu(), keep, generator, seen)
         return Selection(positions=positions[0].to(batch.labels.device))
 
     def select_many(
@@ -235,9 +266,10 @@ class ClassStratifiedSelector:
         *,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        seen: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         if labels is None:
             raise ValueError(
                 "selector 'class_stratified' needs labels: pass labels= to SelectiveBatchSampler"
             )
-        return class_stratified_select(labels, keep, generator), {}
+        return class_stratified_select(labels, keep, generator, seen), {}

@@ -20,6 +20,7 @@ from saln.selection.base import (
     Selection,
     check_keep,
     keep_count,
+    prefer_unseen,
     require,
 )
 from saln.selection.graphed import GRAPHED_LANCZOS
@@ -218,15 +219,31 @@ class SpectralSelector:
     ) -> Selection:
         require(batch, self)
         assert batch.features is not None
-        positions, stats = spectral_select_with_stats(
-            batch.features, keep=keep, solver=self.solver, cuda_graph=self.cuda_graph
-        )
-        return Selection(positions=positions, stats=stats)
+        seen = None if batch.seen is None else batch.seen.unsqueeze(0)
+        positions, stats = self.select_many(batch.features.unsqueeze(0), keep, seen=seen)
+        return Selection(positions=positions[0], stats=stats)
 
     def select_many(
-        self, features: torch.Tensor, keep: int, *, generator: torch.Generator | None = None
+        self,
+        features: torch.Tensor,
+        keep: int,
+        *,
+        generator: torch.Generator | None = None,
+        seen: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """A whole epoch of equal-sized batches (b, n, d) in one batched call."""
-        return spectral_select_with_stats(
+        """A whole epoch of equal-sized batches (b, n, d) in one batched call. With ``seen``
+        (coverage), the rows not yet trained in this cycle come first, each group in |Fiedler|
+        order; without it this is the paper's algorithm."""
+        positions, stats = spectral_select_with_stats(
             features, keep=keep, solver=self.solver, cuda_graph=self.cuda_graph
         )
+        return unseen_first(positions, stats, keep, seen), stats
+
+
+def unseen_first(
+    positions: torch.Tensor, stats: dict[str, Any], keep: int, seen: torch.Tensor | None
+) -> torch.Tensor:
+    """A |Fiedler| ranking re-ordered for coverage: unseen rows first (see ``prefer_unseen``)."""
+    if seen is None or "abs_fiedler" not in stats:
+        return positions
+    return priority_order(prefer_unseen(stats["abs_fiedler"], seen))[:, :keep].contiguous()

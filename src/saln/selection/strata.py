@@ -47,12 +47,18 @@ def allocate(sizes: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 def sample_within(
-    strata: torch.Tensor, counts: torch.Tensor, generator: torch.Generator | None = None
+    strata: torch.Tensor,
+    counts: torch.Tensor,
+    generator: torch.Generator | None = None,
+    seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Positions (b, keep): ``counts[s]`` rows of each stratum ``s``, uniformly at random
-    within it, in a random order. Every batch's counts must sum to the same ``keep``."""
+    within it (with ``seen``, from its rows not yet trained in this cycle first), in a random
+    order. Every batch's counts must sum to the same ``keep``."""
     b, n = strata.shape
     keys = draw((b, n), generator, strata.device)
+    if seen is not None:  # still in [0, 1): unseen rows in [0, 0.5), seen ones after them
+        keys = (keys + seen.to(keys.device, keys.dtype)) / 2
     order = torch.sort(strata.double() + keys, dim=-1).indices  # strata in turn, shuffled within
     grouped = strata.gather(1, order)
     starts = torch.cumsum(stratum_sizes(strata, counts.shape[1]), dim=1) - stratum_sizes(

@@ -12,15 +12,22 @@ from typing import Any
 
 import torch
 
-from saln.selection.base import SELECTORS, BatchView, Selection, check_keep
+from saln.selection.base import SELECTORS, BatchView, Selection, check_keep, prefer_unseen
 
 
 def uniform_select(
-    n: int, keep: int, *, batches: int = 1, generator: torch.Generator | None = None
+    n: int,
+    keep: int,
+    *,
+    batches: int = 1,
+    generator: torch.Generator | None = None,
+    seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(batches, keep) positions drawn uniformly without replacement, independently per row."""
+    """(batches, keep) positions drawn uniformly without replacement, independently per row;
+    with ``seen`` (batches, n), from the rows not yet trained in this cycle first."""
     check_keep(keep, n)
-    return torch.rand(batches, n, generator=generator).argsort(dim=-1)[:, :keep]
+    keys = torch.rand(batches, n, generator=generator)
+    return prefer_unseen(-keys, seen).argsort(dim=-1, descending=True)[:, :keep]
 
 
 @SELECTORS.register("uniform")
@@ -32,11 +39,18 @@ class UniformSelector:
     def select(
         self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
     ) -> Selection:
-        positions = uniform_select(len(batch), keep, generator=generator)[0]
+        seen = None if batch.seen is None else batch.seen.cpu().unsqueeze(0)
+        positions = uniform_select(len(batch), keep, generator=generator, seen=seen)[0]
         return Selection(positions=positions.to(batch.indices.device))
 
     def select_many(
-        self, features: torch.Tensor, keep: int, *, generator: torch.Generator | None = None
+        self,
+        features: torch.Tensor,
+        keep: int,
+        *,
+        generator: torch.Generator | None = None,
+        seen: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         b, n = features.shape[:2]
-        return uniform_select(n, keep, batches=b, generator=generator), {}
+        seen = None if seen is None else seen.cpu()
+        return uniform_select(n, keep, batches=b, generator=generator, seen=seen), {}

@@ -275,6 +275,7 @@ def _checkpoint_state(
         "best": best,
         "tracker": tracker.state(),
         "planner": ctx.planner.state_dict(),
+        "sampler": ctx.sampler.state_dict(),
         "world_size": ctx.world_size,
     }
 
@@ -297,6 +298,7 @@ def _restore(
     ctx.scheduler.load_state_dict(state["scheduler"])
     tracker.load(state["tracker"])
     ctx.planner.load_state_dict(state.get("planner", {}))
+    ctx.sampler.load_state_dict(state.get("sampler", {}))
     done = len(state["history"])
     recorded = store.metrics()  # complete rows (with checkpoint time) where the writer got that far
     source = store.file("checkpoint.pt")

@@ -8,7 +8,7 @@ from typing import Any
 
 from saln.config import Config, ConfigError, graphed_selection
 from saln.registry import Registry
-from saln.runs.records import BUDGET
+from saln.runs.records import BUDGET, COVERAGE
 from saln.selection import SELECTORS, Selector
 from saln.selection.repaired import GraphOptions, StrataOptions
 from saln.selection.schedule import SelectionSchedule
@@ -87,6 +87,15 @@ class Method:
             )
         return schedule
 
+    def check_coverage(self, config: Config) -> None:
+        """``train.coverage`` steers a model-free selector, which chooses in the sampler."""
+        if config.train.coverage and (self.selector is None or self.selects_in != "sampler"):
+            raise ConfigError(
+                f"train.coverage steers a model-free selector (uniform, saln, spectral, "
+                f"spectral_strata, class_stratified), and method {self.name!r} has none: set "
+                "train.coverage=false for it"
+            )
+
     def epochs(self, config: Config, train_rows: int) -> int:
         """Epochs to train; a matched method trains the examples of its budget: those another
         method measured (``train.budget_examples``), else (1 - filter_ratio) of the epochs."""
@@ -103,15 +112,19 @@ def for_grid(config: Config, method: Method) -> Config:
     methods with a selector, and the others (standard, InfoBatch) train as they always do."""
     if method.selector is not None:
         return config
-    unscheduled = replace(config.train, select_from=0.0, select_until=1.0, ratio_ramp="constant")
+    unscheduled = replace(
+        config.train, select_from=0.0, select_until=1.0, ratio_ramp="constant", coverage=False
+    )
     return replace(config, train=unscheduled)
 
 
 def method_label(config: Config) -> str:
     """The name a run is reported under: a budget-matched standard names whose budget it has
-    (``standard_matched@infobatch``)."""
+    (``standard_matched@infobatch``), a selector with coverage says so (``uniform+coverage``)."""
     t = config.train
-    return f"{t.method}{BUDGET}{t.budget_of}" if t.budget_of else t.method
+    if t.budget_of:
+        return f"{t.method}{BUDGET}{t.budget_of}"
+    return t.method + (COVERAGE if t.coverage else "")
 
 
 METHODS: Registry[Method] = Registry("method")

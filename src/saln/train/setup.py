@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -207,12 +209,20 @@ def scorer_for(config: Config, model: nn.Module, graphed: bool) -> ScoreFn:
     return GraphedScorer(model, config.train.amp)
 
 
+def share_kept(kept: np.ndarray, device: torch.device) -> np.ndarray:
+    """Every rank's kept-row mask, merged (coverage under torchrun), on the training device
+    so that NCCL can carry it."""
+    merged = distributed.all_reduce(torch.from_numpy(kept).to(device, torch.int32))
+    return (merged > 0).cpu().numpy()
+
+
 def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     t = config.train
     device = resolve_device(t.device)
     method = METHODS.build(t.method)
     check_cuda_graphs(config, device, world_size)  # before any data or model work
     schedule = method.schedule(config)
+    method.check_coverage(config)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     selector = method.build_selector(config)
@@ -271,6 +281,8 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         seed=t.seed,
         keep=keep if in_sampler else loaded,
         ratio_at=schedule.ratio if in_sampler and not schedule.is_default else None,
+        coverage=t.coverage,
+        share=partial(share_kept, device=device) if world_size > 1 else None,
         labels=bundle.train.labels,
         rank=rank,
         world_size=world_size,
