@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -115,6 +115,28 @@ def require(batch: BatchView, selector: Selector) -> None:
             f"selector {selector.name!r} needs {', '.join(missing)} in the BatchView; "
             f"it declares needs={sorted(selector.needs)}"
         )
+
+
+class BatchedSelector:
+    """A model-free selector defined by its batched ``select_many(features (b, n, d), keep, *,
+    generator, seen, [labels])``; :meth:`select` is that call on a batch of one."""
+
+    name: str
+    needs: frozenset[str]
+    select_many: Callable[..., tuple[torch.Tensor, Mapping[str, Any]]]
+
+    def select(
+        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
+    ) -> Selection:
+        require(batch, self)
+        inputs: dict[str, Any] = {"generator": generator}
+        if batch.seen is not None:
+            inputs["seen"] = batch.seen.unsqueeze(0)
+        if "labels" in self.needs:
+            inputs["labels"] = batch.labels.unsqueeze(0)
+        features = batch.features if batch.features is not None else torch.zeros(len(batch), 1)
+        positions, stats = self.select_many(features.unsqueeze(0), keep, **inputs)
+        return Selection(positions=positions[0].to(batch.indices.device), stats=stats)
 
 
 def prefer_unseen(scores: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:

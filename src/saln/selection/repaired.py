@@ -27,11 +27,9 @@ import torch
 
 from saln.selection.base import (
     SELECTORS,
-    BatchView,
-    Selection,
+    BatchedSelector,
     check_keep,
     prefer_unseen,
-    require,
 )
 from saln.selection.laplacians import check_graph_options, spectral_embedding
 from saln.selection.spectral import MIN_SPECTRAL_ROWS, as_feature_tensor, priority_order
@@ -174,14 +172,9 @@ def class_stratified_select(
     return sample_within(ids, allocate(sizes, keep), generator, seen)
 
 
-def one(seen: torch.Tensor | None) -> torch.Tensor | None:
-    """A BatchView's (n,) coverage mask as a batch of one."""
-    return None if seen is None else seen.unsqueeze(0)
-
-
 @SELECTORS.register("spectral")
 @dataclass(frozen=True)
-class RepairedSpectralSelector:
+class RepairedSpectralSelector(BatchedSelector):
     """SALN's top-|Fiedler| ranking on a repaired graph (model-free)."""
 
     options: GraphOptions = GraphOptions()
@@ -190,13 +183,6 @@ class RepairedSpectralSelector:
 
     def check_batch_size(self, n: int) -> None:
         self.options.check_batch_size(n, self.name)
-
-    def select(
-        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
-    ) -> Selection:
-        require(batch, self)
-        positions, stats = repaired_select(batch.features, keep, self.options, one(batch.seen))
-        return Selection(positions=positions[0], stats=stats)
 
     def select_many(
         self,
@@ -211,7 +197,7 @@ class RepairedSpectralSelector:
 
 @SELECTORS.register("spectral_strata")
 @dataclass(frozen=True)
-class SpectralStrataSelector:
+class SpectralStrataSelector(BatchedSelector):
     """Random rows within the strata of the batch's spectral embedding (model-free)."""
 
     options: GraphOptions = GraphOptions()
@@ -222,15 +208,6 @@ class SpectralStrataSelector:
     def check_batch_size(self, n: int) -> None:
         self.options.check_batch_size(n, self.name)
         self.strata.check_batch_size(n, self.name)
-
-    def select(
-        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
-    ) -> Selection:
-        require(batch, self)
-        positions, stats = spectral_strata_select(
-            batch.features, keep, self.options, self.strata, generator, one(batch.seen)
-        )
-        return Selection(positions=positions[0], stats=stats)
 
     def select_many(
         self,
@@ -245,19 +222,11 @@ class SpectralStrataSelector:
 
 @SELECTORS.register("class_stratified")
 @dataclass(frozen=True)
-class ClassStratifiedSelector:
+class ClassStratifiedSelector(BatchedSelector):
     """Random rows within each class, in proportion to the class's share (model-free)."""
 
     name: str = "class_stratified"
     needs: frozenset[str] = frozenset({"labels"})
-
-    def select(
-        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
-    ) -> Selection:
-        seen = one(batch.seen)
-        seen = None if seen is None else seen.cpu()
-        positions = class_stratified_select(batch.labels.cpu(), keep, generator, seen)
-        return Selection(positions=positions[0].to(batch.labels.device))
 
     def select_many(
         self,

@@ -16,12 +16,10 @@ import torch
 
 from saln.selection.base import (
     SELECTORS,
-    BatchView,
-    Selection,
+    BatchedSelector,
     check_keep,
     keep_count,
     prefer_unseen,
-    require,
 )
 from saln.selection.graphed import GRAPHED_LANCZOS
 from saln.selection.solvers import SOLVERS
@@ -206,22 +204,13 @@ def reference_fiedler(features: np.ndarray) -> np.ndarray:
 
 @SELECTORS.register("saln")
 @dataclass(frozen=True)
-class SpectralSelector:
+class SpectralSelector(BatchedSelector):
     """SALN on fixed reference features (model-free)."""
 
     solver: str = "auto"
     cuda_graph: bool = False  # replay CUDA Lanczos solves from CUDA graphs
     name: str = "saln"
     needs: frozenset[str] = frozenset({"features"})
-
-    def select(
-        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
-    ) -> Selection:
-        require(batch, self)
-        assert batch.features is not None
-        seen = None if batch.seen is None else batch.seen.unsqueeze(0)
-        positions, stats = self.select_many(batch.features.unsqueeze(0), keep, seen=seen)
-        return Selection(positions=positions[0], stats=stats)
 
     def select_many(
         self,

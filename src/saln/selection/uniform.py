@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from saln.selection.base import SELECTORS, BatchView, Selection, check_keep, prefer_unseen
+from saln.selection.base import SELECTORS, BatchedSelector, check_keep, prefer_unseen
 
 
 def uniform_select(
@@ -32,16 +32,9 @@ def uniform_select(
 
 @SELECTORS.register("uniform")
 @dataclass(frozen=True)
-class UniformSelector:
+class UniformSelector(BatchedSelector):
     name: str = "uniform"
     needs: frozenset[str] = frozenset()
-
-    def select(
-        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
-    ) -> Selection:
-        seen = None if batch.seen is None else batch.seen.cpu().unsqueeze(0)
-        positions = uniform_select(len(batch), keep, generator=generator, seen=seen)[0]
-        return Selection(positions=positions.to(batch.indices.device))
 
     def select_many(
         self,
