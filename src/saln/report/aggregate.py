@@ -68,8 +68,14 @@ METHOD_ORDER = [
 
 
 def in_method_order(methods: set[str]) -> list[str]:
-    """References first, then the control, SALN and the model-aware methods; others by name."""
-    return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
+    """References first, then the control, SALN and the model-aware methods; others by name.
+    A variant (``uniform+coverage``, ``standard_matched@infobatch``) follows its method."""
+
+    def rank(method: str) -> tuple[int, str]:
+        base = method.partition(COVERAGE)[0].partition(BUDGET)[0]
+        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), method)
+
+    return sorted(methods, key=rank)
 
 
 @dataclass
