@@ -1,55 +1,59 @@
-"""saln inside your own training loop: no engine, no monkey-patching.
+"""A plain PyTorch training loop with saln's Curator: three lines change (the batch sampler,
+``set_epoch``/``end_epoch`` and the loss), on scikit-learn's digits.
 
-    python examples/custom_loop.py
-
-Model-free selection (SALN) runs as a ``batch_sampler``, so the DataLoader only ever loads the
-kept samples; model-aware selection (here ``loss``, which needs no reference model) is one call
-in the step.
+    python examples/custom_loop.py --method infobatch --epochs 8
 """
 
 from __future__ import annotations
 
-import numpy as np
+import argparse
+
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import saln
 
-torch.manual_seed(0)
-# A toy classification problem: 512 points, 16 features, 4 classes.
-x = torch.randn(512, 16)
-y = (x[:, :4].argmax(1)).long()
-dataset = TensorDataset(x, y)
-features = np.abs(x.numpy())  # fixed reference features, one row per sample (global index)
-model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
-optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+TRAIN = 1500  # the first 1,500 digits train, the other 297 test
 
-# 1. Model-free: SALN picks 20% of every super-batch of 64 before anything is loaded.
-sampler = saln.SelectiveBatchSampler(
-    len(dataset), batch_size=64, selector="saln", features=features, filter_ratio=0.8, seed=0
-)
-loader = DataLoader(dataset, batch_sampler=sampler)
-for epoch in range(3):
-    sampler.set_epoch(epoch)
-    for inputs, targets in loader:  # 12 rows per step
-        loss = F.cross_entropy(model(inputs), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
 
-# 2. Model-aware: score the loaded batch without grad, keep the top-loss rows, train on those.
-selector = saln.SELECTORS.build("loss")
-keep = saln.keep_count(64, 0.8)
-for inputs, targets in DataLoader(dataset, batch_size=64, shuffle=True):
+def main(argv: list[str] | None = None) -> float:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="infobatch", help="any saln method but rho_loss/jest")
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args(argv)
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
+    labels = torch.tensor(digits.target)
+    train = TensorDataset(images[:TRAIN], labels[:TRAIN], torch.arange(TRAIN))  # + its index
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    curator = saln.Curator(  # pixels as the reference features of the spectral methods
+        TRAIN, args.method, epochs=args.epochs, features=images[:TRAIN].flatten(1),
+        labels=labels[:TRAIN],
+    )  # fmt: skip
+    loader = DataLoader(train, batch_sampler=curator.batch_sampler)
+    for epoch in range(args.epochs):
+        curator.set_epoch(epoch)
+        trained = 0
+        for x, y, indices in loader:
+            per_sample = F.cross_entropy(model(x), y, reduction="none")
+            loss = curator.loss(per_sample, indices)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            trained += len(indices) if curator.last_kept is None else len(curator.last_kept)
+        planned = curator.end_epoch()
+        print(f"epoch {epoch + 1}: {trained} rows trained {planned}")
     with torch.no_grad():
-        losses = F.cross_entropy(model(inputs), targets, reduction="none")
-    view = saln.BatchView(indices=torch.arange(len(targets)), labels=targets, losses=losses)
-    rows = selector.select(view, keep).positions
-    loss = F.cross_entropy(model(inputs[rows]), targets[rows])
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+        accuracy = float((model(images[TRAIN:]).argmax(1) == labels[TRAIN:]).float().mean())
+    print(f"{args.method}: test accuracy {accuracy:.3f}")
+    return accuracy
 
-accuracy = (model(x).argmax(1) == y).float().mean().item()
-print(f"accuracy after selective training: {accuracy:.3f}")
+
+if __name__ == "__main__":
+    main()

@@ -27,10 +27,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "train": LOW | {"selection", "data", "models", "runs", "sampling", "features"},
     "report": {"config", "io", "runs", "data", "models"},  # reads records, never trains
     "experiments": LOW | {"runs", "train", "report"},
+    "loop": LOW | {"selection", "sampling", "train"},  # a method in a user's own loop
     "cli": LOW
     | {"selection", "data", "models", "runs", "features", "train", "report", "experiments"},
     "__main__": {"cli"},
-    "__init__": {"registry", "selection", "sampling", "features"},
+    "__init__": {"registry", "selection", "sampling", "features", "loop"},
 }
 
 

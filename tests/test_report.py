@@ -329,9 +329,9 @@ def test_unwritable_out_dir(synthetic: Path) -> None:
 
 
 def test_unknown_method_lists_the_registered_ones(tmp_path: Path) -> None:
-    listed = "unknown method 'spectral'; valid names: infobatch, jest, loss"
+    listed = "unknown method 'spectra'; valid names: class_stratified, infobatch, jest"
     with pytest.raises(ValueError, match=listed):
-        run_comparison(cfg.Config(), ["standard", "spectral"], [0], tmp_path)
+        run_comparison(cfg.Config(), ["standard", "spectra"], [0], tmp_path)
 
 
 @pytest.mark.parametrize("target", [95.0, 0.0, -0.1])

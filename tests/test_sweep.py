@@ -82,7 +82,7 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
         ([0.5, 0.5], ["uniform"], "each filter ratio once"),
         ([], ["uniform"], "at least one"),
         ([0.5, 1.0], ["uniform"], r"filter_ratio=1.0 must be in \[0, 1\)"),
-        ([0.5], ["uniform", "spectral"], "unknown method 'spectral'"),
+        ([0.5], ["uniform", "spectra"], "unknown method 'spectra'"),
         ([0.5], [], "at least one method"),
         ([0.5], ["uniform"], "--nproc .* at least 1; got 0"),
     ],

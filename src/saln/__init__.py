@@ -6,6 +6,7 @@ samples are trained on. See docs/methods.md for every method's semantics and cos
 """
 
 from saln.features import FeatureStore, extract_features
+from saln.loop import Curator
 from saln.registry import Registry
 from saln.sampling import SelectiveBatchSampler
 from saln.selection import (
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SELECTORS",
     "BatchView",
+    "Curator",
     "FeatureStore",
     "Registry",
     "Selection",

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from saln import distributed
-from saln.config import Config
 from saln.registry import Registry
 from saln.sampling import EpochPool, epoch_seed
-from saln.selection.infobatch import annealing, prune_epoch
+from saln.selection.infobatch import annealing, check_infobatch, prune_epoch
 
 
 class Planner(Protocol):
@@ -58,13 +57,17 @@ class InfoBatch:
         pool: EpochPool,
         candidates: np.ndarray,
         dataset_size: int,
-        config: Config,
         epochs: int,
         device: torch.device,
+        *,
+        prune_ratio: float = 0.5,
+        delta: float = 0.875,
+        seed: int = 0,
     ) -> None:
+        check_infobatch(prune_ratio, delta)
         self.pool, self.candidates, self.epochs = pool, candidates, epochs
-        self.prune_ratio, self.delta = config.train.prune_ratio, config.train.infobatch_delta
-        self.seed, self.device = config.train.seed, device
+        self.prune_ratio, self.delta = prune_ratio, delta
+        self.seed, self.device = seed, device
         self.scores = np.full(dataset_size, np.nan)
         self.table = torch.ones(dataset_size, device=device)
         self.stats: dict[str, float] = {}

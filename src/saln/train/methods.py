@@ -55,7 +55,10 @@ class Method:
 
     def filter_ratio(self, config: Config) -> float:
         """The share of each loaded batch this method drops: 0 without a selector."""
-        return config.train.filter_ratio if self.selector is not None else 0.0
+        return self.ratio_of(config.train.filter_ratio)
+
+    def ratio_of(self, filter_ratio: float) -> float:
+        return filter_ratio if self.selector is not None else 0.0
 
     def build_selector(self, config: Config) -> Selector | None:
         if self.selector is None:

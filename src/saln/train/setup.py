@@ -299,9 +299,11 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         pool=pool,
         candidates=split.train,
         dataset_size=len(bundle.train),
-        config=config,
         epochs=epochs,
         device=device,
+        prune_ratio=t.prune_ratio,
+        delta=t.infobatch_delta,
+        seed=t.seed,
     )
     return RunContext(
         config=config,

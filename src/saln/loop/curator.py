@@ -1,0 +1,212 @@
+"""A saln method in a training loop of your own: one object, three lines.
+
+    curator = Curator(len(train_set), "infobatch", epochs=E, batch_size=64)
+    loader = DataLoader(train_set, batch_sampler=curator.batch_sampler)
+    for epoch in range(E):
+        curator.set_epoch(epoch)
+        for images, labels, indices in loader:            # the dataset returns its indices
+            per_sample = F.cross_entropy(model(images), labels, reduction="none")
+            curator.loss(per_sample, indices).backward()
+            ...
+        curator.end_epoch()
+
+The semantics are ``saln train``'s (docs/methods.md): model-free selectors choose each
+batch's rows in the batch sampler before any image is loaded; InfoBatch plans each epoch's
+samples and weights their losses; model-aware selectors (``loss``, ``rho_loss``, ``jest``)
+keep the rows with the highest scores of the batch's per-sample losses, and :meth:`loss`
+averages over those rows only (one forward of the loaded batch: the learner's losses are the
+scores). Under torchrun each rank gets its own super-batches, and InfoBatch's losses are
+summed over ranks at :meth:`end_epoch`, exactly as in ``saln train``. Nothing of torch is
+patched: the batch sampler is an ordinary ``Sampler[list[int]]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from saln import distributed
+from saln.sampling import EpochPool, SelectiveBatchSampler
+from saln.selection import SELECTORS, BatchView, Selector, keep_count, tail_keep
+from saln.train.epochwise import PLANNERS, Planner
+from saln.train.methods import METHODS, Method
+
+
+class Curator:
+    """One saln method for a loop of your own.
+
+    ``train``: the number of samples (the loop trains on indices ``0..N-1``) or the global
+    indices it trains on (a split). ``features``: an (N, d) table by global index, for
+    ``saln``, ``spectral`` and ``spectral_strata``; ``labels`` (N,) for ``class_stratified``;
+    ``ref_losses`` (N,) a reference model's per-sample losses, for ``rho_loss`` and ``jest``.
+    ``options`` go to the selector (e.g. ``{"solver": "exact"}`` for saln).
+    """
+
+    def __init__(
+        self,
+        train: int | Sequence[int] | np.ndarray,
+        method: str = "uniform",
+        *,
+        epochs: int,
+        batch_size: int = 64,
+        filter_ratio: float = 0.8,
+        seed: int = 0,
+        features: Any = None,
+        labels: Any = None,
+        ref_losses: torch.Tensor | None = None,
+        prune_ratio: float = 0.5,
+        delta: float = 0.875,
+        coverage: bool = False,
+        options: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.method: Method = METHODS.build(method)
+        self.device, self.epochs = torch.device(device), epochs
+        self.indices = np.arange(train) if isinstance(train, int) else np.asarray(train)
+        self.size = int(self.indices.max(initial=-1)) + 1
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.selector = self._selector(options or {})
+        self.ref_losses = self._reference(ref_losses)
+        self._check_tables(features, labels)
+        ratio = self.method.ratio_of(filter_ratio)
+        self.keep = keep_count(batch_size, ratio)
+        self.batch_size = batch_size
+        self.pool = EpochPool(self.indices, seed)
+        in_sampler = self.method.selects_in == "sampler"
+        self.batch_sampler = SelectiveBatchSampler(
+            self.pool if self.method.selects_in == "epoch" else self.indices,
+            batch_size,
+            self.selector if in_sampler else None,
+            features,
+            ratio if in_sampler else 0.0,
+            seed=seed,
+            labels=labels,
+            coverage=coverage,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        self.planner: Planner = PLANNERS.build(
+            self.method.planner,
+            pool=self.pool,
+            candidates=self.indices,
+            dataset_size=self.size,
+            epochs=epochs,
+            device=self.device,
+            prune_ratio=prune_ratio,
+            delta=delta,
+            seed=seed,
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch, self.step = 0, 0
+        self.last_kept: torch.Tensor | None = None  # the rows :meth:`loss` trained, by position
+
+    def _selector(self, options: dict[str, Any]) -> Selector | None:
+        if self.method.selector is None:
+            if options:
+                raise ValueError(f"method {self.method.name!r} has no selector to pass options")
+            return None
+        return SELECTORS.build(self.method.selector, **options)
+
+    def _reference(self, ref_losses: torch.Tensor | None) -> torch.Tensor | None:
+        needs = self.selector is not None and "ref_losses" in self.selector.needs
+        if needs and ref_losses is None:
+            raise ValueError(
+                f"method {self.method.name!r} scores against a reference model: pass "
+                "ref_losses=, its per-sample losses on the training set (N,), by global index"
+            )
+        if ref_losses is None:
+            return None
+        table = torch.as_tensor(ref_losses).to(self.device, torch.float32)
+        if table.ndim != 1 or len(table) < self.size:
+            raise ValueError(
+                f"ref_losses must be one loss per sample (N,) with N >= {self.size}, got shape "
+                f"{tuple(table.shape)}"
+            )
+        return table
+
+    def _check_tables(self, features: Any, labels: Any) -> None:
+        for what, table in (("features", features), ("labels", labels)):
+            if table is not None and len(table) < self.size:
+                raise ValueError(
+                    f"{what} have {len(table)} rows and the training set indexes up to "
+                    f"{self.size - 1}: pass the {what} of the whole dataset, one row per index"
+                )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch, as ``DistributedSampler.set_epoch``: it plans the epoch."""
+        self.epoch, self.step = epoch, 0
+        self.batch_sampler.set_epoch(epoch)
+        self.planner.before_epoch(epoch)
+
+    def loss(self, per_sample: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The scalar to backpropagate, from the loaded batch's per-sample losses (``reduction=
+        'none'``) and its global indices: their mean over the rows the method trains, each
+        with its weight."""
+        indices = self._check_step(per_sample, indices)
+        self.step += 1
+        self.last_kept = None
+        if self.method.selects_in == "epoch":
+            weights = self.planner.weights(indices)
+            self.planner.record(indices, per_sample.detach())
+            if weights is not None:
+                return (per_sample * weights.to(per_sample.device)).mean()
+        if self.method.selects_in == "step" and self.keep < self.batch_size:
+            self.last_kept = self._select_in_step(per_sample.detach(), indices)
+            return per_sample[self.last_kept].mean()
+        return per_sample.mean()
+
+    def _select_in_step(self, scores: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        assert self.selector is not None
+        ref = None if self.ref_losses is None else self.ref_losses[indices.to(self.device)]
+        view = BatchView(
+            indices=indices,
+            labels=torch.full_like(indices, -1),
+            losses=scores,
+            ref_losses=ref,
+            epoch=self.epoch,
+            step=self.step,
+        )
+        keep = tail_keep(len(indices), self.keep, self.batch_size)
+        positions = self.selector.select(view, keep, generator=self.generator).positions
+        return positions.to(scores.device)
+
+    def _check_step(self, per_sample: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        if not isinstance(per_sample, torch.Tensor) or per_sample.ndim != 1:
+            shape = tuple(per_sample.shape) if isinstance(per_sample, torch.Tensor) else "?"
+            raise ValueError(
+                f"Curator.loss takes one loss per row (B,), got shape {shape}: compute the "
+                "loss with reduction='none'"
+            )
+        indices = torch.as_tensor(indices)
+        if indices.shape != per_sample.shape:
+            raise ValueError(
+                f"{len(per_sample)} losses for {len(indices)} indices: pass the batch's global "
+                "indices, one per loss"
+            )
+        if per_sample.device != self.device:
+            raise ValueError(
+                f"the losses are on {per_sample.device} and the Curator on {self.device}: "
+                f"pass device={str(per_sample.device)!r} to Curator"
+            )
+        if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= self.size):
+            raise ValueError(
+                f"indices must be global dataset indices in [0, {self.size}), got "
+                f"{int(indices.min())}..{int(indices.max())}"
+            )
+        return indices
+
+    def end_epoch(self) -> dict[str, Any]:
+        """Call after each epoch: InfoBatch's losses of every rank become the next plan's
+        scores. Returns the epoch's planning statistics (kept share, ...)."""
+        return self.planner.end_epoch()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed loop needs: the planner's losses and the coverage cycle."""
+        return {"planner": self.planner.state_dict(), "sampler": self.batch_sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.planner.load_state_dict(state["planner"])
+        self.batch_sampler.load_state_dict(state["sampler"])

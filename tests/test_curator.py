@@ -1,0 +1,98 @@
+"""The Curator: a saln method in a plain loop keeps the rows ``saln train`` keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from saln import Curator
+from saln.train.setup import build_run
+from tests.test_train import tiny
+
+EPOCHS = 3
+
+
+def planned(sampler: object, epoch: int) -> list[list[int]]:
+    sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    return [list(rows) for rows in sampler]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", ["uniform", "saln", "spectral_strata", "class_stratified"])
+def test_a_model_free_method_keeps_the_rows_saln_train_keeps(tmp_path: Path, method: str) -> None:
+    ctx = build_run(tiny(tmp_path, method, **{"train.epochs": EPOCHS}))
+    features = None if ctx.features is None else ctx.features.numpy()
+    curator = Curator(
+        ctx.split.train, method, epochs=EPOCHS, batch_size=50, features=features,
+        labels=ctx.bundle.train.labels,
+    )  # fmt: skip
+    for epoch in range(EPOCHS):
+        ctx.sampler.set_epoch(epoch)
+        curator.set_epoch(epoch)
+        assert list(curator.batch_sampler) == ctx.sampler.plan_epoch().rows
+
+
+def test_infobatch_plans_what_saln_train_plans_from_the_same_losses(tmp_path: Path) -> None:
+    ctx = build_run(tiny(tmp_path, "infobatch", **{"train.epochs": 8}))
+    curator = Curator(ctx.split.train, "infobatch", epochs=8, batch_size=50)
+    scores = np.full(len(ctx.bundle.train), np.nan)
+    scores[ctx.split.train] = np.random.default_rng(0).gamma(1.0, 1.0, len(ctx.split.train))
+    for planner in (ctx.planner, curator.planner):
+        planner.load_state_dict({"scores": scores})
+    ctx.planner.before_epoch(2)
+    ctx.sampler.set_epoch(2)
+    curator.set_epoch(2)
+    assert list(curator.batch_sampler) == ctx.sampler.plan_epoch().rows
+
+
+def test_infobatch_weights_the_kept_low_loss_rows_and_records_every_loss() -> None:
+    curator = Curator(100, "infobatch", epochs=8, batch_size=10, prune_ratio=0.5)
+    scores = np.where(np.arange(100) < 50, 0.1, 5.0)  # the first half below the mean
+    curator.planner.load_state_dict({"scores": scores})
+    curator.set_epoch(1)
+    batch = torch.as_tensor(next(iter(curator.batch_sampler)))
+    per_sample = torch.rand(len(batch), requires_grad=True)
+    loss = curator.loss(per_sample, batch)
+    weights = torch.where(batch < 50, 2.0, 1.0)
+    assert float(loss.detach()) == pytest.approx(float((per_sample * weights).mean().detach()))
+    stats = curator.end_epoch()
+    assert 0.6 < stats["kept_share"] < 0.9  # about half of the low-loss half left out
+
+
+def test_a_model_aware_method_trains_the_highest_losses_of_the_loaded_batch() -> None:
+    curator = Curator(100, "loss", epochs=1, batch_size=10, filter_ratio=0.8)
+    curator.set_epoch(0)
+    batch = torch.as_tensor(next(iter(curator.batch_sampler)))
+    assert len(batch) == 10  # loaded whole: the step chooses
+    per_sample = torch.arange(10, dtype=torch.float32)
+    loss = curator.loss(per_sample, batch)
+    assert curator.last_kept is not None and sorted(curator.last_kept.tolist()) == [8, 9]
+    assert float(loss) == pytest.approx(8.5)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda c: c.loss(torch.tensor(1.0), torch.arange(4)), r"reduction='none'"),
+        (lambda c: c.loss(torch.rand(3), torch.arange(4)), "3 losses for 4 indices"),
+        (lambda c: c.loss(torch.rand(2), torch.tensor([5, 100])), r"in \[0, 100\), got 5..100"),
+        (
+            lambda c: Curator(100, "uniform", epochs=1, device="meta").loss(
+                torch.rand(2), torch.arange(2)
+            ),
+            "the losses are on cpu and the Curator on meta: pass device='cpu'",
+        ),
+        (
+            lambda c: Curator(100, "saln", epochs=1, features=np.ones((50, 4))),
+            "features have 50 rows and the training set indexes up to 99",
+        ),
+        (lambda c: Curator(100, "rho_loss", epochs=1), "pass ref_losses="),
+        (lambda c: Curator(100, "unknown", epochs=1), "unknown method 'unknown'"),
+    ],
+)
+def test_bad_input_says_what_to_pass(call: object, match: str) -> None:
+    curator = Curator(100, "loss", epochs=1, batch_size=10)
+    with pytest.raises(ValueError, match=match):
+        call(curator)  # type: ignore[operator]
