@@ -149,7 +149,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
     permutation is cut into super-batches; a model-free ``selector`` keeps
     ``int(n * (1 - filter_ratio))`` rows of each (or exactly ``keep`` if given). A short last
     super-batch keeps the same share, at least two rows; one of a single row is left out (it
-    reshuffles into the next epoch), since BatchNorm cannot train on one row. With
+    reshuffles into the next epoch), since BatchNorm cannot train on one row.
     ``ratio_at(epoch)``, if given, replaces the filter ratio each epoch
     (:class:`saln.selection.schedule.SelectionSchedule.ratio`). ``coverage`` has the selector
     prefer, in each batch, the rows not kept yet in the current cycle (a cycle ends when every
