@@ -151,7 +151,33 @@ def bad_steps(out: Path) -> dict[str, Any]:
     return {"bad_step": seen}
 
 
-PASSING = (all_methods, global_select, features, bad_steps)
+def curator(out: Path) -> dict[str, Any]:
+    """Curators on two ranks: each rank's batches are the ones saln train gives that rank, and
+    InfoBatch's next epoch, planned from both ranks' losses, is the same plan on each."""
+    from saln import Curator
+    from saln.train.setup import build_run
+
+    ctx = build_run(tiny(out, "uniform"), distributed.rank(), 2)
+    model_free = Curator(ctx.split.train, "uniform", epochs=3, batch_size=56)
+    same = []
+    for epoch in range(2):
+        ctx.sampler.set_epoch(epoch)
+        model_free.set_epoch(epoch)
+        same.append(list(model_free.batch_sampler) == ctx.sampler.plan_epoch().rows)
+    pruning = Curator(ctx.split.train, "infobatch", epochs=8, batch_size=56)
+    pruning.set_epoch(0)
+    for rows in pruning.batch_sampler:
+        indices = torch.as_tensor(rows)
+        pruning.loss(indices.double() % 7, indices)  # a loss per sample, wherever it trains
+    pruning.end_epoch()
+    pruning.set_epoch(1)
+    plans: list[Any] = [None, None]
+    torch.distributed.all_gather_object(plans, sorted(pruning.pool.indices.tolist()))
+    return {"same_as_saln_train": same, "same_plan_on_both_ranks": plans[0] == plans[1],
+            "planned": len(plans[0]), "train_rows": len(ctx.split.train)}  # fmt: skip
+
+
+PASSING = (all_methods, global_select, features, bad_steps, curator)
 
 
 def together(out: Path) -> dict[str, Any]:

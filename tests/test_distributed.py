@@ -51,6 +51,9 @@ def test_two_ranks_in_one_process_group(tmp_path: Path) -> None:
     check_global_selection(result["global_select"])
     check_sharded_features(result["features"], tmp_path)
     assert result["bad_steps"]["bad_step"] == [1, 1]  # the earliest non-finite step of any rank
+    curator = result["curator"]
+    assert curator["same_as_saln_train"] == [True, True] and curator["same_plan_on_both_ranks"]
+    assert curator["planned"] < curator["train_rows"]  # losses of both ranks: some pruned
 
 
 def check_every_method_trains(result: dict[str, Any], out: Path) -> None:
