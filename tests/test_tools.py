@@ -40,7 +40,9 @@ def test_the_infobatch_study_sets_each_variant_against_standard(tmp_path: Path) 
     assert infobatch["vs_standard"]["difference"] == pytest.approx(0.705 - 0.89)
     assert infobatch["vs_budget_control"]["control"] == "standard_matched@infobatch"
     assert infobatch["vs_budget_control"]["difference"] == pytest.approx(0.705 - 0.79)
-    assert not infobatch["meets_goal"]  # 18.5 points below standard
+    assert infobatch["vs_uniform_matched"]["difference"] == pytest.approx(0.705 - 0.79)
+    assert infobatch["meets_goal"] is False  # 18.5 points below standard
+    assert rows["uniform at filter ratio 0.8"]["meets_goal"] is None  # the goal is InfoBatch's
     assert result["missing"] == [str(tmp_path / "prune0.3"), str(tmp_path / "prune0.7")]
     table = (out / "study.md").read_text()
     assert "| uniform at filter ratio 0.8 | 2 | 79.00 ± 1.41 |" in table
