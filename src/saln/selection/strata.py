@@ -73,7 +73,7 @@ def sample_within(
 
 
 def kmeans(
-    points: torch.Tensor, clusters: int, generator: torch.Generator | None = None, rounds: int = 10
+    points: torch.Tensor, clusters: int, generator: torch.Generator | None = None, rounds: int = 6
 ) -> torch.Tensor:
     """Cluster ids (b, n) of points (b, n, m): k-means++ seeding, then ``rounds`` Lloyd steps,
     every batch at once. An emptied cluster keeps its centre (so it may stay empty)."""
