@@ -183,7 +183,50 @@ def curator(out: Path) -> dict[str, Any]:
             "planned": len(plans[0]), "train_rows": len(ctx.split.train)}  # fmt: skip
 
 
-PASSING = (all_methods, global_select, features, bad_steps, curator)
+def accelerate(out: Path) -> dict[str, Any]:
+    """A Curator's loader through ``accelerator.prepare``: each process trains the batches
+    torchrun gives it, InfoBatch plans alike on both; a loader not prepared is refused."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from saln import Curator
+
+    accelerator = Accelerator(cpu=True)
+    rows = TensorDataset(torch.arange(1000))
+    found: dict[str, Any] = {"same_as_torchrun": []}
+    for method in ("uniform", "saln", "infobatch"):
+        features = torch.randn(1000, 8, generator=torch.Generator().manual_seed(0))
+        made = {"epochs": 2, "batch_size": 40, "features": features, "seed": 3}
+        prepared = Curator(1000, method, sharded_by="accelerate", **made)
+        alone = Curator(1000, method, **made)
+        loader = accelerator.prepare(DataLoader(rows, batch_sampler=prepared.batch_sampler))
+        for epoch in range(2):
+            prepared.set_epoch(epoch)
+            alone.set_epoch(epoch)
+            expected, trained = list(alone.batch_sampler), []
+            for (indices,) in loader:
+                prepared.loss(indices.double() % 7, indices)
+                alone.loss(indices.double() % 7, indices)
+                trained.append(indices.tolist())
+            found["same_as_torchrun"].append(trained == expected)
+            prepared.end_epoch()
+            alone.end_epoch()
+    plans: list[Any] = [None, None]
+    torch.distributed.all_gather_object(plans, sorted(prepared.pool.indices.tolist()))
+    found["same_plan_on_both_ranks"] = plans[0] == plans[1] and len(plans[0]) < 1000
+    unprepared = DataLoader(rows, batch_sampler=prepared.batch_sampler)
+    try:
+        for (indices,) in unprepared:
+            prepared.loss(indices.double(), indices)
+        found["refused"] = ""
+    except ValueError as err:
+        found["refused"] = str(err)
+    refusals: list[Any] = [None, None]
+    torch.distributed.all_gather_object(refusals, found["refused"])
+    return {**found, "refused": refusals}
+
+
+PASSING = (all_methods, global_select, features, bad_steps, curator, accelerate)
 
 
 def together(out: Path) -> dict[str, Any]:

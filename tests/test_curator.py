@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from saln import Curator
+from saln.loop.dealing import DealtBatches
+from saln.sampling import SelectiveBatchSampler
 from saln.train.setup import build_run
 from tests.test_train import tiny
 
@@ -96,3 +98,49 @@ def test_bad_input_says_what_to_pass(call: object, match: str) -> None:
     curator = Curator(100, "loss", epochs=1, batch_size=10)
     with pytest.raises(ValueError, match=match):
         call(curator)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("selector", ["uniform", "saln"])
+def test_every_rank_deals_each_rank_the_rows_it_would_plan_alone(selector: str) -> None:
+    table = torch.randn(1000, 8, generator=torch.Generator().manual_seed(1))
+    made = {"batch_size": 40, "selector": selector, "features": table, "seed": 2}
+    every = SelectiveBatchSampler(1000, world_size=3, every_rank=True, **made)  # type: ignore[arg-type]
+    alone = [SelectiveBatchSampler(1000, rank=r, world_size=3, **made) for r in range(3)]  # type: ignore[arg-type]
+    for epoch in range(2):
+        rows = planned(every, epoch)
+        assert len(rows) == len(every) == 24  # 25 super-batches, as many for each of 3 ranks
+        for rank, sampler in enumerate(alone):
+            assert rows[rank::3] == planned(sampler, epoch)
+        if selector == "saln":  # per-batch statistics follow the batches
+            gaps = every.plan_epoch().stats["gap"]
+            assert torch.equal(gaps[1::3], alone[1].plan_epoch().stats["gap"])
+
+
+def test_a_step_is_refused_unless_its_batch_is_the_next_one_dealt() -> None:
+    curator = Curator(100, "uniform", epochs=1, batch_size=10)
+    curator.set_epoch(0)
+    batches = [torch.as_tensor(b) for b in curator.batch_sampler]
+    curator.loss(torch.rand(2), batches[0])
+    with pytest.raises(ValueError, match="skipped 1 of the batches dealt to it"):
+        curator.loss(torch.rand(2), batches[2])  # a second sharding took every other batch
+    with pytest.raises(ValueError, match="use_distributed_sampler=False"):
+        curator.loss(torch.rand(2), torch.tensor([0, 1]))  # never dealt: a loader of its own
+    theirs = DealtBatches(
+        SelectiveBatchSampler(100, 10, "uniform", rank=1, world_size=2, every_rank=True)
+    )
+    first = next(iter(theirs))  # dealt to process 0: accelerate did not prepare the loader
+    with pytest.raises(ValueError, match="got a batch dealt to another process"):
+        theirs.take(first)
+
+
+def test_sharded_by_names_the_loaders_it_knows() -> None:
+    with pytest.raises(ValueError, match=r"sharded_by must be one of \['accelerate', 'saln'\]"):
+        Curator(100, "uniform", epochs=1, sharded_by="horovod")
+
+
+def test_to_moves_infobatch_weights_and_reference_losses() -> None:
+    curator = Curator(100, "rho_loss", epochs=1, ref_losses=torch.rand(100)).to("meta")
+    assert curator.ref_losses is not None and curator.ref_losses.device.type == "meta"
+    pruning = Curator(100, "infobatch", epochs=4).to("meta")
+    pruning.set_epoch(0)
+    assert pruning.planner.weights(torch.arange(3)).device.type == "meta"

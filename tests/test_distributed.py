@@ -54,6 +54,9 @@ def test_two_ranks_in_one_process_group(tmp_path: Path) -> None:
     curator = result["curator"]
     assert curator["same_as_saln_train"] == [True, True] and curator["same_plan_on_both_ranks"]
     assert curator["planned"] < curator["train_rows"]  # losses of both ranks: some pruned
+    accelerate = result["accelerate"]
+    assert accelerate["same_as_torchrun"] == [True] * 6 and accelerate["same_plan_on_both_ranks"]
+    assert all("dealt to another process" in why for why in accelerate["refused"])
 
 
 def check_every_method_trains(result: dict[str, Any], out: Path) -> None:

@@ -11,7 +11,7 @@ import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from saln.selection.base import (
     keep_count,
     tail_keep,
 )
+
+T = TypeVar("T")
 
 
 class FeatureSource(Protocol):
@@ -92,6 +94,19 @@ def batch_count(n: int, size: int, drop_short: bool = False) -> int:
     return full + int(tail > 1 and not drop_short)
 
 
+def interleave(parts: list[list[T]]) -> list[T]:
+    """Equal-length lists taken in turn: ``[a0, b0, a1, b1, ...]``."""
+    return [item for group in zip(*parts) for item in group]
+
+
+def interleave_stats(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-batch statistics (first dim: the batches) of several ranks, in dealing order."""
+    if len(parts) == 1:
+        return parts[0]
+    keys = set.intersection(*(set(p) for p in parts))
+    return {k: torch.stack([p[k] for p in parts], dim=1).flatten(0, 1) for k in sorted(keys)}
+
+
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A distinct, reproducible seed per (run seed, epoch, stream); independent of rank."""
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
@@ -156,7 +171,10 @@ class SelectiveBatchSampler(Sampler[list[int]]):
     sample of the pool was kept once); ``share`` merges the kept masks of every rank (an
     all-reduce under torchrun), and :meth:`state_dict` holds the cycle for a resumed run. With
     ``world_size > 1`` super-batches are dealt round-robin, so each is selected once, by the rank
-    that trains it. Call ``set_epoch(e)`` before each epoch, as with ``DistributedSampler``;
+    that trains it. ``every_rank`` yields every rank's batches in turn instead (rank 0's first,
+    rank 1's first, ..., then each one's second), for a loader that deals batches round-robin
+    itself, as ``accelerate``'s ``prepare`` does: each process then trains the rows torchrun
+    would give it. Call ``set_epoch(e)`` before each epoch, as with ``DistributedSampler``;
     :meth:`plan_epoch` returns the epoch's :class:`EpochPlan`, iterating yields its rows.
     """
 
@@ -177,12 +195,11 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         share: Callable[[np.ndarray], np.ndarray] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        every_rank: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world_size {world_size}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.source = sampler_or_len
@@ -198,9 +215,10 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         self.features = as_feature_source(features, self.device)
         self.labels = None if labels is None else torch.as_tensor(np.asarray(labels))
         self.drop_last, self.seed = drop_last, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.every_rank = every_rank
         self._plan: EpochPlan | None = None
+        self.set_world(rank, world_size)
+        self.epoch = 0
         self._check_selector()
         self._check_feature_rows()
 
@@ -253,6 +271,14 @@ class SelectiveBatchSampler(Sampler[list[int]]):
                     f"{largest}: pass the {what} of the whole dataset, one row per global index"
                 )
 
+    def set_world(self, rank: int, world_size: int) -> None:
+        """The process's rank and the number of processes (for a process group that starts
+        after the sampler was built, as Lightning's does)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.rank, self.world_size = rank, world_size
+        self._plan = None
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.ratio_at is not None:
@@ -269,31 +295,44 @@ class SelectiveBatchSampler(Sampler[list[int]]):
     def _drop_short(self) -> bool:
         return self.drop_last or self.world_size > 1  # ranks must get equal work
 
-    def _super_batches(self) -> list[np.ndarray]:
+    def _dealt_batches(self) -> list[np.ndarray]:
+        """The epoch's super-batches, as many for each rank, in dealing order."""
         batches = cut_batches(self._order(), self.batch_size, self._drop_short())
-        usable = len(batches) - len(batches) % self.world_size
-        return batches[self.rank : usable : self.world_size]
+        return batches[: len(batches) - len(batches) % self.world_size]
 
     def _keep_for(self, n: int) -> int:
         return tail_keep(n, self.keep, self.batch_size)
 
     def plan_epoch(self) -> EpochPlan:
-        """The kept global indices of every super-batch of this rank, computed once per epoch."""
+        """The kept global indices of every super-batch of this rank (of every rank, in turn,
+        with ``every_rank``), computed once per epoch."""
         if self._plan is not None and self._plan.epoch == self.epoch:
             return self._plan
         start = time.perf_counter()
-        batches = self._super_batches()
+        dealt = self._dealt_batches()
         if self.coverage:
             self._start_cycle_if_done()
+        ranks = range(self.world_size) if self.every_rank else [self.rank]
+        per_rank = [dealt[r :: self.world_size] for r in ranks]
+        plans = [self._select_epoch(batches) for batches in per_rank]
+        kept = interleave([rows for rows, _ in plans])
+        if self.coverage:
+            self._mark_kept(kept)
+        stats = interleave_stats([found for _, found in plans])
+        seconds = time.perf_counter() - start
+        self._plan = EpochPlan(self.epoch, interleave(per_rank), kept, stats, seconds)
+        return self._plan
+
+    def _select_epoch(
+        self, batches: list[np.ndarray]
+    ) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
+        """One rank's kept rows. Every rank draws from the same seeded stream, so a rank's rows
+        do not depend on which process plans them."""
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
         full = [b for b in batches if len(b) == self.batch_size]
         kept, stats = self._select_full(full, gen)
         kept += [self._select_one(b, gen) for b in batches[len(full) :]]
-        if self.coverage:
-            self._mark_kept(kept)
-        seconds = time.perf_counter() - start
-        self._plan = EpochPlan(self.epoch, batches, kept, stats, seconds)
-        return self._plan
+        return kept, stats
 
     def _pool(self) -> np.ndarray:
         if isinstance(self.source, Sampler):
@@ -376,4 +415,5 @@ class SelectiveBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         n = self.source if isinstance(self.source, int) else len(self.source)  # type: ignore[arg-type]
-        return batch_count(n, self.batch_size, self._drop_short()) // self.world_size
+        per_rank = batch_count(n, self.batch_size, self._drop_short()) // self.world_size
+        return per_rank * self.world_size if self.every_rank else per_rank

@@ -16,8 +16,12 @@ samples and weights their losses; model-aware selectors (``loss``, ``rho_loss``,
 keep the rows with the highest scores of the batch's per-sample losses, and :meth:`loss`
 averages over those rows only (one forward of the loaded batch: the learner's losses are the
 scores). Under torchrun each rank gets its own super-batches, and InfoBatch's losses are
-summed over ranks at :meth:`end_epoch`, exactly as in ``saln train``. Nothing of torch is
-patched: the batch sampler is an ordinary ``Sampler[list[int]]``.
+summed over ranks at :meth:`end_epoch`, exactly as in ``saln train``; with
+``sharded_by="accelerate"`` the sampler yields every process's batches in turn and
+``accelerator.prepare(loader)`` deals them, to the same rows. :meth:`loss` refuses a batch
+the sampler did not deal this process, so a loader wired wrongly fails at its first step
+instead of training the wrong rows. Nothing of torch is patched: the batch sampler is an
+ordinary ``Sampler[list[int]]``.
 """
 
 from __future__ import annotations
@@ -29,10 +33,19 @@ import numpy as np
 import torch
 
 from saln import distributed
+from saln.loop.dealing import DealtBatches, every_rank
 from saln.sampling import EpochPool, SelectiveBatchSampler
 from saln.selection import SELECTORS, BatchView, Selector, keep_count, tail_keep
 from saln.train.epochwise import PLANNERS, Planner
 from saln.train.methods import METHODS, Method
+from saln.train.setup import share_kept
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """``cpu`` is ``cpu:0`` (Accelerate says the latter), ``cuda`` the current GPU."""
+    if a.type != b.type:
+        return False
+    return a.type == "cpu" or a.index is None or b.index is None or a.index == b.index
 
 
 class Curator:
@@ -42,7 +55,11 @@ class Curator:
     indices it trains on (a split). ``features``: an (N, d) table by global index, for
     ``saln``, ``spectral`` and ``spectral_strata``; ``labels`` (N,) for ``class_stratified``;
     ``ref_losses`` (N,) a reference model's per-sample losses, for ``rho_loss`` and ``jest``.
-    ``options`` go to the selector (e.g. ``{"solver": "exact"}`` for saln).
+    ``options`` go to the selector (e.g. ``{"solver": "exact"}`` for saln). ``sharded_by``:
+    ``"saln"`` (each process is dealt its own batches: torchrun, Lightning) or
+    ``"accelerate"`` (``accelerator.prepare(loader)`` deals them). The process group is read
+    at each :meth:`set_epoch`, so one that starts after the Curator is built (Lightning's) is
+    followed.
     """
 
     def __init__(
@@ -62,12 +79,12 @@ class Curator:
         coverage: bool = False,
         options: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
+        sharded_by: str = "saln",
     ) -> None:
         self.method: Method = METHODS.build(method)
         self.device, self.epochs = torch.device(device), epochs
         self.indices = np.arange(train) if isinstance(train, int) else np.asarray(train)
         self.size = int(self.indices.max(initial=-1)) + 1
-        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.selector = self._selector(options or {})
         self.ref_losses = self._reference(ref_losses)
         self._check_tables(features, labels)
@@ -76,7 +93,8 @@ class Curator:
         self.batch_size = batch_size
         self.pool = EpochPool(self.indices, seed)
         in_sampler = self.method.selects_in == "sampler"
-        self.batch_sampler = SelectiveBatchSampler(
+        deal_all = every_rank(sharded_by)
+        self.sampler = SelectiveBatchSampler(
             self.pool if self.method.selects_in == "epoch" else self.indices,
             batch_size,
             self.selector if in_sampler else None,
@@ -85,9 +103,11 @@ class Curator:
             seed=seed,
             labels=labels,
             coverage=coverage,
-            rank=self.rank,
-            world_size=self.world_size,
+            share=None if deal_all else lambda kept: share_kept(kept, self.device),
+            every_rank=deal_all,
         )
+        self.batch_sampler = DealtBatches(self.sampler)
+        self._follow_process_group()
         self.planner: Planner = PLANNERS.build(
             self.method.planner,
             pool=self.pool,
@@ -135,10 +155,32 @@ class Curator:
                     f"{self.size - 1}: pass the {what} of the whole dataset, one row per index"
                 )
 
+    @property
+    def rank(self) -> int:
+        return self.sampler.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.sampler.world_size
+
+    def _follow_process_group(self) -> None:
+        rank, world_size = distributed.rank(), distributed.world_size()
+        if (rank, world_size) != (self.sampler.rank, self.sampler.world_size):
+            self.sampler.set_world(rank, world_size)
+
+    def to(self, device: str | torch.device) -> Curator:
+        """Keep the losses' weights and references on ``device`` (where the loss is)."""
+        self.device = torch.device(device)
+        if self.ref_losses is not None:
+            self.ref_losses = self.ref_losses.to(self.device)
+        self.planner.to(self.device)
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch, as ``DistributedSampler.set_epoch``: it plans the epoch."""
+        self._follow_process_group()
         self.epoch, self.step = epoch, 0
-        self.batch_sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
         self.planner.before_epoch(epoch)
 
     def loss(self, per_sample: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -146,6 +188,7 @@ class Curator:
         'none'``) and its global indices: their mean over the rows the method trains, each
         with its weight."""
         indices = self._check_step(per_sample, indices)
+        self.batch_sampler.take(indices.tolist())
         self.step += 1
         self.last_kept = None
         if self.method.selects_in == "epoch":
@@ -186,7 +229,7 @@ class Curator:
                 f"{len(per_sample)} losses for {len(indices)} indices: pass the batch's global "
                 "indices, one per loss"
             )
-        if per_sample.device != self.device:
+        if not same_device(per_sample.device, self.device):
             raise ValueError(
                 f"the losses are on {per_sample.device} and the Curator on {self.device}: "
                 f"pass device={str(per_sample.device)!r} to Curator"
@@ -205,8 +248,8 @@ class Curator:
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed loop needs: the planner's losses and the coverage cycle."""
-        return {"planner": self.planner.state_dict(), "sampler": self.batch_sampler.state_dict()}
+        return {"planner": self.planner.state_dict(), "sampler": self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.planner.load_state_dict(state["planner"])
-        self.batch_sampler.load_state_dict(state["sampler"])
+        self.sampler.load_state_dict(state["sampler"])

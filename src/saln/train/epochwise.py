@@ -26,6 +26,7 @@ class Planner(Protocol):
     def end_epoch(self) -> dict[str, Any]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def to(self, device: torch.device) -> None: ...
 
 
 class EveryEpoch:
@@ -45,6 +46,8 @@ class EveryEpoch:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def to(self, device: torch.device) -> None: ...
 
 
 class InfoBatch:
@@ -114,6 +117,10 @@ class InfoBatch:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scores = np.asarray(state["scores"], dtype=np.float64).copy()
+
+    def to(self, device: torch.device) -> None:
+        """Weights on ``device`` from now on (before any step: losses recorded stay put)."""
+        self.device, self.table = device, self.table.to(device)
 
 
 PLANNERS: Registry[Planner] = Registry("epoch planner")
