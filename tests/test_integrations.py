@@ -55,11 +55,14 @@ def test_lightning_ddp_deals_each_process_its_batches_and_plans_alike(tmp_path: 
 def test_lightning_trains_the_rows_the_curator_deals(tmp_path: Path) -> None:
     from lightning_worker import run
 
+    from lightning_loop import main
+
     found = run(tmp_path, "infobatch", 3, 1)
     for epoch, record in enumerate(found["epochs"]):
         assert record["batches"] == dealt(record["pool"], epoch, 0, 1)
     assert len(found["epochs"][1]["pool"]) < 1500
     assert found["accuracy"] > 0.6
+    assert main(["--method", "spectral_strata", "--epochs", "2"]) > 0.6  # the example as shipped
 
 
 class StopAfter(pl.Callback):  # type: ignore[misc]
