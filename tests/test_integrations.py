@@ -53,9 +53,9 @@ def test_lightning_ddp_deals_each_process_its_batches_and_plans_alike(tmp_path: 
 
 
 def test_lightning_trains_the_rows_the_curator_deals(tmp_path: Path) -> None:
-    from lightning_worker import run
-
     from lightning_loop import main
+
+    from lightning_worker import run
 
     found = run(tmp_path, "infobatch", 3, 1)
     for epoch, record in enumerate(found["epochs"]):
