@@ -21,6 +21,7 @@ PY
 echo "filter ratio matching InfoBatch's examples: $ratio"
 compare --methods uniform --filter-ratio "$ratio" --out "$root/matched_ratio"
 for prune in 0.3 0.7; do
-  compare --methods infobatch --set train.prune_ratio=$prune --out "$root/prune$prune"
+  compare --methods infobatch,standard_matched@infobatch --set train.prune_ratio=$prune \
+    --out "$root/prune$prune"
 done
 compare --methods uniform,saln --filter-ratio "$ratio" --out "$root/matched_ratio"
