@@ -144,3 +144,29 @@ def test_to_moves_infobatch_weights_and_reference_losses() -> None:
     pruning = Curator(100, "infobatch", epochs=4).to("meta")
     pruning.set_epoch(0)
     assert pruning.planner.weights(torch.arange(3)).device.type == "meta"
+
+
+def test_reference_losses_are_each_samples_loss_computed_once(tmp_path: Path) -> None:
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from saln.loop import reference_losses
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 3), nn.BatchNorm1d(3))
+    x, y = torch.randn(70, 5), torch.randint(0, 3, (70,))
+    data = TensorDataset(x, y, torch.arange(70))
+    cache = tmp_path / "ref.pt"
+    losses = reference_losses(model, data, batch_size=16, cache=cache)
+    model.eval()
+    expected = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    torch.testing.assert_close(losses, expected.detach())
+    assert torch.equal(reference_losses(model, data, cache=cache), losses)  # read back
+    with torch.no_grad():
+        model[0].bias.add_(1.0)  # other weights: the cache is stale, so it is recomputed
+    changed = reference_losses(model, data, cache=cache)
+    torch.testing.assert_close(changed, nn.functional.cross_entropy(model(x), y, reduction="none"))
+    with pytest.raises(ValueError, match="reduction='none'"):
+        reference_losses(model, data, loss_fn=nn.functional.cross_entropy)
+    curator = Curator(70, "rho_loss", epochs=1, ref_losses=changed)
+    assert curator.ref_losses is not None and torch.equal(curator.ref_losses, changed)
