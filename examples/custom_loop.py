@@ -10,13 +10,10 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from digits import TRAIN, images_and_labels, mlp, test_accuracy, train_set
+from torch.utils.data import DataLoader
 
 import saln
-
-TRAIN = 1500  # the first 1,500 digits train, the other 297 test
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -24,19 +21,16 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--method", default="infobatch", help="any saln method but rho_loss/jest")
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args(argv)
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
-    labels = torch.tensor(digits.target)
-    train = TensorDataset(images[:TRAIN], labels[:TRAIN], torch.arange(TRAIN))  # + its index
+    images, labels = images_and_labels()
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
     curator = saln.Curator(  # pixels as the reference features of the spectral methods
         TRAIN, args.method, epochs=args.epochs, features=images[:TRAIN].flatten(1),
         labels=labels[:TRAIN],
     )  # fmt: skip
-    loader = DataLoader(train, batch_sampler=curator.batch_sampler)
+    loader = DataLoader(train_set(images, labels), batch_sampler=curator.batch_sampler)
     for epoch in range(args.epochs):
         curator.set_epoch(epoch)
         trained = 0
@@ -49,8 +43,7 @@ def main(argv: list[str] | None = None) -> float:
             trained += len(indices) if curator.last_kept is None else len(curator.last_kept)
         planned = curator.end_epoch()
         print(f"epoch {epoch + 1}: {trained} rows trained {planned}")
-    with torch.no_grad():
-        accuracy = float((model(images[TRAIN:]).argmax(1) == labels[TRAIN:]).float().mean())
+    accuracy = test_accuracy(model, images, labels)
     print(f"{args.method}: test accuracy {accuracy:.3f}")
     return accuracy
 

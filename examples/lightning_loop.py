@@ -10,24 +10,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+import digits
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import saln
 from saln.loop.lightning import CuratorCallback
-
-TRAIN = 1500  # the first 1,500 digits train, the other 297 test
 
 
 class DigitsModule(pl.LightningModule):
     def __init__(self, curator: saln.Curator) -> None:
         super().__init__()
         self.curator = curator
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+        self.net = digits.mlp()
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels, indices = batch
@@ -38,21 +35,15 @@ class DigitsModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
 
 
-def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    data = load_digits()
-    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16
-    return images, torch.tensor(data.target)
-
-
 def build(
     method: str, epochs: int, devices: int, callbacks: Sequence[pl.Callback] = ()
 ) -> tuple[pl.Trainer, DigitsModule, DataLoader]:
-    images, labels = digits()
-    train = TensorDataset(images[:TRAIN], labels[:TRAIN], torch.arange(TRAIN))  # + its index
+    images, labels = digits.images_and_labels()
+    train = digits.TRAIN
     curator = saln.Curator(  # pixels as the reference features of the spectral methods
-        TRAIN, method, epochs=epochs, features=images[:TRAIN].flatten(1), labels=labels[:TRAIN]
+        train, method, epochs=epochs, features=images[:train].flatten(1), labels=labels[:train]
     )
-    loader = DataLoader(train, batch_sampler=curator.batch_sampler)
+    loader = DataLoader(digits.train_set(images, labels), batch_sampler=curator.batch_sampler)
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -70,10 +61,7 @@ def build(
 
 
 def test_accuracy(module: DigitsModule) -> float:
-    images, labels = digits()
-    with torch.no_grad():
-        predicted = module.net(images[TRAIN:]).argmax(1)
-    return float((predicted == labels[TRAIN:]).float().mean())
+    return digits.test_accuracy(module.net, *digits.images_and_labels())
 
 
 def main(argv: list[str] | None = None) -> float:
