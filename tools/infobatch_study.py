@@ -23,6 +23,7 @@ from typing import Any
 from saln.io import write_json_atomic, write_text_atomic
 from saln.report.aggregate import RunSet, Stat, compare_to_control, load_runs, stat
 from saln.report.build import build_report
+from saln.report.render import pm
 from saln.runs.records import BUDGET
 
 GOAL_POINTS, GOAL_TIME = 0.3, 0.65  # the goal: within 0.3 points of standard at <= 0.65x time
@@ -138,13 +139,6 @@ def study(root: Path) -> dict[str, Any]:
         if not name.startswith("infobatch"):
             found["meets_goal"], found["goal_missed_by"] = None, []  # the goal is InfoBatch's
     return {"root": str(root), "rows": rows, "missing": missing}
-
-
-def pm(value: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
-    if value is None:
-        return "n/a"
-    spread = f" ± {value['std'] * scale:.{digits}f}" if value.get("std") is not None else ""
-    return f"{value['mean'] * scale:.{digits}f}{spread}"
 
 
 def verdict(info: dict[str, Any] | None) -> str:
