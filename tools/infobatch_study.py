@@ -173,6 +173,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_study(out: Path, result: dict[str, Any], table: str) -> None:
+    """A study's record (study.json) and table (study.md), each written atomically."""
+    write_json_atomic(out / "study.json", result)
+    write_text_atomic(out / "study.md", table)
+    print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the study's folder of comparisons")
@@ -181,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     result = study(args.root)
     args.out.mkdir(parents=True, exist_ok=True)
     build_report([args.root / "infobatch"], args.out / "report")
-    write_json_atomic(args.out / "study.json", result)
-    write_text_atomic(args.out / "study.md", markdown(result))
-    print(markdown(result))
+    write_study(args.out, result, markdown(result))
     return 0
 
 

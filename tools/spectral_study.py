@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from saln.io import write_json_atomic, write_text_atomic
+from saln.io import write_json_atomic
 from saln.report.aggregate import RunSet, compare_to_control, load_runs, stat
 from saln.report.build import build_report
 from saln.report.render import pm
 from saln.report.sweep import FULL_DIR
 from saln.runs.records import COVERAGE
-from tools.infobatch_study import verdict
+from tools.infobatch_study import verdict, write_study
 from tools.publish_cifar10 import environments
 from tools.publish_sweep import ENV_KEYS
 
@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     result = study(args.root)
     args.out.mkdir(parents=True, exist_ok=True)
     publish_reports(args.root, args.out, list(result["ratios"]))
-    write_json_atomic(args.out / "study.json", result)
-    write_text_atomic(args.out / "study.md", markdown(result))
-    print(markdown(result))
+    write_study(args.out, result, markdown(result))
     return 0
 
 
