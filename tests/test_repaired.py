@@ -109,6 +109,15 @@ def test_allocation_is_proportional_with_one_per_stratum_where_keep_allows() -> 
         assert bool((~covered | (counts >= (many > 0).long())).all())
 
 
+def test_equal_remainders_go_to_every_stratum_equally_often() -> None:
+    # 10 strata of 6 and keep 12: one each, and the 2 left over tie between all ten
+    sizes = torch.full((4000, 10), 6)
+    counts = allocate(sizes, 12, torch.Generator().manual_seed(0))
+    assert bool((counts.sum(-1) == 12).all()) and set(counts.unique().tolist()) == {1, 2}
+    assert torch.allclose(counts.double().mean(0), torch.full((10,), 1.2, dtype=torch.double),
+                          atol=0.03)  # fmt: skip
+
+
 def test_rows_are_drawn_uniformly_within_each_stratum() -> None:
     strata = torch.tensor([[0, 0, 0, 0, 1, 1, 2, 2, 2, 2]])
     counts = torch.tensor([[2, 1, 1]])

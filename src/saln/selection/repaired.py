@@ -147,7 +147,7 @@ def spectral_strata_select(
     rows, _ = spectral_embedding(x, dims, **vars(options))
     ids = strata_of_embedding(rows, count, generator)
     sizes = stratum_sizes(ids, count)
-    positions = sample_within(ids, allocate(sizes, keep), generator, seen)
+    positions = sample_within(ids, allocate(sizes, keep, generator), generator, seen)
     return positions, {"strata_sizes": sizes, "fallback": fallback}
 
 
@@ -169,7 +169,7 @@ def class_stratified_select(
         )
     _, ids = torch.unique(batched, return_inverse=True)
     sizes = stratum_sizes(ids, int(ids.max()) + 1)
-    return sample_within(ids, allocate(sizes, keep), generator, seen)
+    return sample_within(ids, allocate(sizes, keep, generator), generator, seen)
 
 
 @SELECTORS.register("spectral")

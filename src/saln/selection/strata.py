@@ -26,10 +26,14 @@ def stratum_sizes(strata: torch.Tensor, count: int) -> torch.Tensor:
     return sizes.scatter_add_(1, strata, torch.ones_like(strata))
 
 
-def allocate(sizes: torch.Tensor, keep: int) -> torch.Tensor:
+def allocate(
+    sizes: torch.Tensor, keep: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Rows to keep per stratum (b, s), summing to ``keep`` in every batch: one per non-empty
     stratum first when ``keep`` covers them all, the rest in proportion to what each has left
-    (largest remainders round up). Never more than a stratum holds."""
+    (largest remainders round up, equal remainders in a random order: breaking ties by the
+    stratum's index would favour the first classes in every batch). Never more than a stratum
+    holds."""
     nonempty = sizes > 0
     covered = (nonempty.sum(-1, keepdim=True) <= keep).long()
     base = nonempty.long() * covered
@@ -39,8 +43,10 @@ def allocate(sizes: torch.Tensor, keep: int) -> torch.Tensor:
     counts = base + quota.floor().long()
     short = keep - counts.sum(-1, keepdim=True)
     remainder = torch.where(counts < sizes, quota - quota.floor(), torch.full_like(quota, -1.0))
-    # stable ranks of the remainders, largest first: the first ``short`` strata get one more
-    order = torch.sort(remainder, dim=-1, descending=True, stable=True).indices
+    # ranks of the remainders, largest first, ties shuffled: the first ``short`` get one more
+    shuffled = draw(tuple(remainder.shape), generator, remainder.device).argsort(dim=-1)
+    by_remainder = torch.sort(remainder.gather(-1, shuffled), dim=-1, descending=True, stable=True)
+    order = shuffled.gather(-1, by_remainder.indices)
     rank = torch.empty_like(order).scatter_(-1, order, torch.arange(
         order.shape[-1], device=order.device).expand_as(order))  # fmt: skip
     return counts + (rank < short).long()
