@@ -74,9 +74,11 @@ def row(runs: RunSet, method: str) -> dict[str, Any]:
     return out
 
 
-def ratio_table(folders: list[Path], full: list[Path]) -> dict[str, Any]:
+def ratio_table(folders: list[Path], full: list[Path]) -> tuple[dict[str, Any], list[str]]:
+    """Each method's row, and the runs still training (named, left out of the rows)."""
     runs = load_runs([*folders, *full])
-    return {method: row(runs, method) for method in runs.methods()}
+    rows = {method: row(runs, method) for method in runs.methods()}
+    return rows, [f"{p.parent.parent.parent.name}/{p.name}" for p in runs.incomplete]
 
 
 def goal(rows: dict[str, Any]) -> dict[str, Any]:
@@ -95,8 +97,12 @@ def study(root: Path) -> dict[str, Any]:
     full = [root / "plain" / FULL_DIR] if (root / "plain" / FULL_DIR / "runs").is_dir() else []
     ratios: dict[str, Any] = {}
     for name, where in folders.items():
-        rows = ratio_table(where, full)
-        ratios[name] = {"filter_ratio": float(name.removeprefix("ratio-")), "rows": rows}
+        rows, unfinished = ratio_table(where, full)
+        ratios[name] = {
+            "filter_ratio": float(name.removeprefix("ratio-")),
+            "rows": rows,
+            "unfinished": unfinished,
+        }
         if ratios[name]["filter_ratio"] == GOAL_RATIO:
             ratios[name]["goal"] = goal(rows)
     missing = [f"{sweep}/{name}" for name in folders for sweep in SWEEPS
@@ -136,6 +142,8 @@ def markdown(result: dict[str, Any]) -> str:
             )
         if "goal" in ratio:
             lines += ["", goal_sentence(ratio["goal"], ratio["rows"])]
+        if ratio["unfinished"]:
+            lines += ["", "Still training, left out: " + ", ".join(ratio["unfinished"]) + "."]
         lines.append("")
     if result["missing"]:
         lines.append("Not trained yet: " + ", ".join(result["missing"]) + ".")
