@@ -56,6 +56,8 @@ def test_the_study_sets_each_selector_against_uniform_and_its_coverage_control(
     assert "vs_uniform_coverage" not in rows["spectral"]
     assert rows["spectral"]["top_entry_mass"] is not None  # a ranking selector records it
     assert 0 < rows["uniform"]["share_ever_trained"]["mean"] <= 1
+    shares = rows["spectral"]["class_shares_trained"]
+    assert len(shares) == 10 and sum(shares) == pytest.approx(1.0)
     assert "goal" in result["ratios"]["ratio-0.8"]
     table = (out / "study.md").read_text()
     assert "## Filter ratio 0.8" in table and "Goal" in table

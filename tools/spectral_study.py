@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from saln.io import write_json_atomic
-from saln.report.aggregate import RunSet, compare_to_control, load_runs, stat
+from saln.report.aggregate import RunSet, Stat, compare_to_control, load_runs, stat
 from saln.report.build import build_report
 from saln.report.render import pm
 from saln.report.sweep import FULL_DIR
@@ -47,12 +47,27 @@ def ratio_folders(root: Path) -> dict[str, list[Path]]:
     return found
 
 
+def full_folders(root: Path) -> list[Path]:
+    """The sweep's standard runs (``plain/full``), where they were trained."""
+    full = root / "plain" / FULL_DIR
+    return [full] if (full / "runs").is_dir() else []
+
+
 def final_top_mass(runs: list[Any]) -> dict[str, Any] | None:
-    """Median over seeds' final epochs of the batches' median Fiedler mass on the top row."""
+    """Over seeds, each final epoch's median (over batches) Fiedler mass on the top row."""
     values = [r.metrics[-1].top_entry_mass_median for r in runs if r.metrics]
     if not values or any(v is None for v in values):
         return None
-    return {"mean": sum(values) / len(values), "std": None}
+    return Stat(tuple(values)).to_json()
+
+
+def class_shares_trained(runs: list[Any]) -> list[float] | None:
+    """Each class's share of every row the method trained, over all epochs and seeds."""
+    histograms = [e.class_histogram for r in runs for e in r.metrics if e.class_histogram]
+    if not histograms:
+        return None
+    totals = [sum(column) for column in zip(*histograms, strict=True)]
+    return [count / sum(totals) for count in totals]
 
 
 def row(runs: RunSet, method: str) -> dict[str, Any]:
@@ -64,6 +79,7 @@ def row(runs: RunSet, method: str) -> dict[str, Any]:
         "class_entropy_trained": stat(group, "class_entropy_trained").to_json(),
         "class_entropy_split": stat(group, "class_entropy_split").to_json(),
         "top_entry_mass": final_top_mass(group),
+        "class_shares_trained": class_shares_trained(group),
         "train_time_s": stat(group, "train_time_s").to_json(),
     }
     if method != "uniform" and runs.of("uniform"):
@@ -78,7 +94,7 @@ def ratio_table(folders: list[Path], full: list[Path]) -> tuple[dict[str, Any], 
     """Each method's row, and the runs still training (named, left out of the rows)."""
     runs = load_runs([*folders, *full])
     rows = {method: row(runs, method) for method in runs.methods()}
-    return rows, [f"{p.parent.parent.parent.name}/{p.name}" for p in runs.incomplete]
+    return rows, [f"{p.parents[2].name}/{p.name}" for p in runs.incomplete]
 
 
 def goal(rows: dict[str, Any]) -> dict[str, Any]:
@@ -90,11 +106,8 @@ def goal(rows: dict[str, Any]) -> dict[str, Any]:
     return {"met": bool(winners), "better_than_uniform": winners, "closest": best}
 
 
-def study(root: Path) -> dict[str, Any]:
-    folders = ratio_folders(root)
-    if not folders:
-        raise SystemExit(f"{root} has no trained ratio-* folders: run tools/spectral_study.sh")
-    full = [root / "plain" / FULL_DIR] if (root / "plain" / FULL_DIR / "runs").is_dir() else []
+def study(root: Path, folders: dict[str, list[Path]]) -> dict[str, Any]:
+    full = full_folders(root)
     ratios: dict[str, Any] = {}
     for name, where in folders.items():
         rows, unfinished = ratio_table(where, full)
@@ -150,10 +163,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def publish_reports(root: Path, out: Path, names: list[str]) -> None:
-    full = [root / "plain" / FULL_DIR] if (root / "plain" / FULL_DIR / "runs").is_dir() else []
-    for name in names:
-        where = [root / s / name for s in SWEEPS if (root / s / name / "runs").is_dir()]
+def publish_reports(full: list[Path], folders: dict[str, list[Path]], out: Path) -> None:
+    for name, where in folders.items():
         build_report([*where, *full], out / name)
         (out / name / "report.html").unlink(missing_ok=True)  # the markdown and PNGs are the record
         env = {folder.parent.name: environments(folder, ENV_KEYS) for folder in where}
@@ -165,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="the study's folder: plain/ and coverage/ sweeps")
     parser.add_argument("out", type=Path, help="where study.json, study.md and ratio-R/ go")
     args = parser.parse_args(argv)
-    result = study(args.root)
+    folders = ratio_folders(args.root)
+    if not folders:
+        sys.exit(f"{args.root} has no trained ratio-* folders: run tools/spectral_study.sh first")
+    result = study(args.root, folders)
     args.out.mkdir(parents=True, exist_ok=True)
-    publish_reports(args.root, args.out, list(result["ratios"]))
+    publish_reports(full_folders(args.root), folders, args.out)
     write_study(args.out, result, markdown(result))
     return 0
 
