@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_selection [--out benchmarks/results/selection_cpu.json]
     python -m benchmarks.bench_selection --model-free-epoch   # only the selectors' epoch row
+    python -m benchmarks.bench_selection --model-free-epoch --device cuda
 
 CPU: one core (torch and BLAS pinned to one thread); ms per batch for the reference
 (``reference_select``), the exact and the Lanczos solver, one batch per call and a whole epoch
@@ -33,6 +34,7 @@ from benchmarks.common import (
     interleaved_medians,
     machine,
     median_seconds,
+    sync,
     write_json,
 )
 from saln.selection.lapack import limit_blas_threads_once
@@ -137,9 +139,8 @@ def bench_model_free_epoch(repeats: int, device: str = "cpu") -> dict[str, Any]:
     for label, (name, options) in MODEL_FREE.items():
         selector: Any = SELECTORS.build(name, **options)
         extra = {"labels": labels} if "labels" in selector.needs else {}
-        candidates[label] = partial(
-            selector.select_many, features, keep, generator=torch.Generator(), **extra
-        )
+        select = partial(selector.select_many, features, keep, generator=torch.Generator(), **extra)
+        candidates[label] = partial(finished, select, features.device)
     seconds = interleaved_medians(candidates, repeats)
     base = seconds["saln_exact"]
     result = {
@@ -148,6 +149,13 @@ def bench_model_free_epoch(repeats: int, device: str = "cpu") -> dict[str, Any]:
         "time_vs_saln_exact": {k: v / base for k, v in seconds.items()},
     }  # fmt: skip
     print(result, flush=True)
+    return result
+
+
+def finished(fn: Callable[[], object], device: torch.device) -> object:
+    """``fn``'s result once the device has computed it: CUDA returns before it has."""
+    result = fn()
+    sync(device)
     return result
 
 
@@ -207,13 +215,17 @@ def main() -> None:
     parser.add_argument(
         "--model-free-epoch", action="store_true", help="only the model-free selectors' epoch"
     )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="for --model-free-epoch"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     limit_blas_threads_once()
     payload: dict[str, Any] = {"benchmark": "selection", "machine": machine(), "threads": 1}
     if args.model_free_epoch:
-        payload["model_free_epoch"] = bench_model_free_epoch(args.repeats)
-        out = write_json(payload, args.out or RESULTS / "selection_model_free_cpu.json")
+        payload["model_free_epoch"] = bench_model_free_epoch(args.repeats, args.device)
+        default = RESULTS / f"selection_model_free_{args.device}.json"
+        out = write_json(payload, args.out or default)
         print(f"wrote {out}")
         return
     if not args.skip_cpu:

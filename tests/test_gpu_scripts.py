@@ -222,3 +222,15 @@ def test_every_seed_of_the_papers_convention_comes_before_the_second_table() -> 
         "cifar10_fixed_batch/saln-seed1",
         "cifar10_fixed_batch/uniform-seed1",
     ]
+
+
+def test_the_spectral_study_trains_the_ratios_the_cpu_sweeps_lacked_first() -> None:
+    study = gpu_compare.STUDIES["spectral"]
+    jobs = gpu_compare.job_order([0], ["ignored"], study)
+    assert [j.name for j in jobs[:2]] == [
+        "plain/ratio-0.9/uniform-seed0",
+        "plain/ratio-0.9/saln-seed0",
+    ]
+    assert jobs[-1].name == "plain/full/standard-seed0"  # saln sweep's folder for standard
+    assert len(jobs) == 3 * 2 * len(gpu_compare.SPECTRAL_METHODS) + 1
+    assert study["coverage/ratio-0.5"].sets == ("train.filter_ratio=0.5", "train.coverage=true")

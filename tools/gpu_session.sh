@@ -5,6 +5,7 @@
 #   bash tools/gpu_session.sh OUT_DIR compare SECONDS [PARALLEL] [SEEDS] [ARGS...]
 #   bash tools/gpu_session.sh OUT_DIR extras
 #   bash tools/gpu_session.sh OUT_DIR extraction
+#   bash tools/gpu_session.sh OUT_DIR spectral SECONDS [PARALLEL] [SEEDS] [ARGS...]
 #
 # Prepare on a machine with network (the GPU machine has none), in the repo root:
 #   mkdir -p gpu_payload/wheels && cp ../shared/data/cifar10-jpeg.tar.gz gpu_payload/
@@ -30,9 +31,13 @@
 # feature extraction with EfficientNet-Lite0 and profiles an epoch's selections. "extraction"
 # (about 2 minutes) measures the first extraction of 10,000 and of all 50,000 training images
 # with the loader `saln features` chooses, then runs `saln features` itself on a cold cache.
+# "spectral" runs the GPU tests, the model-free selectors' epoch on CUDA, then the repaired-
+# spectral study on all of CIFAR-10 (tools.gpu_compare --study spectral) until SECONDS after
+# its start, and packs the complete runs into OUT_DIR/spectral_gpu_runs.tar.xz; unpack that into
+# a folder and publish it with `python -m tools.spectral_study FOLDER docs/results/...`.
 set -uo pipefail
-OUT=${1:?usage: gpu_session.sh OUT_DIR bench|extras|extraction|compare [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
-WHAT=${2:?say bench, extras, extraction or compare}
+OUT=${1:?usage: gpu_session.sh OUT_DIR bench|extras|extraction|compare|spectral [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
+WHAT=${2:?say bench, extras, extraction, compare or spectral}
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 # "python -m pip": a bare pip there can belong to another interpreter (it has).
@@ -109,7 +114,28 @@ elif [ "$WHAT" = compare ]; then
     --parallel "${4:-7}" --seeds "${5:-0,1,2}" --archive "$RUNS" \
     --pack "$OUT/cifar10_gpu_runs.tar.xz" ${GRAPHS[@]+"${GRAPHS[@]}"} "${@:6}"
   ls -la "$OUT"
+elif [ "$WHAT" = spectral ]; then
+  # The repaired-spectral study on all of CIFAR-10 (tools/spectral_study.sh's runs, on the GPU):
+  # the GPU tests first (the selectors drawing on CUDA what they draw on CPU, the CUDA-graph
+  # steps), the model-free selectors' epoch on CUDA, then the runs until SECONDS from the start.
+  SECONDS_LEFT=${3:?how many seconds the whole call may take}
+  step gpu-tests 150 bash -c "python -m pytest -m gpu tests -p no:cacheprovider -v -rA > $OUT/gpu_tests.log 2>&1"
+  grep -E '^(FAILED|ERROR)|passed|failed' "$OUT/gpu_tests.log" | tail -20
+  GRAPHS=()
+  if grep -qE '^(FAILED|ERROR).*(graph|capture)' "$OUT/gpu_tests.log"; then
+    echo "!! a CUDA-graph test failed (gpu_tests.log): every run steps eagerly"
+    GRAPHS=(--graphs off)
+  fi
+  step selection 60 python -m benchmarks.bench_selection --model-free-epoch --device cuda \
+    --repeats 5 --out "$OUT/selection_model_free_cuda.json"
+  mkdir -p runs/gpu_spectral
+  # The runs stop 40 s before the call's end: packing them takes some of that.
+  python -m tools.gpu_compare --study spectral --config configs/cifar10_full_cpu.yaml \
+    --out runs/gpu_spectral --deadline $((SECONDS_LEFT - SECONDS - 40)) --last-start 100 \
+    --parallel "${4:-14}" --seeds "${5:-0,1,2}" --skip-reports \
+    --pack "$OUT/spectral_gpu_runs.tar.xz" ${GRAPHS[@]+"${GRAPHS[@]}"} "${@:6}"
+  ls -la "$OUT"
 else
-  echo "say bench, extras, extraction or compare, not $WHAT" >&2
+  echo "say bench, extras, extraction, compare or spectral, not $WHAT" >&2
   exit 2
 fi

@@ -292,8 +292,6 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         model = torch.compile(model)  # type: ignore[assignment]
     model = distributed.wrap(model, device)
     graphed = graphed_steps(config, device.type, world_size)
-    # Weighted steps replay from graphs when asked for explicitly (true), not under auto.
-    weighted_graphed = graphed and config.train.cuda_graphs is True
     step = train_step_for(config, model, optimizer, graphed)
     score = scorer_for(config, model, graphed)
     planner = PLANNERS.build(
@@ -325,7 +323,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         optimizer=optimizer,
         scheduler=scheduler,
         step=step,
-        weighted_step=weighted_step_for(config, model, optimizer, weighted_graphed),
+        weighted_step=weighted_step_for(config, model, optimizer, graphed),
         score=score,
         planner=planner,
         features=features,
@@ -335,7 +333,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         world_size=world_size,
         feature_cache_hit=features is not None and not features.fresh,
         cuda_graphs={
-            "train_steps": weighted_graphed if method.selects_in == "epoch" else graphed,
+            "train_steps": graphed,
             "lanczos_solves": features is not None
             and device.type == "cuda"
             and graphed_selection(config.features),
