@@ -134,7 +134,10 @@ def test_timings_add_up_to_the_wall_time(tmp_path: Path) -> None:
     for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
         parts = sum(row[f"time_{k}"] for k in ("data", "selection", "step", "eval", "checkpoint"))
-        assert abs(parts - row["epoch_wall_s"]) <= 0.05 * row["epoch_wall_s"], row
+        # The bookkeeping between phases (hooks, divergence checks, the record) is untimed: 30-60
+        # ms an epoch here, twice that on a loaded machine. A data, selection or step phase left
+        # untimed (each a quarter of the epoch or more) would still exceed the bound.
+        assert abs(parts - row["epoch_wall_s"]) <= 0.05 * row["epoch_wall_s"] + 0.1, row
 
 
 def test_records_have_the_documented_fields(tmp_path: Path) -> None:
