@@ -135,7 +135,7 @@ def test_timings_add_up_to_the_wall_time(tmp_path: Path) -> None:
         row = json.loads(line)
         parts = sum(row[f"time_{k}"] for k in ("data", "selection", "step", "eval", "checkpoint"))
         # The bookkeeping between phases (hooks, divergence checks, the record) is untimed: 30-60
-        # ms an epoch here, twice that on a loaded machine. A data, selection or step phase left
+        # ms an epoch here, twice that on a loaded machine. A selection or step phase left
         # untimed (each a quarter of the epoch or more) would still exceed the bound.
         assert abs(parts - row["epoch_wall_s"]) <= 0.05 * row["epoch_wall_s"] + 0.1, row
 
