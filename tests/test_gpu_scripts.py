@@ -234,3 +234,20 @@ def test_the_spectral_study_trains_the_ratios_the_cpu_sweeps_lacked_first() -> N
     assert jobs[-1].name == "plain/full/standard-seed0"  # saln sweep's folder for standard
     assert len(jobs) == 3 * 2 * len(gpu_compare.SPECTRAL_METHODS) + 1
     assert study["coverage/ratio-0.5"].sets == ("train.filter_ratio=0.5", "train.coverage=true")
+
+
+def test_the_archive_keeps_what_the_reports_read(tmp_path: Path) -> None:
+    for method in ("saln", "spectral"):
+        write_run(tmp_path / "plain/ratio-0.8", method, 0, epochs=1, complete=True)
+        run = gpu_compare.run_dir(tmp_path / "plain/ratio-0.8", method, 0)
+        (run / "spectral.json").write_text("[]")
+        (run / "checkpoint.pt").write_bytes(b"")
+    (tmp_path / "jobs.json").write_text("{}")
+    archive = tmp_path / "runs.tar.xz"
+    gpu_compare.pack(tmp_path, archive, gpu_compare.STUDIES["spectral"])
+    with tarfile.open(archive) as packed_runs:
+        names = set(packed_runs.getnames())
+    assert "plain/ratio-0.8/runs/saln-seed0/spectral.json" in names  # the report plots it
+    assert "plain/ratio-0.8/runs/spectral-seed0/spectral.json" not in names
+    assert "plain/ratio-0.8/runs/spectral-seed0/summary.json" in names
+    assert not [n for n in names if n.endswith(".pt")]
