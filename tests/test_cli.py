@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -112,13 +113,36 @@ def test_packaged_configs_load_by_name_and_the_checkout_path_is_the_same_file() 
         cfg.load("no_such_config")
 
 
+def make_venv_that_sees_our_packages(env_dir: Path) -> str:
+    """A new venv whose interpreter imports torch and the rest from this interpreter's site
+    packages, and the venv's own before them, so only saln is installed there. A venv's
+    ``system_site_packages`` would not do: from inside a venv it sees the *base* interpreter's
+    packages (no torch, an old setuptools), not this one's."""
+    venv.create(env_dir, with_pip=False)
+    [own] = (env_dir / "lib").glob("python*/site-packages")
+    ours = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    (own / "_saln_test_parent.pth").write_text("".join(f"{p}\n" for p in sorted(ours)))
+    return str(env_dir / "bin" / "python")
+
+
+def test_the_test_venv_sees_this_interpreters_packages(tmp_path: Path) -> None:
+    """The check the install test stands on, cheap: the venv imports what this one does, from
+    inside a venv as well as outside one (it once saw the base interpreter's packages)."""
+    python = make_venv_that_sees_our_packages(tmp_path / "venv")
+    code = "import setuptools, torch, sys; print(setuptools.__version__, sys.prefix)"
+    shown = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    import setuptools
+
+    version, prefix = shown.stdout.split()
+    assert version == setuptools.__version__ and Path(prefix) == tmp_path / "venv"
+
+
 @pytest.mark.slow
 def test_a_plain_install_runs_from_an_empty_folder(tmp_path: Path) -> None:
     """``pip install .`` (not editable) carries the configs: the commands work from anywhere."""
     env_dir = tmp_path / "venv"
-    # torch and the rest come from this interpreter's site packages; only saln is installed
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
-    python = str(env_dir / "bin" / "python")
+    python = make_venv_that_sees_our_packages(env_dir)
     install = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps"]
     checkout = tmp_path / "checkout"  # a copy, so the build leaves nothing in the repository
     skip = shutil.ignore_patterns("*.egg-info", "__pycache__")
@@ -159,6 +183,16 @@ def test_an_internal_error_keeps_its_traceback_and_a_user_error_is_one_line(
 
     monkeypatch.setattr(saln.cli, "run_report", broken)
     with pytest.raises(TypeError):  # a bug is not shown as a usage error
+        saln.cli.main(["report", "somewhere"])
+
+    def numpy_inside(args: argparse.Namespace) -> int:  # a ValueError, but not a refusal
+        import numpy as np
+
+        np.zeros(3).reshape(2, 2)
+        return 0
+
+    monkeypatch.setattr(saln.cli, "run_report", numpy_inside)
+    with pytest.raises(ValueError, match="reshape"):
         saln.cli.main(["report", "somewhere"])
 
     def refused(args: argparse.Namespace) -> int:

@@ -366,6 +366,22 @@ def test_decoded_images_are_reused_in_process_but_never_stale(
     assert fresh is not first and fresh[0, 0].float().mean() > 200  # the edited image, red
 
 
+def test_mixed_size_images_are_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of mixed sizes are stored resized; the lookup must find them under the same key
+    (it once looked for another, so every call decoded them again)."""
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())
+    write_pets(tmp_path)  # widths 40..43
+    pets = build_dataset("pets", str(tmp_path)).train
+    cache = tmp_path / "cache"
+    first = decode.decode_all(pets, 24, cache_dir=cache)
+    monkeypatch.setattr(decode, "_decode_files", lambda *a, **k: pytest.fail("decoded again"))
+    assert decode.decode_all(pets, 24, cache_dir=cache) is first  # this process
+    monkeypatch.setattr(decode, "_DECODED", type(decode._DECODED)())  # a new process: from disk
+    assert torch.equal(decode.decode_all(pets, 24, cache_dir=cache), first)
+
+
 def test_decoded_images_are_kept_on_disk_for_the_next_process(
     cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

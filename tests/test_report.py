@@ -578,6 +578,35 @@ def test_the_headline_says_when_no_method_beat_standard(synthetic: Path) -> None
     assert first == "No method beat standard: none reached the target faster on every seed."
 
 
+def test_the_headline_never_crowns_a_control() -> None:
+    """Controls reaching the target first (any form of standard_matched, uniform with or without
+    coverage) are not a saving: plain standard_matched was once named the winner."""
+    from saln.report.aggregate import headline
+
+    def row(seconds: float) -> dict[str, Any]:
+        return {
+            "to_target": {"seconds": {"mean": seconds}},
+            "budget_control": None,
+            "vs_budget_control": None,
+        }
+
+    controls = ["standard_matched", "standard_matched@loss", "uniform", "uniform+coverage"]
+    table = {"standard": row(27.0), **{m: row(5.0) for m in controls}, "loss": row(30.0)}
+    assert headline(table)["method"] is None
+    table["loss"] = row(20.0)
+    assert headline(table)["method"] == "loss"
+
+
+def test_run_labels_round_trip() -> None:
+    from saln.runs.records import RunLabel
+
+    for name in ("saln", "uniform+coverage", "standard_matched@infobatch", "standard"):
+        assert str(RunLabel.parse(name)) == name
+    assert RunLabel.parse("standard_matched@jest") == RunLabel("standard_matched", "jest")
+    assert RunLabel.parse("uniform+coverage").is_control
+    assert not RunLabel.parse("saln+coverage").is_control
+
+
 def test_each_method_is_judged_against_its_budget_matched_control(synthetic: Path) -> None:
     """standard_matched at the selectors' filter ratio trains their examples: saln's 0.70/0.71
     against its 0.75/0.76 is t = -0.05 / sqrt(2 * 0.00005 / 2) = -7.07 on 2 degrees of freedom,

@@ -332,3 +332,31 @@ def test_the_fiedler_vectors_top_entry_mass_has_its_known_value(
     assert top_entry_mass(ours).item() == pytest.approx(expected, abs=1e-4)
     batched = top_entry_mass(torch.stack([oracle, torch.full((32,), 0.5)]))
     assert batched.tolist() == pytest.approx([expected, 1 / 32], abs=1e-4)
+
+
+def test_a_cpu_solve_leaves_the_callers_blas_threads_as_they_were() -> None:
+    """The solve runs BLAS single-threaded, and only inside: it once limited the whole process
+    for good, behind its caller's back."""
+    from threadpoolctl import ThreadpoolController
+
+    from saln.selection.lapack import single_threaded_blas
+
+    controller = ThreadpoolController()
+    blas = controller.select(user_api="blas")
+    if not blas.lib_controllers:
+        pytest.skip("no BLAS library with a thread pool is loaded")
+
+    def threads() -> list[int]:
+        return [
+            lib.num_threads
+            for lib in ThreadpoolController().select(user_api="blas").lib_controllers
+        ]
+
+    with controller.limit(limits=2, user_api="blas"):
+        before = threads()
+        with single_threaded_blas():
+            assert threads() == [1] * len(before)  # the solve's own setting
+        x = torch.randn(2, 64, 8)
+        for solver in ("exact", "lanczos"):
+            saln.spectral_select(x, 0.5, solver=solver)
+        assert threads() == before

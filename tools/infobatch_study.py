@@ -24,10 +24,10 @@ from saln.io import write_json_atomic, write_text_atomic
 from saln.report.aggregate import RunSet, Stat, compare_to_control, load_runs, stat
 from saln.report.build import build_report
 from saln.report.render import pm
-from saln.runs.records import BUDGET
+from saln.runs.records import RunLabel
 
 GOAL_POINTS, GOAL_TIME = 0.3, 0.65  # the goal: within 0.3 points of standard at <= 0.65x time
-MATCHED = f"standard_matched{BUDGET}infobatch"
+MATCHED = str(RunLabel("standard_matched", budget_of="infobatch"))
 # (comparison folder, method's label in it, its budget-matched control or None)
 ROWS = [
     ("infobatch", "standard", None),

@@ -27,7 +27,7 @@ from saln.report.aggregate import RunSet, Stat, compare_to_control, load_runs, s
 from saln.report.build import build_report
 from saln.report.render import pm
 from saln.report.sweep import FULL_DIR
-from saln.runs.records import COVERAGE
+from saln.runs.records import RunLabel
 from tools.infobatch_study import verdict, write_study
 from tools.publish_cifar10 import environments
 from tools.publish_sweep import ENV_KEYS
@@ -86,8 +86,8 @@ def row(runs: RunSet, method: str) -> dict[str, Any]:
     }
     if method != "uniform" and runs.of("uniform"):
         out["vs_uniform"] = compare_to_control(group, runs.of("uniform")).to_json()
-    own = "uniform" + COVERAGE
-    if method.endswith(COVERAGE) and method != own and runs.of(own):
+    own = str(RunLabel("uniform", coverage=True))
+    if RunLabel.parse(method).coverage and method != own and runs.of(own):
         out["vs_uniform_coverage"] = compare_to_control(group, runs.of(own)).to_json()
     return out
 

@@ -372,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # What a command may fail with for a reason the user can fix: printed as one line, exit 2.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, UserError)
+# Anything else (a ValueError from numpy, say) is a bug in saln and keeps its traceback.
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,8 +16,10 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from saln.errors import InvalidInput
 
-class ConfigError(ValueError):
+
+class ConfigError(InvalidInput):
     """A config key or value that cannot be used; the message names it and what is valid."""
 
 

@@ -8,6 +8,12 @@ class UserError(Exception):
     """A refusal or failure caused by the input or the machine, not by saln's code."""
 
 
+class InvalidInput(UserError, ValueError):
+    """A value the caller passed (an argument, a setting, a file's content) that saln cannot use.
+    A ``ValueError`` too, so that library callers catch it as Python's usual bad-argument error;
+    a ``ValueError`` that is not one of these (from numpy, say) is a bug and keeps its traceback."""
+
+
 class OutOfSpace(UserError, OSError):
     """A write that found the disk full; nothing half-written is left behind."""
 

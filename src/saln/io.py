@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from saln.errors import OutOfSpace
+from saln.errors import InvalidInput, OutOfSpace
 
 
 def _current_umask() -> int:
@@ -150,7 +150,7 @@ def check_writable(folder: Path, what: str, option: str) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise ValueError(
+        raise InvalidInput(
             f"the {what} {folder} is not writable ({err.strerror or err}); "
             f"choose another with {option}"
         ) from None

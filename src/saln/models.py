@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from saln.errors import InvalidInput
 from saln.registry import Registry
 
 
-class WeightsError(ValueError):
+class WeightsError(InvalidInput):
     """Pretrained weights were asked for and cannot be had; the message says what to do."""
 
 
@@ -270,7 +271,7 @@ def pixels_encoder(
     return Encoder("pixels", _Pixels().eval(), 3 * image_size * image_size, "none")
 
 
-class InputTooSmall(ValueError):
+class InputTooSmall(InvalidInput):
     """A network's layers shrink the configured image size to nothing."""
 
 
@@ -341,5 +342,5 @@ def classifier_weight(state: dict[str, torch.Tensor]) -> torch.Tensor:
     """The final fully connected layer's weight matrix in a learner's state dict."""
     candidates = [k for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
     if not candidates:
-        raise ValueError("the state dict has no fully connected layer")
+        raise InvalidInput("the state dict has no fully connected layer")
     return state[candidates[-1]]

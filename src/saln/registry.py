@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from saln.errors import InvalidInput
+
 T = TypeVar("T")
 
 
@@ -18,7 +20,7 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+                raise InvalidInput(f"{self.kind} {name!r} is already registered")
             self._entries[name] = factory
             return factory
 
@@ -28,7 +30,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ValueError(
+            raise InvalidInput(
                 f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
             ) from None
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from saln.errors import InvalidInput
 from saln.selection.base import (
     SELECTORS,
     BatchView,
@@ -59,7 +60,9 @@ def as_feature_source(features: Any, device: torch.device) -> FeatureSource | No
         features = features.detach()  # fixed reference features: selection never backpropagates
     if isinstance(features, (np.ndarray, torch.Tensor)):
         if features.ndim != 2:
-            raise ValueError(f"features must be an (N, d) table, got shape {tuple(features.shape)}")
+            raise InvalidInput(
+                f"features must be an (N, d) table, got shape {tuple(features.shape)}"
+            )
         table: Any = features
     elif hasattr(features, "get"):
         if device.type != "cuda" or not hasattr(features, "numpy"):
@@ -199,9 +202,9 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         device: str | torch.device = "cpu",
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise InvalidInput(f"batch_size must be a positive int, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+            raise InvalidInput(f"seed must be a non-negative int, got {seed!r}")
         self.source = sampler_or_len
         self.batch_size = batch_size
         self.selector = SELECTORS.build(selector) if isinstance(selector, str) else selector
@@ -226,17 +229,17 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         if self.selector is None:
             return
         if not is_model_free(self.selector):
-            raise ValueError(
+            raise InvalidInput(
                 f"selector {self.selector.name!r} needs the learner's losses; model-aware "
                 "selectors run in the training step, not in the sampler"
             )
         if "labels" in self.selector.needs and self.labels is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"selector {self.selector.name!r} needs the dataset's class labels: pass labels="
             )
         many = getattr(self.selector, "select_many", None)
         if self.coverage and (many is None or "seen" not in inspect.signature(many).parameters):
-            raise ValueError(
+            raise InvalidInput(
                 f"selector {self.selector.name!r} cannot prefer unseen rows (its select_many "
                 "takes no seen=): turn coverage off for it"
             )
@@ -244,7 +247,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         if check_batch_size is not None:
             check_batch_size(self.batch_size)
         if "features" in self.selector.needs and self.features is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"selector {self.selector.name!r} needs reference features: pass features= "
                 "(an (N, d) array or a FeatureStore from saln.extract_features)"
             )
@@ -257,16 +260,16 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         pool = self.source if isinstance(self.source, int) else np.asarray(self.source)
         if not isinstance(pool, int):
             if pool.ndim != 1 or (len(pool) and not np.issubdtype(pool.dtype, np.integer)):
-                raise ValueError("the sampler's indices must be a flat sequence of ints")
+                raise InvalidInput("the sampler's indices must be a flat sequence of ints")
             if len(pool) and pool.min() < 0:
-                raise ValueError(
+                raise InvalidInput(
                     f"the sampler's indices must be global dataset indices, >= 0; got "
                     f"{int(pool.min())} (Python's negative indexing is not meant here)"
                 )
         largest = pool - 1 if isinstance(pool, int) else int(pool.max(initial=-1))
         for what, table in (("features", self.features), ("labels", self.labels)):
             if isinstance(table, Sized) and largest >= len(table):
-                raise ValueError(
+                raise InvalidInput(
                     f"{what} have {len(table)} rows but the sampler draws indices up to "
                     f"{largest}: pass the {what} of the whole dataset, one row per global index"
                 )
@@ -275,7 +278,7 @@ class SelectiveBatchSampler(Sampler[list[int]]):
         """The process's rank and the number of processes (for a process group that starts
         after the sampler was built, as Lightning's does)."""
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+            raise InvalidInput(f"rank {rank} is outside world_size {world_size}")
         self.rank, self.world_size = rank, world_size
         self._plan = None
 

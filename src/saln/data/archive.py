@@ -11,6 +11,8 @@ import tempfile
 import zlib
 from pathlib import Path
 
+from saln.errors import InvalidInput
+
 
 def parse_per_class(text: str) -> dict[str, int]:
     """``"train=500,test=200"`` -> {"train": 500, "test": 200}."""
@@ -18,12 +20,12 @@ def parse_per_class(text: str) -> dict[str, int]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         split, sep, number = item.partition("=")
         if not sep or not number.strip().isdigit() or int(number) < 1:
-            raise ValueError(
+            raise InvalidInput(
                 f"bad per-class count {item!r}: write SPLIT=N with N >= 1, e.g. train=500,test=200"
             )
         counts[split.strip()] = int(number)
     if not counts:
-        raise ValueError("no per-class counts given: write e.g. train=500,test=200")
+        raise InvalidInput("no per-class counts given: write e.g. train=500,test=200")
     return counts
 
 
@@ -49,13 +51,13 @@ def extract_per_class(archive: Path, dest: Path, per_class: dict[str, int]) -> P
         try:
             taken = _copy_slice(archive, staging, per_class)
         except UNREADABLE as err:
-            raise ValueError(
+            raise InvalidInput(
                 f"{archive} is not a readable .tar or .tar.gz archive ({err}): it is truncated "
                 "or of another format; download it again"
             ) from None
         missing = sorted(set(per_class) - {split for split, _ in taken})
         if missing:
-            raise ValueError(
+            raise InvalidInput(
                 f"{archive} has no files under {'/'.join(missing)}/<class>/; "
                 "the layout must be <root>/<split>/<class>/<file>"
             )

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from saln.errors import InvalidInput
 from saln.io import write_bytes_atomic
 from saln.registry import Registry
 
 
-class DataError(ValueError):
+class DataError(InvalidInput):
     """A dataset that cannot be read as asked; the message names the problem and the fix."""
 
 

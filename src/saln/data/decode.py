@@ -73,7 +73,7 @@ def decode_all(
                 f"{image_size} px they would take {resized / 2**30:.1f} GiB"
             )
         decoded = _decode_files(source, image_size, image_size, progress, resize=True)
-        key = (signature, f"{image_size}-square")
+        key = (signature, resized_key(image_size))
     assert decoded is not None
     return _keep(key, decoded, cache_dir)
 
@@ -84,13 +84,19 @@ def kept_decoded(
     """The files' signature, and their decoded images if this process or (with ``cache_dir``)
     an earlier one kept them."""
     signature = _file_signature(source)
-    for key in ((signature, "own"), (signature, str(image_size))):
+    for key in ((signature, "own"), (signature, resized_key(image_size))):
         found = _DECODED.get(key)
         if found is None and cache_dir is not None:
             found = _load_decoded(_decoded_path(cache_dir, key), len(source))
         if found is not None:
             return signature, _remember(key, found)
     return signature, None
+
+
+def resized_key(image_size: int) -> str:
+    """The cache key's size part for files of mixed sizes, resized to ``image_size`` squares:
+    one function, so that storing and looking up cannot disagree."""
+    return f"{image_size}-square"
 
 
 class MixedSizes(Exception):

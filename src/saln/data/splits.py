@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from saln.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Split:
@@ -50,9 +52,9 @@ def stratified_split(
     """Per class: a seeded shuffle, then ``round(fraction * count)`` to val and to the holdout."""
     for name, value in (("val_fraction", val_fraction), ("reference_fraction", reference_fraction)):
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name}={value} must be in [0, 1)")
+            raise InvalidInput(f"{name}={value} must be in [0, 1)")
     if val_fraction + reference_fraction >= 1.0:
-        raise ValueError(
+        raise InvalidInput(
             f"val_fraction={val_fraction} + reference_fraction={reference_fraction} leaves no "
             "samples to train on; their sum must stay below 1 (e.g. 0.1 each)"
         )
@@ -67,7 +69,7 @@ def stratified_split(
         parts["train"].append(members[n_val + n_ref :])
     joined = {k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in parts.items()}
     if len(joined["train"]) == 0:
-        raise ValueError("the split leaves no training samples; lower the fractions")
+        raise InvalidInput("the split leaves no training samples; lower the fractions")
     return Split(
         **joined, seed=seed, val_fraction=val_fraction, reference_fraction=reference_fraction
     )

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from saln import config as cfg
+from saln.errors import InvalidInput
 from saln.experiments.launch import launch_torchrun
 from saln.io import check_writable
 from saln.report import aggregate
 from saln.report.build import build_report
 from saln.runs import RunStore
 from saln.runs.lock import writing
-from saln.runs.records import BUDGET
+from saln.runs.records import RunLabel
 from saln.train import METHODS, fit
 from saln.train.methods import for_grid
 
@@ -62,7 +63,8 @@ def train_grid(
     unfinished ones resumed) and return their directories. A budget-matched method
     (``standard_matched@M``) trains after M, with the examples M's run of that seed trained."""
     for seed in seeds:
-        for method in sorted(methods, key=lambda m: BUDGET in m):  # budgets after their methods
+        # budgets after the methods whose examples they take
+        for method in sorted(methods, key=lambda m: RunLabel.parse(m).budget_of is not None):
             config = cfg.from_dict({"train": run_settings(method, seed, out)}, base)
             config = for_grid(config, METHODS.build(config.train.method))
             train_one(config, run_dir(out, method, seed), nproc, overwrite)
@@ -71,30 +73,30 @@ def train_grid(
 
 def run_settings(method: str, seed: int, out: Path) -> dict[str, Any]:
     """The train settings of one run of a grid; a budget comes from the matched run's summary."""
-    name, _, budget_of = method.partition(BUDGET)
-    if not budget_of:
-        return {"method": name, "seed": seed}
-    matched = RunStore(run_dir(out, budget_of, seed)).require_summary()
+    label = RunLabel.parse(method)
+    if label.budget_of is None:
+        return {"method": label.method, "seed": seed}
+    matched = RunStore(run_dir(out, label.budget_of, seed)).require_summary()
     return {
-        "method": name,
+        "method": label.method,
         "seed": seed,
         "budget_examples": matched.examples_trained,
-        "budget_of": budget_of,
+        "budget_of": label.budget_of,
     }
 
 
 def check_methods(methods: list[str]) -> None:
     """Every name registered; ``standard_matched@M`` only beside M, whose budget it takes."""
     for method in methods:
-        name, _, budget_of = method.partition(BUDGET)
+        name, budget_of = RunLabel.parse(method).method, RunLabel.parse(method).budget_of
         METHODS.get(name)  # an unknown name fails here, listing the valid ones
-        if not budget_of:
+        if budget_of is None:
             continue
         if not METHODS.get(name)().matched_epochs:
-            raise ValueError(f"{method}: only standard_matched takes another method's budget")
+            raise InvalidInput(f"{method}: only standard_matched takes another method's budget")
         METHODS.get(budget_of)
         if budget_of not in methods:
-            raise ValueError(
+            raise InvalidInput(
                 f"{method} trains on the examples {budget_of} trained: add {budget_of} to --methods"
             )
 
@@ -102,7 +104,8 @@ def check_methods(methods: list[str]) -> None:
 def check_schedule(base: cfg.Config, methods: list[str]) -> None:
     """A selection schedule (and coverage) is checked for every method it applies to, before
     any training; one that applies to none of them is refused rather than ignored."""
-    scheduled = [m for m in (METHODS.build(n.partition(BUDGET)[0]) for n in methods) if m.selector]
+    built = (METHODS.build(RunLabel.parse(n).method) for n in methods)
+    scheduled = [m for m in built if m.selector]
     for method in scheduled:
         method.schedule(base)
         method.check_coverage(base)
@@ -115,7 +118,7 @@ def check_schedule(base: cfg.Config, methods: list[str]) -> None:
 
 def check_nproc(nproc: int) -> None:
     if nproc < 1:
-        raise ValueError(f"--nproc is the number of processes per run, at least 1; got {nproc}")
+        raise InvalidInput(f"--nproc is the number of processes per run, at least 1; got {nproc}")
 
 
 def others_left_out(out: Path, paths: list[Path]) -> list[str]:

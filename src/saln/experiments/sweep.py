@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from saln import config as cfg
+from saln.errors import InvalidInput
 from saln.experiments.compare import check_nproc, check_schedule, train_grid
 from saln.io import check_writable
 from saln.report.build import build_report
@@ -27,9 +28,9 @@ def run_sweep(
     unfinished ones resumed), then write the sweep's table and picture; returns what
     sweep.json holds."""
     if not ratios or len(set(ratios)) != len(ratios):
-        raise ValueError(f"give each filter ratio once, at least one; got {ratios}")
+        raise InvalidInput(f"give each filter ratio once, at least one; got {ratios}")
     if not methods:
-        raise ValueError("name at least one method to sweep")
+        raise InvalidInput("name at least one method to sweep")
     for method in methods:
         METHODS.get(method)  # an unknown name fails here, before any training
     check_schedule(base, methods)

@@ -19,6 +19,7 @@ from saln.data.decode import MixedSizes
 from saln.data.loaders import PIPELINES, build_pipeline, choose_pipeline
 from saln.data.streaming import stream_eval_batches
 from saln.data.transforms import describe
+from saln.errors import InvalidInput
 from saln.features import cache
 from saln.features.cache import FeatureStore
 from saln.io import check_writable, save_npy_atomic, write_json_atomic
@@ -54,9 +55,9 @@ def check_extraction_settings(image_size: int, batch_size: int, loader: str, wor
     """Bad settings fail before any work, even when a cache hit would not have used them."""
     for name, value, least in (("image_size", image_size, 1), ("batch_size", batch_size, 1)):
         if value < least:
-            raise ValueError(f"{name} must be >= {least}, got {value}")
+            raise InvalidInput(f"{name} must be >= {least}, got {value}")
     if workers < 0:
-        raise ValueError(f"workers must be >= 0 (0: the main process), got {workers}")
+        raise InvalidInput(f"workers must be >= 0 (0: the main process), got {workers}")
     if loader != "auto":
         PIPELINES.get(loader)  # names the valid loaders
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from saln import distributed
+from saln.errors import InvalidInput
 from saln.loop.dealing import DealtBatches, every_rank
 from saln.sampling import EpochPool, SelectiveBatchSampler
 from saln.selection import SELECTORS, BatchView, Selector, keep_count, tail_keep
@@ -126,14 +127,14 @@ class Curator:
     def _selector(self, options: dict[str, Any]) -> Selector | None:
         if self.method.selector is None:
             if options:
-                raise ValueError(f"method {self.method.name!r} has no selector to pass options")
+                raise InvalidInput(f"method {self.method.name!r} has no selector to pass options")
             return None
         return SELECTORS.build(self.method.selector, **options)
 
     def _reference(self, ref_losses: torch.Tensor | None) -> torch.Tensor | None:
         needs = self.selector is not None and "ref_losses" in self.selector.needs
         if needs and ref_losses is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"method {self.method.name!r} scores against a reference model: pass "
                 "ref_losses=, its per-sample losses on the training set (N,), by global index"
             )
@@ -141,7 +142,7 @@ class Curator:
             return None
         table = torch.as_tensor(ref_losses).to(self.device, torch.float32)
         if table.ndim != 1 or len(table) < self.size:
-            raise ValueError(
+            raise InvalidInput(
                 f"ref_losses must be one loss per sample (N,) with N >= {self.size}, got shape "
                 f"{tuple(table.shape)}"
             )
@@ -150,7 +151,7 @@ class Curator:
     def _check_tables(self, features: Any, labels: Any) -> None:
         for what, table in (("features", features), ("labels", labels)):
             if table is not None and len(table) < self.size:
-                raise ValueError(
+                raise InvalidInput(
                     f"{what} have {len(table)} rows and the training set indexes up to "
                     f"{self.size - 1}: pass the {what} of the whole dataset, one row per index"
                 )
@@ -219,23 +220,23 @@ class Curator:
     def _check_step(self, per_sample: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         if not isinstance(per_sample, torch.Tensor) or per_sample.ndim != 1:
             shape = tuple(per_sample.shape) if isinstance(per_sample, torch.Tensor) else "?"
-            raise ValueError(
+            raise InvalidInput(
                 f"Curator.loss takes one loss per row (B,), got shape {shape}: compute the "
                 "loss with reduction='none'"
             )
         indices = torch.as_tensor(indices)
         if indices.shape != per_sample.shape:
-            raise ValueError(
+            raise InvalidInput(
                 f"{len(per_sample)} losses for {len(indices)} indices: pass the batch's global "
                 "indices, one per loss"
             )
         if not same_device(per_sample.device, self.device):
-            raise ValueError(
+            raise InvalidInput(
                 f"the losses are on {per_sample.device} and the Curator on {self.device}: "
                 f"pass device={str(per_sample.device)!r} to Curator"
             )
         if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= self.size):
-            raise ValueError(
+            raise InvalidInput(
                 f"indices must be global dataset indices in [0, {self.size}), got "
                 f"{int(indices.min())}..{int(indices.max())}"
             )

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from torch.utils.data import Sampler
 
+from saln.errors import InvalidInput
 from saln.sampling import SelectiveBatchSampler
 
 # Who deals the batches to processes -> whether the sampler yields every process's batches.
@@ -31,7 +32,7 @@ WIRING = (
 
 def every_rank(sharded_by: str) -> bool:
     if sharded_by not in SHARDED_BY:
-        raise ValueError(
+        raise InvalidInput(
             f"sharded_by must be one of {sorted(SHARDED_BY)}, got {sharded_by!r}: 'saln' under "
             "torchrun or Lightning, 'accelerate' for a loader passed to accelerator.prepare"
         )
@@ -74,7 +75,7 @@ class DealtBatches(Sampler[list[int]]):
         rank = self.sampler.rank
         if key in self.pending:
             skipped = list(self.pending).index(key)
-            raise ValueError(
+            raise InvalidInput(
                 f"process {rank} skipped {skipped} of the batches dealt to it before this one: "
                 "something shards the Curator's batches again or reorders them (a "
                 "DistributedSampler, accelerator.prepare without sharded_by='accelerate', "
@@ -82,12 +83,12 @@ class DealtBatches(Sampler[list[int]]):
                 "curator.loss once for every batch"
             )
         if key in self.others:
-            raise ValueError(
+            raise InvalidInput(
                 f"process {rank} got a batch dealt to another process: the loader did not "
                 "shard the batches. With Curator(sharded_by='accelerate') pass the loader "
                 "through accelerator.prepare; under torchrun alone use sharded_by='saln'"
             )
-        raise ValueError(
+        raise InvalidInput(
             f"the step's indices are not a batch the Curator dealt process {rank} in this "
             f"epoch: {WIRING}"
         )

@@ -21,6 +21,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from saln.errors import InvalidInput
 from saln.loop.curator import Curator
 
 
@@ -58,14 +59,14 @@ def check_trainer(trainer: pl.Trainer, curator: Curator) -> None:
     deals or another schedule than it plans."""
     connector = getattr(trainer, "_accelerator_connector", None)
     if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-        raise ValueError(
+        raise InvalidInput(
             "the Curator's batch sampler deals each process its own batches, and Lightning "
             "would shard them again: pass Trainer(use_distributed_sampler=False)"
         )
     if curator.sampler.every_rank:
-        raise ValueError("under Lightning build the Curator with sharded_by='saln' (the default)")
+        raise InvalidInput("under Lightning build the Curator with sharded_by='saln' (the default)")
     if curator.method.selects_in == "epoch" and trainer.max_epochs != curator.epochs:
-        raise ValueError(
+        raise InvalidInput(
             f"Trainer(max_epochs={trainer.max_epochs}) and Curator(epochs={curator.epochs}) "
             f"differ, and {curator.method.name} plans its epochs by the Curator's count: pass "
             "the same number to both"

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from saln.errors import InvalidInput
 from saln.io import exclusive, save_torch_atomic
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,7 +46,7 @@ def score(
         inputs, labels = batch[0].to(device), batch[1].to(device)
         per_sample = loss_fn(model(inputs), labels)
         if per_sample.shape != labels.shape[:1]:
-            raise ValueError(
+            raise InvalidInput(
                 f"loss_fn must return one loss per sample ({len(labels)},), got shape "
                 f"{tuple(per_sample.shape)}: use reduction='none'"
             )

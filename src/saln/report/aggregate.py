@@ -19,7 +19,8 @@ import yaml
 from scipy import stats
 
 from saln.config import ConfigError, from_dict
-from saln.runs.records import BUDGET, COVERAGE, EpochRecord, RunSummary
+from saln.errors import InvalidInput
+from saln.runs.records import EpochRecord, RunLabel, RunSummary
 from saln.runs.store import RunStore, config_differences
 
 # Settings that must agree for runs to be comparable: same data, same split.
@@ -72,7 +73,7 @@ def in_method_order(methods: set[str]) -> list[str]:
     A variant (``uniform+coverage``, ``standard_matched@infobatch``) follows its method."""
 
     def rank(method: str) -> tuple[int, str]:
-        base = method.partition(COVERAGE)[0].partition(BUDGET)[0]
+        base = RunLabel.parse(method).method
         return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), method)
 
     return sorted(methods, key=rank)
@@ -97,7 +98,7 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
         path = Path(path)
         if (path / "sweep.json").exists():
             one = next(iter(sorted(path.glob("ratio-*"))), path / "ratio-0.8")
-            raise ValueError(
+            raise InvalidInput(
                 f"{path} is a filter-ratio sweep: report one ratio with `saln report {one}`, "
                 "or rebuild its table by running the same `saln sweep` again (complete runs "
                 "are not retrained)"
@@ -109,7 +110,9 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
         elif path.is_dir():
             found.extend(sorted(p for p in path.iterdir() if p.is_dir()))
         else:
-            raise ValueError(f"{path} does not exist or is not a run directory or a folder of runs")
+            raise InvalidInput(
+                f"{path} does not exist or is not a run directory or a folder of runs"
+            )
     return found
 
 
@@ -125,7 +128,7 @@ def load_runs(paths: list[Path]) -> RunSet:
         config = yaml.safe_load(store.file("config.yaml").read_text())
         runs.append(Run(path, config, summary, store.metrics()))
     if not runs:
-        raise ValueError(
+        raise InvalidInput(
             f"no complete runs among {', '.join(map(str, paths))}"
             + (f" (incomplete: {', '.join(map(str, incomplete))})" if incomplete else "")
         )
@@ -147,14 +150,14 @@ def check_one_setting_per_method(runs: list[Run]) -> None:
     for run in runs:
         twin = seen.setdefault((run.method, run.seed), run.path)
         if twin != run.path:
-            raise ValueError(
+            raise InvalidInput(
                 f"two runs of {run.method} seed {run.seed} ({twin} and {run.path}): report one"
             )
         setting = resolved(run.config)
         first, first_setting = first_of.setdefault(run.method, (run, setting))
         diffs = config_differences(first_setting, setting, ignore=SEED)
         if diffs:
-            raise ValueError(
+            raise InvalidInput(
                 f"runs of {run.method} differ in more than their seed ({first.path} and "
                 f"{run.path}: {'; '.join(diffs[:3])}); report one setting per method, e.g. "
                 "one comparison folder at a time"
@@ -185,7 +188,7 @@ def check_comparable(runs: list[Run]) -> None:
         if split_digest(run) != split_digest(first):
             diffs.append("split.json differs")
         if diffs:
-            raise ValueError(
+            raise InvalidInput(
                 f"runs {first.path} and {run.path} are not comparable ({'; '.join(diffs)}); "
                 "report runs of one dataset and split at a time"
             )
@@ -297,9 +300,10 @@ def budget_control(method: str, runs: RunSet) -> str | None:
     decayed over the method's examples. ``standard_matched@METHOD`` where the comparison has
     it, else ``standard_matched`` at the method's filter ratio (the same examples in either
     batch convention); None for the standard runs themselves, or where neither was run."""
-    if method.startswith("standard"):
+    label = RunLabel.parse(method)
+    if label.is_reference or label.method == "standard_matched":
         return None
-    named = f"standard_matched{BUDGET}{method}"
+    named = str(RunLabel("standard_matched", budget_of=method))
     if runs.of(named):
         return named
     ratio, matched = runs.of(method)[0].summary.filter_ratio, runs.of("standard_matched")
@@ -313,7 +317,7 @@ def budget_verdict(method: str, runs: RunSet) -> dict[str, Any]:
     control = budget_control(method, runs)
     if control is None:
         reasons = {"standard": "reference", "standard_matched": "control"}
-        reason = reasons.get(method.partition(BUDGET)[0], "no budget-matched run")
+        reason = reasons.get(RunLabel.parse(method).method, "no budget-matched run")
         return {"budget_control": None, "vs_budget_control": None, "verdict_vs_budget": reason}
     versus = compare_to_control(runs.of(method), runs.of(control))
     return {
@@ -325,7 +329,7 @@ def budget_verdict(method: str, runs: RunSet) -> dict[str, Any]:
 
 def uniform_control(method: str) -> str:
     """The random control of a method: ``uniform``, with coverage where the method has it."""
-    return "uniform" + (COVERAGE if method.endswith(COVERAGE) else "")
+    return str(RunLabel("uniform", coverage=RunLabel.parse(method).coverage))
 
 
 def control_verdict(method: str, comparison: ControlComparison | None) -> str:
@@ -373,7 +377,7 @@ def default_target(runs: RunSet, offset: float = 0.01) -> tuple[float, str]:
 def check_target(target: float | None) -> None:
     """A target is a val accuracy as the runs record it: a fraction, not a percentage."""
     if target is not None and not 0.0 < target <= 1.0:
-        raise ValueError(
+        raise InvalidInput(
             f"the target val accuracy is a fraction in (0, 1], got {target}: pass 0.95 for 95%"
         )
 
@@ -419,7 +423,7 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
 
 def headline(table: dict[str, Any]) -> dict[str, Any]:
     """The answer to "which method reaches my accuracy in less time?": the method (standard and
-    the budget-matched controls aside) that reached the target first on every seed, time
+    the controls aside: :attr:`RunLabel.competes`) that reached the target first on every seed, time
     counting one-off costs and selection, its speed-up against standard's time to the target,
     and its verdict against its budget-matched control (:func:`budget_control`) where the
     comparison has one."""
@@ -429,7 +433,7 @@ def headline(table: dict[str, Any]) -> dict[str, Any]:
         if row["to_target"]["seconds"] is not None
     }
     standard = reached.get("standard")
-    candidates = {m: t for m, t in reached.items() if m != "standard" and BUDGET not in m}
+    candidates = {m: t for m, t in reached.items() if RunLabel.parse(m).competes}
     faster = {m: t for m, t in candidates.items() if standard is not None and t < standard}
     if not faster or standard is None:
         return {"method": None, "standard_seconds": standard}

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from saln.errors import InvalidInput
 from saln.io import write_json_atomic, write_text_atomic
 from saln.report import plots
 from saln.report.aggregate import in_method_order
@@ -37,7 +38,7 @@ def sweep_rows(folders: list[tuple[Path, float]]) -> list[dict[str, Any]]:
         try:
             summary = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(
+            raise InvalidInput(
                 f"{path} is missing or unreadable ({err}); rerun the sweep to rebuild it"
             ) from None
         for method, row in summary["methods"].items():

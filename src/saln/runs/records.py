@@ -13,14 +13,55 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from saln.errors import UserError
+
 # A relative spectral gap (l3 - l2) / l2 below this leaves the Fiedler vector not unique.
 SMALL_GAP = 1e-3
 TIME_PHASES = ("data", "selection", "step", "eval", "checkpoint")  # each epoch's seconds
 BUDGET = "@"  # standard_matched@METHOD: the run trained METHOD's measured examples
 COVERAGE = "+coverage"  # METHOD+coverage: the run's selector preferred rows not yet trained
+# Methods that measure the others rather than compete: never named the winner.
+REFERENCE_METHODS = frozenset({"standard"})
+CONTROL_METHODS = frozenset({"standard_matched", "uniform"})
 
 
-class RecordError(ValueError):
+@dataclass(frozen=True)
+class RunLabel:
+    """The name a run is reported under, typed: ``method``, whose budget it trained
+    (``standard_matched@infobatch``), and whether its selector preferred rows not yet trained
+    (``uniform+coverage``). ``str()`` writes the name, :meth:`parse` reads it back."""
+
+    method: str
+    budget_of: str | None = None
+    coverage: bool = False
+
+    @classmethod
+    def parse(cls, name: str) -> RunLabel:
+        head, _, budget_of = name.partition(BUDGET)
+        method, coverage, rest = head.partition(COVERAGE)
+        if rest:
+            raise RecordError(f"run name {name!r}: {COVERAGE} ends a name")
+        return cls(method, budget_of or None, bool(coverage))
+
+    def __str__(self) -> str:
+        budget = f"{BUDGET}{self.budget_of}" if self.budget_of else ""
+        return self.method + (COVERAGE if self.coverage else "") + budget
+
+    @property
+    def is_reference(self) -> bool:
+        return self.method in REFERENCE_METHODS
+
+    @property
+    def is_control(self) -> bool:
+        """A control (budget-matched standard in any form, the random subset) is never crowned."""
+        return self.method in CONTROL_METHODS
+
+    @property
+    def competes(self) -> bool:
+        return not (self.is_reference or self.is_control)
+
+
+class RecordError(UserError, ValueError):
     """A stored record that this version cannot read."""
 
 

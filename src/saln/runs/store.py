@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from saln.config import Config, ConfigError, from_dict
+from saln.errors import InvalidInput
 from saln.io import (
     check_writable,
     disk_full,
@@ -165,7 +166,7 @@ class RunStore:
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError as err:  # written atomically: damaged after the fact
-            raise ValueError(
+            raise InvalidInput(
                 f"{path} is not valid JSON ({err}); rerun this run with --overwrite, or move it "
                 "out of the folder"
             ) from None
@@ -204,7 +205,7 @@ class RunStore:
             except json.JSONDecodeError as err:
                 if number == len(lines):
                     break
-                raise ValueError(
+                raise InvalidInput(
                     f"{path} line {number} is not valid JSON ({err}); rerun this run with "
                     "--overwrite"
                 ) from None
@@ -217,5 +218,5 @@ class RunStore:
     def require_summary(self) -> RunSummary:
         summary = self.summary()
         if summary is None:
-            raise ValueError(f"{self.path} holds no finished run (no summary.json)")
+            raise InvalidInput(f"{self.path} holds no finished run (no summary.json)")
         return summary

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from saln.errors import InvalidInput
 from saln.registry import Registry
 
 # Inputs a selector may declare in ``needs``; the engine computes only these.
@@ -68,7 +69,7 @@ def check_filter_ratio(filter_ratio: float) -> float:
     if not isinstance(filter_ratio, (int, float)) or isinstance(filter_ratio, bool):
         raise TypeError(f"filter_ratio must be a number in [0, 1), got {filter_ratio!r}")
     if not 0.0 <= float(filter_ratio) < 1.0:
-        raise ValueError(
+        raise InvalidInput(
             f"filter_ratio={filter_ratio} is outside [0, 1): it is the fraction of each batch "
             "that is dropped (0.8 keeps 20%); use 0 to keep everything"
         )
@@ -85,7 +86,7 @@ def keep_count(n: int, filter_ratio: float) -> int:
     filter_ratio = check_filter_ratio(filter_ratio)
     keep = math.floor(n * (1.0 - filter_ratio) * (1 + 1e-9))
     if keep < 1:
-        raise ValueError(
+        raise InvalidInput(
             f"filter_ratio={filter_ratio} keeps 0 of a batch of {n} rows; "
             f"use a larger batch (>= {math.ceil(1 / (1 - filter_ratio))}) or a smaller filter_ratio"
         )
@@ -103,7 +104,7 @@ def check_keep(keep: int, n: int) -> int:
     if isinstance(keep, bool) or not isinstance(keep, int):
         raise TypeError(f"keep must be an int, got {type(keep).__name__}")
     if not 1 <= keep <= n:
-        raise ValueError(f"keep={keep} must be between 1 and the batch size {n}")
+        raise InvalidInput(f"keep={keep} must be between 1 and the batch size {n}")
     return keep
 
 
@@ -111,7 +112,7 @@ def require(batch: BatchView, selector: Selector) -> None:
     """Fail clearly when a BatchView lacks an input the selector declared in ``needs``."""
     missing = [name for name in sorted(selector.needs) if getattr(batch, name) is None]
     if missing:
-        raise ValueError(
+        raise InvalidInput(
             f"selector {selector.name!r} needs {', '.join(missing)} in the BatchView; "
             f"it declares needs={sorted(selector.needs)}"
         )
@@ -153,4 +154,4 @@ def check_finite_scores(scores: torch.Tensor, what: str) -> None:
     sync every step, so it is skipped there: the engine's divergence check (every
     ``train.check_every`` steps) stops a diverged run from its training loss instead."""
     if scores.device.type == "cpu" and not bool(torch.isfinite(scores).all()):
-        raise ValueError(f"{what} contain NaN or inf; the learner has diverged")
+        raise InvalidInput(f"{what} contain NaN or inf; the learner has diverged")

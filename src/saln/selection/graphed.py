@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from saln.errors import InvalidInput
 from saln.selection.solvers import (
     LANCZOS_SEED,
     lanczos_fiedler,
@@ -69,7 +70,7 @@ class GraphedLanczos:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not x.is_cuda:
-            raise ValueError(f"CUDA-graph Lanczos needs a CUDA tensor, got one on {x.device}")
+            raise InvalidInput(f"CUDA-graph Lanczos needs a CUDA tensor, got one on {x.device}")
         key = (tuple(x.shape), x.dtype, x.device)
         captured = self._graphs.get(key)
         if captured is None:

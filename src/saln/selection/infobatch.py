@@ -19,12 +19,14 @@ import math
 import numpy as np
 import torch
 
+from saln.errors import InvalidInput
+
 
 def check_infobatch(prune_ratio: float, delta: float) -> None:
     if not 0.0 <= prune_ratio < 1.0:
-        raise ValueError(f"prune_ratio={prune_ratio} must be in [0, 1)")
+        raise InvalidInput(f"prune_ratio={prune_ratio} must be in [0, 1)")
     if not 0.0 < delta <= 1.0:
-        raise ValueError(f"delta={delta} must be in (0, 1]")
+        raise InvalidInput(f"delta={delta} must be in (0, 1]")
 
 
 def annealing(epoch: int, epochs: int, delta: float) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from saln.errors import InvalidInput
 from saln.selection.base import (
     SELECTORS,
     BatchView,
@@ -92,7 +93,7 @@ class JestSelector:
 
     def __post_init__(self) -> None:
         if self.n_chunks < 1:
-            raise ValueError(f"n_chunks must be >= 1, got {self.n_chunks}")
+            raise InvalidInput(f"n_chunks must be >= 1, got {self.n_chunks}")
 
     def select(
         self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None

@@ -15,33 +15,40 @@ so every step here is one BLAS/LAPACK call on preallocated arrays:
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 from scipy.linalg.blas import ssyrk
 from scipy.linalg.lapack import ssyevr
+from threadpoolctl import ThreadpoolController
 
-_blas_limited = False
-_blas_lock = threading.Lock()
+from saln.errors import InvalidInput
+
+_controller: ThreadpoolController | None = None
+_controller_lock = threading.Lock()
 
 
-def limit_blas_threads_once() -> None:
-    """Run NumPy/SciPy BLAS single-threaded, once per process.
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run NumPy/SciPy BLAS single-threaded inside the block, and as before after it.
 
     Small dense problems lose from threading, and with two cores NumPy's and SciPy's OpenBLAS
-    pools starve each other (a 0.6 ms call measured 108 ms). Limiting per call costs more than
-    the solve itself, so the limit is set once for the process.
+    pools starve each other (docs/benchmarks.md). The caller's own setting is theirs: it is
+    restored on leaving. The controller (which finds the loaded BLAS libraries, the costly
+    part) is made once, so a scoped limit costs microseconds.
     """
-    global _blas_limited
-    with _blas_lock:
-        if not _blas_limited:
-            from threadpoolctl import threadpool_limits
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            _controller = ThreadpoolController()
+        controller = _controller
+    with controller.limit(limits=1, user_api="blas"):
+        yield
 
-            threadpool_limits(limits=1, user_api="blas")
-            _blas_limited = True
 
-
-class NonFiniteRows(ValueError):
+class NonFiniteRows(InvalidInput):
     """A row norm came out non-finite: the caller names the offending rows."""
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from saln.errors import InvalidInput
 from saln.registry import Registry
 
 GRAPHS = ("dense", "knn")
@@ -37,7 +38,9 @@ def similarity(x: torch.Tensor, centre: bool) -> torch.Tensor:
     gram = (x @ x.transpose(1, 2)).double()
     # a row with NaN or inf has a non-finite squared norm, exactly then
     if not bool(torch.isfinite(gram.diagonal(dim1=1, dim2=2)).all()):
-        raise ValueError("features contain NaN or inf: the feature cache or the encoder is broken")
+        raise InvalidInput(
+            "features contain NaN or inf: the feature cache or the encoder is broken"
+        )
     if centre:
         rows = gram.mean(dim=-1, keepdim=True)
         gram = gram - rows - rows.transpose(1, 2) + rows.mean(dim=1, keepdim=True)
@@ -56,7 +59,7 @@ def graph_weights(sim: torch.Tensor, graph: str, k: int) -> torch.Tensor:
     if graph == "dense":
         return weights
     if not 1 <= k < n:
-        raise ValueError(f"k={k} neighbours needs a batch of more than k rows, got {n}")
+        raise InvalidInput(f"k={k} neighbours needs a batch of more than k rows, got {n}")
     ranked = sim.masked_fill(eye, -torch.inf).topk(k, dim=-1).indices
     listed = torch.zeros_like(weights, dtype=torch.bool).scatter_(-1, ranked, True)
     return weights * (listed | listed.transpose(1, 2))
@@ -101,10 +104,10 @@ for _kind in (combinatorial, normalized, regularized):
 def check_graph_options(graph: str, laplacian: str, k: int) -> None:
     """Option values, checked before any batch (``k`` against a batch happens per batch)."""
     if graph not in GRAPHS:
-        raise ValueError(f"graph={graph!r} is not a graph; valid: {', '.join(GRAPHS)}")
+        raise InvalidInput(f"graph={graph!r} is not a graph; valid: {', '.join(GRAPHS)}")
     LAPLACIANS.get(laplacian)  # an unknown name fails here, listing the valid ones
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k={k!r} neighbours must be a positive int")
+        raise InvalidInput(f"k={k!r} neighbours must be a positive int")
 
 
 def spectral_embedding(
@@ -115,7 +118,7 @@ def spectral_embedding(
     (b, dims + 1). Dense ``eigh`` in float64: batches are tens to hundreds of rows."""
     n = x.shape[1]
     if not 1 <= dims <= n - 2:
-        raise ValueError(f"{dims} eigenvectors of a batch of {n} rows: at most n - 2 = {n - 2}")
+        raise InvalidInput(f"{dims} eigenvectors of a batch of {n} rows: at most n - 2 = {n - 2}")
     weights = graph_weights(similarity(x, centre), graph, k)
     lap, scale = LAPLACIANS.build(laplacian)(weights)
     values, vectors = smallest_eigenpairs(lap, dims + 2)

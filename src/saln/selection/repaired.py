@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from saln.errors import InvalidInput
 from saln.selection.base import (
     SELECTORS,
     BatchedSelector,
@@ -58,7 +59,7 @@ class GraphOptions:
 
     def check_batch_size(self, n: int, selector: str) -> None:
         if self.graph == "knn" and self.k >= n:
-            raise ValueError(
+            raise InvalidInput(
                 f"{selector}: k={self.k} neighbours needs batches of more than k rows, and "
                 f"each batch has {n}: lower selection.k or raise train.batch_size"
             )
@@ -99,13 +100,13 @@ class StrataOptions:
         for name in ("strata", "dims"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
+                raise InvalidInput(f"{name}={value!r} must be a positive int")
         if self.strata < 2:
-            raise ValueError(f"strata={self.strata}: stratifying needs at least 2 strata")
+            raise InvalidInput(f"strata={self.strata}: stratifying needs at least 2 strata")
 
     def check_batch_size(self, n: int, selector: str) -> None:
         if self.dims > n - 2 or self.strata > n:
-            raise ValueError(
+            raise InvalidInput(
                 f"{selector}: dims={self.dims} eigenvectors and strata={self.strata} need "
                 f"batches of at least {max(self.dims + 2, self.strata)} rows, and each batch has "
                 f"{n}: lower selection.dims / selection.strata or raise train.batch_size"
@@ -163,7 +164,7 @@ def class_stratified_select(
     batched = labels if labels.ndim == 2 else labels.unsqueeze(0)
     check_keep(keep, batched.shape[1])
     if bool((batched < 0).any()):
-        raise ValueError(
+        raise InvalidInput(
             "selector 'class_stratified' needs every row's class label (got -1): pass labels= "
             "to SelectiveBatchSampler"
         )
@@ -238,7 +239,7 @@ class ClassStratifiedSelector(BatchedSelector):
         seen: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         if labels is None:
-            raise ValueError(
+            raise InvalidInput(
                 "selector 'class_stratified' needs labels: pass labels= to SelectiveBatchSampler"
             )
         return class_stratified_select(labels, keep, generator, seen), {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from saln.errors import InvalidInput
 from saln.registry import Registry
 
 Ramp = Callable[[float], float]  # progress through the selecting epochs, in (0, 1] -> share
@@ -68,17 +69,17 @@ def selecting_window(select_from: float, select_until: float, epochs: int) -> tu
 def check_schedule(select_from: float, select_until: float, epochs: int) -> None:
     """Both fractions in range, and at least one selecting epoch between them."""
     if not 0.0 <= select_from < 1.0:
-        raise ValueError(f"train.select_from={select_from} must be in [0, 1)")
+        raise InvalidInput(f"train.select_from={select_from} must be in [0, 1)")
     if not 0.0 < select_until <= 1.0:
-        raise ValueError(f"train.select_until={select_until} must be in (0, 1]")
+        raise InvalidInput(f"train.select_until={select_until} must be in (0, 1]")
     if select_from >= select_until:
-        raise ValueError(
+        raise InvalidInput(
             f"train.select_from={select_from} must be below train.select_until={select_until}: "
             "selection runs from the one to the other"
         )
     first, stop = selecting_window(select_from, select_until, epochs)
     if first >= stop:
-        raise ValueError(
+        raise InvalidInput(
             f"train.select_from={select_from} and train.select_until={select_until} round to "
             f"epoch {first} of {epochs} both: no epoch selects; widen the window"
         )

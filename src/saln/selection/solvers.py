@@ -15,13 +15,14 @@ from typing import NoReturn
 import numpy as np
 import torch
 
+from saln.errors import InvalidInput
 from saln.registry import Registry
 from saln.selection.lapack import (
     NonFiniteRows,
     exact_fiedler,
     lanczos_fiedler_dense,
     laplacian_lower,
-    limit_blas_threads_once,
+    single_threaded_blas,
     symmetric_laplacian,
 )
 
@@ -45,10 +46,10 @@ def raise_non_finite(x: torch.Tensor) -> NoReturn:
     """Name the rows that hold NaN/inf (called only once a row norm came out non-finite)."""
     where = (~torch.isfinite(x).all(-1)).nonzero().tolist()
     if not where:
-        raise ValueError("features are too large: a row norm overflows float32; rescale them")
+        raise InvalidInput("features are too large: a row norm overflows float32; rescale them")
     shown = ", ".join(str(tuple(w) if x.shape[0] > 1 else w[1]) for w in where[:10])
     more = f" (+{len(where) - 10} more)" if len(where) > 10 else ""
-    raise ValueError(
+    raise InvalidInput(
         f"features contain NaN or inf at rows {shown}{more}; "
         "re-extract the features or drop those samples"
     )
@@ -77,14 +78,14 @@ def laplacian_of_normalised(xn: torch.Tensor) -> torch.Tensor:
     return torch.diag_embed(sim.sum(-1)) - sim
 
 
-def cpu_rows(x: torch.Tensor) -> np.ndarray:
-    limit_blas_threads_once()
-    return x.float().numpy()
-
-
 def exact_cpu(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The CPU exact path: each batch's lower-triangle Laplacian (SYRK) solved by LAPACK."""
-    rows = cpu_rows(x)
+    with single_threaded_blas():
+        return _exact_cpu(x)
+
+
+def _exact_cpu(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = x.float().numpy()
     vectors = np.empty(rows.shape[:2], dtype=np.float32)
     values = np.empty((rows.shape[0], 2), dtype=np.float32)
     for i, batch in enumerate(rows):
@@ -105,7 +106,12 @@ def grouped_cpu_lanczos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The CPU Lanczos path: groups of batches' mirrored SYRK Laplacians solved in lockstep
     (cheaper on CPU than 64 memory-bound passes over x per batch). A batch's result does not
     depend on its group, so a batched call equals the per-batch loop."""
-    rows = cpu_rows(x)
+    with single_threaded_blas():
+        return _grouped_cpu_lanczos(x)
+
+
+def _grouped_cpu_lanczos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = x.float().numpy()
     b, n, _ = rows.shape
     group = min(b, cpu_lanczos_group(n))
     start = np.random.default_rng(LANCZOS_SEED).random((n,), dtype=np.float32)

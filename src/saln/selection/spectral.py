@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from saln.errors import InvalidInput
 from saln.selection.base import (
     SELECTORS,
     BatchedSelector,
@@ -53,11 +54,11 @@ def as_feature_tensor(features: Any) -> torch.Tensor:
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise TypeError(f"features must be real numbers, got dtype {tensor.dtype}")
     if tensor.ndim not in (2, 3):
-        raise ValueError(
+        raise InvalidInput(
             f"features must be 2-D (n, d) or 3-D batched (b, n, d), got shape {tuple(tensor.shape)}"
         )
     if tensor.shape[-1] == 0:
-        raise ValueError("features have zero columns (d == 0)")
+        raise InvalidInput("features have zero columns (d == 0)")
     if not tensor.is_floating_point() or tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
     batched = tensor if tensor.ndim == 3 else tensor.unsqueeze(0)
@@ -68,7 +69,7 @@ def resolve_solver(solver: str, n: int, device: torch.device) -> str:
     """``auto``: batched Lanczos on CUDA; on CPU exact below 512 rows, Lanczos from there."""
     if solver != "auto":
         if solver not in SOLVERS.names():
-            raise ValueError(
+            raise InvalidInput(
                 f"unknown solver {solver!r}; valid names: auto, {', '.join(SOLVERS.names())}"
             )
         return solver
@@ -83,7 +84,7 @@ def _solve(
     """Fiedler vectors (b, n) and (lambda_2, lambda_3) (b, 2) of validated features (b, n, d)."""
     n = x.shape[1]
     if n < MIN_SPECTRAL_ROWS:
-        raise ValueError(f"a batch of {n} rows has no Fiedler vector; it needs at least 3 rows")
+        raise InvalidInput(f"a batch of {n} rows has no Fiedler vector; it needs at least 3 rows")
     name = resolve_solver(solver, n, x.device)
     if cuda_graph and name == "lanczos" and x.is_cuda:
         return GRAPHED_LANCZOS(x)
@@ -184,7 +185,7 @@ def reference_select(features: np.ndarray, filter_ratio: float = 0.8) -> np.ndar
     """
     x = np.asarray(features, dtype=np.float32)
     if x.ndim != 2:
-        raise ValueError(f"reference_select takes one batch (n, d), got shape {x.shape}")
+        raise InvalidInput(f"reference_select takes one batch (n, d), got shape {x.shape}")
     keep = keep_count(x.shape[0], filter_ratio)
     fiedler = np.abs(reference_fiedler(x))
     return np.argsort(-fiedler, kind="stable")[:keep].astype(np.int64)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from saln.errors import InvalidInput
 from saln.io import save_torch_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -24,7 +25,7 @@ def load(run_dir: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # an atomic write cannot leave half a file; anything else is odd
-        raise ValueError(
+        raise InvalidInput(
             f"checkpoint {path} cannot be read ({err}); rerun with --overwrite"
         ) from None
 

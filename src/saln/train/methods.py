@@ -8,7 +8,7 @@ from typing import Any
 
 from saln.config import Config, ConfigError, graphed_selection
 from saln.registry import Registry
-from saln.runs.records import BUDGET, COVERAGE
+from saln.runs.records import RunLabel
 from saln.selection import SELECTORS, Selector
 from saln.selection.repaired import GraphOptions, StrataOptions
 from saln.selection.schedule import SelectionSchedule
@@ -126,8 +126,8 @@ def method_label(config: Config) -> str:
     (``standard_matched@infobatch``), a selector with coverage says so (``uniform+coverage``)."""
     t = config.train
     if t.budget_of:
-        return f"{t.method}{BUDGET}{t.budget_of}"
-    return t.method + (COVERAGE if t.coverage else "")
+        return str(RunLabel(t.method, budget_of=t.budget_of))
+    return str(RunLabel(t.method, coverage=t.coverage))
 
 
 METHODS: Registry[Method] = Registry("method")
