@@ -121,3 +121,12 @@ def test_every_set_is_checked_even_where_a_flag_replaces_it() -> None:
 def test_training_needs_a_validation_split() -> None:
     with pytest.raises(cfg.ConfigError, match=r"data.val_fraction=0.0 must be in \(0, 1\)"):
         cfg.load(None, {"data.val_fraction": 0})
+
+
+def test_a_retired_key_is_refused_from_a_user_and_dropped_from_a_stored_run() -> None:
+    """train.jest_chunks did nothing (JEST never received an interaction), yet changing it
+    refused a resume. It is gone: a user's --set names why; a run that recorded it still loads."""
+    with pytest.raises(cfg.ConfigError, match=r"train\.jest_chunks was removed: it never changed"):
+        cfg.load(None, {"train.jest_chunks": 4})
+    stored = {"train": {"method": "jest", "jest_chunks": 16}}
+    assert cfg.from_dict(stored, stored=True) == cfg.from_dict({"train": {"method": "jest"}})

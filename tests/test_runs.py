@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from saln.errors import UserError
 from saln.runs import RunStore
 from saln.runs.records import EpochRecord, RecordError, RunSummary
 
@@ -57,3 +58,19 @@ def test_metrics_append_and_rewrite_through_records(tmp_path: Path) -> None:
     assert store.metrics() == records
     store.rewrite_metrics(records[:1])
     assert store.metrics() == records[:1]
+
+
+def test_the_split_is_written_by_rank_0_once_and_a_resume_checks_it(tmp_path: Path) -> None:
+    """Every rank wrote split.json, and a resume rewrote it: a changed dataset then trained on
+    a new split with nothing on record."""
+    split = {"train": [0, 2], "val": [1], "reference": [], "seed": 0}
+    RunStore(tmp_path / "a", writer=False).record_split(split, resume=False)
+    assert not (tmp_path / "a").exists()  # not written by another rank
+    writer = RunStore(tmp_path / "a")
+    (tmp_path / "a").mkdir()
+    writer.record_split(split, resume=False)
+    assert json.loads((tmp_path / "a" / "split.json").read_text()) == split
+    writer.record_split(split, resume=True)  # the same data: fine
+    with pytest.raises(UserError, match=r"no longer gives the split this run recorded"):
+        writer.record_split({**split, "train": [2, 0]}, resume=True)
+    assert json.loads((tmp_path / "a" / "split.json").read_text()) == split  # kept

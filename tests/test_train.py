@@ -761,9 +761,56 @@ class _Stream:
         return self.tty
 
 
-def test_the_progress_bar_redraws_rarely_into_a_log() -> None:
-    from saln.train.callbacks import LOG_REDRAW_S, redraw_interval
+def test_a_log_gets_one_plain_line_per_epoch_and_no_bar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With stderr redirected (``saln compare > log 2>&1``) each epoch once left a frozen
+    ``\\r... 0%|  | 0/16`` bar in the log; bars belong on a terminal."""
+    import io
 
-    assert redraw_interval(_Stream(tty=True)) == pytest.approx(0.1)
-    assert redraw_interval(_Stream(tty=False)) == LOG_REDRAW_S
-    assert redraw_interval(object()) == LOG_REDRAW_S  # a stream without isatty is a log
+    from saln.io import on_terminal
+    from saln.train.callbacks import ProgressBar
+
+    assert on_terminal(_Stream(tty=True)) and not on_terminal(_Stream(tty=False))
+    assert not on_terminal(object())  # a stream without isatty is a log
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    bar = ProgressBar("uniform", epochs=2)
+    bar.on_epoch_start(0, steps=16)
+    for step in range(16):
+        bar.on_train_batch_end(0, step, rows=10)
+    metrics = {"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4}
+    bar.on_epoch_end(0, {**metrics, "train_rows_per_s": 100.0})
+    assert "\r" not in log.getvalue() and "%|" not in log.getvalue()
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "uniform epoch 1/2: train loss 1.0000" in out
+
+
+def test_a_run_leaves_the_callers_torch_state_as_it_was(tmp_path: Path) -> None:
+    """fit seeds the global RNG every epoch and may set deterministic algorithms; the caller's
+    generator state and flags are theirs, restored afterwards."""
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    fit(
+        tiny(tmp_path, "uniform", **{"train.epochs": 1, "train.deterministic": True}),
+        tmp_path / "r",
+    )
+    assert torch.equal(torch.rand(3), expected)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_drawing_a_report_leaves_matplotlib_alone() -> None:
+    """No backend switched on import, no pyplot figures left open."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; before = matplotlib.get_backend(); import saln.report.plots, "
+        "saln.report.visualize; import sys; print(before == matplotlib.get_backend(), "
+        "'matplotlib.pyplot' in sys.modules)"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert shown.stdout.split() == ["True", "False"], shown.stderr[-2000:]

@@ -123,7 +123,6 @@ class TrainConfig:
         "auto", "replay whole steps from CUDA graphs: true, false or auto (one CUDA process, SGD)"
     )
     deterministic: bool = setting(False, "torch.use_deterministic_algorithms")
-    jest_chunks: int = setting(16, "chunks JEST draws its kept set in")
     budget_examples: int | None = setting(
         None,
         "standard_matched: train this many examples (whole epochs, the schedule decayed over "
@@ -213,12 +212,38 @@ def _float_text(text: str) -> float | str:
     return float(text) if FLOAT_TEXT.fullmatch(text.strip()) else text
 
 
-def from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config:
-    """Merge a nested mapping into ``base`` (defaults if None); unknown keys are errors."""
+# Keys earlier versions wrote that no longer exist, and why. A stored run's config may hold
+# them (they are dropped on reading it); a config a user passes is refused, naming the reason.
+RETIRED_KEYS = {
+    ("train", "jest_chunks"): (
+        "it never changed JEST's draws: with a per-sample loss the chunks' joint draw is one "
+        "Gumbel top-k (docs/methods.md); remove it"
+    ),
+}
+
+
+def drop_retired(data: dict[str, Any], stored: bool) -> dict[str, Any]:
+    """``data`` without :data:`RETIRED_KEYS`; unless ``stored``, one of them is an error."""
+    for section, key in RETIRED_KEYS:
+        values = data.get(section)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        if not stored:
+            raise ConfigError(f"{section}.{key} was removed: {RETIRED_KEYS[(section, key)]}")
+        data = {**data, section: {k: v for k, v in values.items() if k != key}}
+    return data
+
+
+def from_dict(
+    data: dict[str, Any] | None, base: Config | None = None, *, stored: bool = False
+) -> Config:
+    """Merge a nested mapping into ``base`` (defaults if None); unknown keys are errors.
+    ``stored``: ``data`` is a run's recorded config, which may hold :data:`RETIRED_KEYS`."""
     base = base or Config()
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    data = drop_retired(data, stored)
     sections = get_type_hints(Config)
     updates = {}
     for section, values in data.items():

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -155,3 +156,12 @@ def check_writable(folder: Path, what: str, option: str) -> Path:
             f"choose another with {option}"
         ) from None
     return folder
+
+
+def on_terminal(stream: Any = None) -> bool:
+    """Whether ``stream`` (stderr by default) is a terminal: bars are drawn there only. In a
+    log a bar is carriage-return frames that never move on a short epoch; the plain line per
+    epoch says what it would have."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(callable(isatty) and isatty())

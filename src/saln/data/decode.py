@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from saln.data.datasets import ImageSource
 from saln.data.transforms import fit_square
-from saln.io import remove_stale_temporaries, save_npy_atomic
+from saln.io import on_terminal, remove_stale_temporaries, save_npy_atomic
 
 
 def first_size(source: ImageSource) -> tuple[int, int]:
@@ -269,7 +269,9 @@ def _decoded_blocks(
         collate_fn=list,
         multiprocessing_context="fork" if workers else None,
     )
-    with tqdm(total=len(source), desc=f"decode {source.name}", disable=not progress) as bar:
+    with tqdm(
+        total=len(source), desc=f"decode {source.name}", disable=not progress or not on_terminal()
+    ) as bar:
         for chunk in loader:
             if any(image.size == 0 for image in chunk):
                 yield None

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -39,11 +37,6 @@ class Split:
             val_fraction=float(data["val_fraction"]),  # type: ignore[arg-type]
             reference_fraction=float(data["reference_fraction"]),  # type: ignore[arg-type]
         )
-
-    def save(self, path: Path) -> None:
-        from saln.io import write_text_atomic
-
-        write_text_atomic(path, json.dumps(self.to_json()))
 
 
 def stratified_split(

@@ -22,7 +22,7 @@ from saln.data.transforms import describe
 from saln.errors import InvalidInput
 from saln.features import cache
 from saln.features.cache import FeatureStore
-from saln.io import check_writable, save_npy_atomic, write_json_atomic
+from saln.io import check_writable, on_terminal, save_npy_atomic, write_json_atomic
 from saln.models import Encoder, build_encoder, check_input_size
 
 
@@ -145,7 +145,7 @@ def extract_features(
             desc=f"features {enc.name}",
             unit="img",
             unit_scale=True,
-            disable=not progress or rank != 0,
+            disable=not progress or rank != 0 or not on_terminal(),
         )
         autocast = (
             torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()

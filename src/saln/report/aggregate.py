@@ -167,7 +167,7 @@ def check_one_setting_per_method(runs: list[Run]) -> None:
 def resolved(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config with the keys added since it was written read as their defaults."""
     try:
-        return from_dict(config).to_dict()
+        return from_dict(config, stored=True).to_dict()
     except ConfigError:  # written by a version with keys this one no longer has: compare as is
         return config
 

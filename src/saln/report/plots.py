@@ -6,10 +6,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -24,13 +20,19 @@ COLOURED = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss
 COLOURS = {method: f"C{i}" for i, method in enumerate(COLOURED)} | {"class_stratified": "black"}
 
 
+def subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """A figure and its axes, without pyplot: no global figure registry and no backend to
+    choose, so drawing a report changes nothing in the caller's matplotlib."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
 def save(fig: Figure, path: Path) -> Path:
     """Write the PNG atomically (render to memory, then one atomic write)."""
     from saln.io import write_bytes_atomic
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return write_bytes_atomic(path, buffer.getvalue())
 
 
@@ -45,7 +47,7 @@ def _series(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def curves(runs: RunSet, path: Path) -> Path:
     """Accuracy and loss per epoch, train (rows trained) and val, one column per method."""
     methods = runs.methods()
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         2, len(methods), figsize=(3.2 * len(methods), 5.6), squeeze=False, sharey="row"
     )
     for col, method in enumerate(methods):
@@ -68,7 +70,7 @@ def curves(runs: RunSet, path: Path) -> Path:
 
 def accuracy_vs_cost(runs: RunSet, path: Path, target: float) -> Path:
     """Val accuracy against training time (with one-off costs) and against examples trained."""
-    fig, (by_time, by_examples) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (by_time, by_examples) = subplots(1, 2, figsize=(11, 4.2))
     for method in runs.methods():
         for i, run in enumerate(runs.of(method)):
             seconds = one_off_seconds(run) + np.cumsum(
@@ -106,7 +108,7 @@ def spectral(
     """SALN diagnostics: relative gap (l3 - l2) / l2 per batch; |Fiedler| of kept vs dropped;
     where recorded, the share of each batch's Fiedler vector on its largest entry."""
     panels = 2 if top_mass is None else 3
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8))
+    fig, axes = subplots(1, panels, figsize=(5 * panels, 3.8))
     left, right = axes[0], axes[1]
     positive = np.clip(np.asarray(gaps), 1e-6, None)
     left.hist(
@@ -142,7 +144,7 @@ def localisation(ax: Axes, top_mass: np.ndarray) -> None:
 def accuracy_vs_kept(rows: list[dict[str, Any]], path: Path) -> Path:
     """Test accuracy (best-val model) against the share of each batch kept, one line per
     method (mean, bars = std over seeds); a method run once (standard) is a dotted level."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = subplots(figsize=(6.4, 4.2))
     for method in in_method_order({r["method"] for r in rows}):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["kept_share"])
         kept = [r["kept_share"] for r in mine]

@@ -5,16 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from saln.models import classifier_weight
 from saln.report.aggregate import Run
-from saln.report.plots import save
+from saln.report.plots import save, subplots
 
 THUMB = 32  # pixels per thumbnail
 KEPT, DROPPED = np.array([40, 170, 60]), np.array([200, 200, 200])
@@ -50,7 +46,7 @@ def load_thumbnails(run: Run, indices: list[int]) -> list[np.ndarray]:
 def selection_grid(examples: dict[str, tuple[Run, dict[str, Any]]], path: Path) -> Path:
     """The same loaded batch as each method saw it, kept rows highlighted."""
     methods = list(examples)
-    fig, axes = plt.subplots(len(methods), 1, figsize=(12, 2.3 * len(methods)), squeeze=False)
+    fig, axes = subplots(len(methods), 1, figsize=(12, 2.3 * len(methods)), squeeze=False)
     for ax, method in zip(axes[:, 0], methods, strict=True):
         run, example = examples[method]
         images = load_thumbnails(run, example["indices"])
@@ -69,7 +65,7 @@ def selection_grid(examples: dict[str, tuple[Run, dict[str, Any]]], path: Path) 
 
 def weights_figure(runs: dict[str, Run], path: Path) -> Path:
     """Heatmap and histogram of each method's final fully connected layer (best-val model)."""
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         len(runs),
         2,
         figsize=(11, 1.9 * len(runs) + 0.8),

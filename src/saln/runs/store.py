@@ -87,7 +87,7 @@ class RunStore:
         return self.file("summary.json").exists()
 
     def config(self) -> Config:
-        return from_dict(yaml.safe_load(self.file("config.yaml").read_text()))
+        return from_dict(yaml.safe_load(self.file("config.yaml").read_text()), stored=True)
 
     def prepare(self, config: Config, *, resume: bool = False, overwrite: bool = False) -> str:
         """Returns "fresh", "resume" or "complete"; refuses what would lose or mix results.
@@ -158,6 +158,21 @@ class RunStore:
     def write_json(self, name: str, payload: Any) -> None:
         if self.writer:
             write_json_atomic(self.file(name), payload)
+
+    def record_split(self, split: dict[str, Any], resume: bool) -> None:
+        """Write the run's split once (rank 0 alone). A resume never rewrites it: it must find
+        the split it recorded, or the rows trained before would now be val rows."""
+        if not self.writer:
+            return
+        recorded = self.read_json("split.json") if resume else None
+        if recorded is None:
+            write_json_atomic(self.file("split.json"), split)
+        elif recorded != split:
+            raise InvalidInput(
+                f"{self.path}: the data no longer gives the split this run recorded in "
+                "split.json (files were added, removed or renamed since it started); restore "
+                "the data it trained on, or start over with --overwrite"
+            )
 
     def read_json(self, name: str) -> Any:
         path = self.file(name)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from saln.io import on_terminal
 
 
 class Callback:
@@ -23,18 +24,6 @@ class Callback:
     def on_exception(self, error: BaseException) -> None: ...
 
 
-# Seconds between bar redraws when stderr is a file or pipe (nohup, CI): a redraw every few
-# steps would write tens of kB of carriage-return frames per epoch into the log.
-LOG_REDRAW_S = 30.0
-
-
-def redraw_interval(stream: Any = None) -> float:
-    """tqdm's default 0.1 s on a terminal, :data:`LOG_REDRAW_S` when the bar goes to a log."""
-    stream = sys.stderr if stream is None else stream
-    isatty = getattr(stream, "isatty", None)
-    return 0.1 if callable(isatty) and isatty() else LOG_REDRAW_S
-
-
 class ProgressBar(Callback):
     """Epoch and step, with running train loss/accuracy and img/s; val metrics at epoch end."""
 
@@ -49,7 +38,7 @@ class ProgressBar(Callback):
             unit="step",
             leave=False,
             dynamic_ncols=True,
-            mininterval=redraw_interval(),
+            disable=not on_terminal(),
         )
 
     def on_train_batch_end(self, epoch: int, step: int, rows: int) -> None:

@@ -3,6 +3,7 @@ a fresh learner and its optimizer, and index batches cut for training and evalua
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,23 @@ from saln.config import Config, ConfigError
 from saln.data.loaders import Pipeline
 from saln.models import build_learner, check_input_size
 from saln.sampling import cut_batches
+
+
+@contextlib.contextmanager
+def scoped_torch_state(device: torch.device) -> Iterator[None]:
+    """The process-wide torch state a run sets, restored on leaving: the global RNGs it seeds
+    (per epoch, for reproducible resumes), cuDNN's autotuner, deterministic algorithms. A
+    caller's own settings are theirs; the library changes them only for its run."""
+    benchmark = torch.backends.cudnn.benchmark
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def resolve_device(name: str, flag: str = "train.device") -> torch.device:

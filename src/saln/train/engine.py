@@ -21,7 +21,7 @@ from saln.runs.records import TIME_PHASES, EpochRecord, RunSummary
 from saln.sampling import EpochPlan, epoch_seed
 from saln.train import checkpoint, diagnostics, sharding
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
-from saln.train.components import eval_batches
+from saln.train.components import eval_batches, resolve_device, scoped_torch_state
 from saln.train.placement import StepRows, row_choice, train_rows
 from saln.train.setup import RunContext, build_run
 from saln.train.step import evaluate_batches
@@ -52,6 +52,7 @@ def fit(
     sharding.check_same_config(config)
     store = RunStore(out, writer=distributed.rank() == 0)
     with ExitStack() as held:
+        held.enter_context(scoped_torch_state(resolve_device(config.train.device)))
 
         def claim() -> str:
             held.enter_context(store.writing())
@@ -76,7 +77,7 @@ def _train(
     if state == "fresh":
         store.start(config)
     store.write_json("env.json", {**environment(ctx.device), "cuda_graphs": ctx.cuda_graphs})
-    ctx.split.save(store.file("split.json"))
+    store.record_split(ctx.split.to_json(), resume=state == "resume")
     hooks = _default_callbacks(ctx, store) + list(callbacks or [])
     tracker = SelectionTracker(ctx.bundle.train.labels, len(ctx.bundle.classes))
     history, best = _restore(ctx, store, tracker) if state == "resume" else ([], (-1.0, -1))

@@ -149,7 +149,7 @@ for _method in (
     Method("class_stratified", "class_stratified"),
     Method("loss", "loss", selects_in="step"),
     Method("rho_loss", "rho_loss", selects_in="step"),
-    Method("jest", "jest", selects_in="step", options=lambda c: {"n_chunks": c.train.jest_chunks}),
+    Method("jest", "jest", selects_in="step"),
     Method("infobatch", None, selects_in="epoch", planner="infobatch"),
 ):
     METHODS.register(_method.name)(lambda m=_method: m)
