@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -274,7 +275,7 @@ def test_graphed_lanczos_replays_what_eager_lanczos_computes() -> None:
         eager_vectors, eager_values = lanczos_fiedler(x)
         assert torch.allclose(values, eager_values, rtol=1e-4)
         assert torch.allclose(vectors.abs(), eager_vectors.abs(), atol=1e-4)
-    assert len(graphed._graphs) == 1  # one shape, captured once
+    assert len(graphed._cache.graphs) == 1  # one shape, captured once
     x[0, 5, 0] = float("nan")
     with pytest.raises(ValueError, match=r"NaN or inf at rows \(0, 5\)"):
         graphed(x)
@@ -302,7 +303,7 @@ def test_a_failed_capture_warns_and_solves_eagerly(monkeypatch: pytest.MonkeyPat
         warnings.simplefilter("error")  # no second attempt, no second warning
         again, _ = solve(x)
     eager_vectors, eager_values = solvers.lanczos_fiedler(x)
-    assert torch.allclose(values, eager_values, rtol=1e-4) and not solve._graphs
+    assert torch.allclose(values, eager_values, rtol=1e-4) and not solve._cache.graphs
     assert torch.allclose(again.abs(), eager_vectors.abs(), atol=1e-4)
 
 
@@ -360,3 +361,31 @@ def test_a_cpu_solve_leaves_the_callers_blas_threads_as_they_were() -> None:
         for solver in ("exact", "lanczos"):
             saln.spectral_select(x, 0.5, solver=solver)
         assert threads() == before
+
+
+def test_the_graph_cache_evicts_the_oldest_and_falls_back_once_a_capture_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one capture helper's bookkeeping, on CPU: the capture itself is replaced."""
+    from saln import graphs
+
+    def fake_capture(work: Any) -> tuple[str, Any]:
+        out = work()
+        if out == "boom":
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return "graph", out
+
+    monkeypatch.setattr(graphs, "capture", fake_capture)
+    cache: graphs.GraphCache[str] = graphs.GraphCache("features.cuda_graph", "solves", 2, False)
+    for key in ("a", "b"):
+        assert cache.capture(key, (), lambda k=key: k) is not None
+    assert cache.get("a") is not None  # "a" is now the most recently used
+    cache.capture("c", (), lambda: "c")
+    assert list(cache.graphs) == ["a", "c"]
+    with pytest.warns(RuntimeWarning, match=r"features.cuda_graph: capturing a CUDA graph failed"):
+        assert cache.capture("d", (), lambda: "boom") is None
+    assert cache.is_eager("d") and not cache.is_eager("a") and not cache.eager_only
+    every: graphs.GraphCache[str] = graphs.GraphCache("train.cuda_graphs", "steps")
+    with pytest.warns(RuntimeWarning):
+        every.capture("x", (), lambda: "boom")
+    assert every.eager_only and every.is_eager("y")  # a failed step fails for any shape

@@ -547,7 +547,7 @@ def test_graphed_steps_train_as_eager_steps_do(same_cudnn_kernels: None) -> None
         finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
         losses.append(seen)
         if graphed:  # the 12-row shape was captured (after its warm-up), the 5-row one was not
-            assert [key[0][0] for key in graphs._graphs] == [12]
+            assert [key[0][0] for key in graphs._cache.graphs] == [12]
             assert graphs._warm[(5, 3, 16, 16)] == 2 < WARMUP_STEPS
     assert np.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
     assert torch.allclose(finals[0], finals[1], rtol=1e-4, atol=1e-5)
@@ -575,7 +575,7 @@ def test_graphed_weighted_steps_train_as_eager_ones_do(same_cudnn_kernels: None)
                 out = weighted_train_step(model, optimizer, x, y, w, False)
             seen.append(out[2].cpu())
         if graphed:
-            assert len(graphs._graphs) == 1 and not graphs.eager_only  # it did replay
+            assert len(graphs._cache.graphs) == 1 and not graphs.eager_only  # it did replay
         finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
         losses.append(torch.stack(seen))
     assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
@@ -605,7 +605,7 @@ def test_graphed_scoring_passes_score_as_eager_ones_do(same_cudnn_kernels: None)
                 train_step(model, optimizer, x[kept], y[kept], False)
             seen.append(losses.cpu())
         if graphed:
-            assert len(score._graphs) == 1 and not score.eager_only  # it did replay
+            assert len(score._cache.graphs) == 1 and not score.eager_only  # it did replay
         scores.append(torch.stack(seen))
         state = model.state_dict().values()  # weights, running stats and batch counts
         finals.append(torch.cat([t.detach().flatten().float() for t in state]))
@@ -636,7 +636,7 @@ def test_a_failed_step_capture_warns_and_trains_eagerly(monkeypatch: pytest.Monk
         step(x, y)
     before = [p.detach().clone() for p in model.parameters()]
     loss_sum, _ = step(x, y)
-    assert step.eager_only and not step._graphs and torch.isfinite(loss_sum)
+    assert step.eager_only and not step._cache.graphs and torch.isfinite(loss_sum)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 

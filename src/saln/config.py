@@ -43,6 +43,23 @@ class DataConfig:
     loader: str = setting("auto", "how images reach the learner; auto chooses", registry="loader")
     workers: int = setting(2, "DataLoader worker processes (0: the main process)")
 
+    def check(self) -> None:
+        _positive("data.image_size", self.image_size)
+        _at_least_zero("data.split_seed", self.split_seed)
+        if self.workers < 0:
+            raise ConfigError(
+                f"data.workers must be >= 0 (0: the main process), got {self.workers}"
+            )
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(
+                f"data.val_fraction={self.val_fraction} must be in (0, 1): the val split picks "
+                "the best epoch's model and the target accuracy"
+            )
+        if not 0 <= self.reference_fraction < 1:
+            raise ConfigError(
+                f"data.reference_fraction={self.reference_fraction} must be in [0, 1)"
+            )
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -65,6 +82,16 @@ class FeatureConfig:
         "replay CUDA Lanczos solves from a graph: true, false or auto (where Lanczos may run)",
     )
 
+    def check(self) -> None:
+        _positive("features.image_size", self.image_size)
+        _positive("features.batch_size", self.batch_size)
+        _graph_switch("features.cuda_graph", self.cuda_graph)
+        if self.cuda_graph is True and self.solver == "exact":
+            raise ConfigError(
+                "features.cuda_graph replays the Lanczos solve: set features.solver=lanczos or "
+                "auto, or features.cuda_graph=false"
+            )
+
 
 @dataclass(frozen=True)
 class SelectionConfig:
@@ -83,6 +110,13 @@ class SelectionConfig:
         9, "spectral_strata: eigenvectors embedding the rows (1: quantiles of the Fiedler vector)"
     )
 
+    def check(self) -> None:
+        _positive("selection.k", self.k)
+        _positive("selection.dims", self.dims)
+        _one_of("selection.graph", self.graph, ("dense", "knn"))
+        if self.strata < 2:
+            raise ConfigError(f"selection.strata={self.strata}: stratifying needs >= 2")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -95,6 +129,15 @@ class OptimConfig:
     )
     nesterov: bool = setting(False, "Nesterov momentum (sgd)")
 
+    def check(self) -> None:
+        _positive("optim.lr", self.lr)
+        _finite("optim.weight_decay", self.weight_decay)
+        _finite("optim.momentum", self.momentum)
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError("optim.weight_decay must be >= 0 and optim.momentum in [0, 1)")
+        _one_of("optim.optimizer", self.optimizer, ("sgd", "adamw"))
+        _one_of("optim.schedule", self.schedule, ("constant", "cosine", "step"))
+
 
 @dataclass(frozen=True)
 class ReferenceConfig:
@@ -102,6 +145,9 @@ class ReferenceConfig:
         None, "reference-model architecture (null: the learner's)", registry="learner"
     )
     epochs: int = setting(10, "epochs of plain training on the holdout")
+
+    def check(self) -> None:
+        _positive("reference.epochs", self.epochs)
 
 
 @dataclass(frozen=True)
@@ -157,6 +203,40 @@ class TrainConfig:
     )
     tensorboard: bool = setting(False, "also log to <run>/tensorboard")
     progress: bool = setting(True, "show a progress bar")
+
+    def check(self) -> None:
+        if not 0.0 <= self.filter_ratio < 1.0:
+            raise ConfigError(f"train.filter_ratio={self.filter_ratio} must be in [0, 1)")
+        for path, value in (
+            ("train.epochs", self.epochs),
+            ("train.batch_size", self.batch_size),
+            ("train.eval_batch_size", self.eval_batch_size),
+            ("train.check_every", self.check_every),
+        ):
+            _positive(path, value)
+        _at_least_zero("train.seed", self.seed)
+        if self.learner_batch_size is not None:
+            _positive("train.learner_batch_size", self.learner_batch_size)
+        self._check_budget()
+        if not 0.0 <= self.prune_ratio < 1.0:
+            raise ConfigError(f"train.prune_ratio={self.prune_ratio} must be in [0, 1)")
+        if not 0.0 < self.infobatch_delta <= 1.0:
+            raise ConfigError(f"train.infobatch_delta={self.infobatch_delta} must be in (0, 1]")
+        _one_of("train.selection_mode", self.selection_mode, ("local", "global"))
+        _graph_switch("train.cuda_graphs", self.cuda_graphs)
+
+    def _check_budget(self) -> None:
+        if self.budget_examples is not None:
+            _positive("train.budget_examples", self.budget_examples)
+            if self.method != "standard_matched":
+                raise ConfigError(
+                    f"train.budget_examples sets the budget of standard_matched, and this run "
+                    f"is {self.method!r}: set train.method=standard_matched or drop the budget"
+                )
+        if self.budget_of is not None and self.budget_examples is None:
+            raise ConfigError(
+                "train.budget_of names whose budget train.budget_examples holds: set both"
+            )
 
 
 @dataclass(frozen=True)
@@ -341,76 +421,33 @@ def _positive(path: str, value: float | int) -> None:
         raise ConfigError(f"{path} must be positive, got {value}")
 
 
+def _at_least_zero(path: str, value: int) -> None:
+    if value < 0:
+        raise ConfigError(f"{path} must be >= 0, got {value}")
+
+
+def _finite(path: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{path}={value} must be a finite number")
+
+
+def _one_of(path: str, choice: str, choices: tuple[str, ...]) -> None:
+    if choice not in choices:
+        raise ConfigError(f"{path}={choice!r} is not one of {', '.join(choices)}")
+
+
+def _graph_switch(path: str, switch: bool | str) -> None:
+    if isinstance(switch, str) and switch != "auto":
+        raise ConfigError(f"{path}={switch!r} must be true, false or auto")
+
+
 def validate(config: Config) -> None:
-    """Value checks that need no registry lookups (those happen when the run is built)."""
-    t, d, o, f = config.train, config.data, config.optim, config.features
-    if not 0.0 <= t.filter_ratio < 1.0:
-        raise ConfigError(f"train.filter_ratio={t.filter_ratio} must be in [0, 1)")
-    if t.budget_examples is not None:
-        _positive("train.budget_examples", t.budget_examples)
-        if t.method != "standard_matched":
-            raise ConfigError(
-                f"train.budget_examples sets the budget of standard_matched, and this run is "
-                f"{t.method!r}: set train.method=standard_matched or drop the budget"
-            )
-    if t.budget_of is not None and t.budget_examples is None:
-        raise ConfigError(
-            "train.budget_of names whose budget train.budget_examples holds: set both"
-        )
-    if not 0.0 <= t.prune_ratio < 1.0:
-        raise ConfigError(f"train.prune_ratio={t.prune_ratio} must be in [0, 1)")
-    if not 0.0 < t.infobatch_delta <= 1.0:
-        raise ConfigError(f"train.infobatch_delta={t.infobatch_delta} must be in (0, 1]")
-    for path, value in (
-        ("train.epochs", t.epochs),
-        ("train.batch_size", t.batch_size),
-        ("train.eval_batch_size", t.eval_batch_size),
-        ("optim.lr", o.lr),
-        ("data.image_size", d.image_size),
-        ("features.image_size", config.features.image_size),
-        ("reference.epochs", config.reference.epochs),
-        ("train.check_every", t.check_every),
-        ("selection.k", config.selection.k),
-        ("selection.dims", config.selection.dims),
-    ):
-        _positive(path, value)
-    for path, count in (("train.seed", t.seed), ("data.split_seed", d.split_seed)):
-        if count < 0:
-            raise ConfigError(f"{path} must be >= 0, got {count}")
-    if d.workers < 0:
-        raise ConfigError(f"data.workers must be >= 0 (0: the main process), got {d.workers}")
-    if t.learner_batch_size is not None:
-        _positive("train.learner_batch_size", t.learner_batch_size)
-    if o.weight_decay < 0 or not 0 <= o.momentum < 1:
-        raise ConfigError("optim.weight_decay must be >= 0 and optim.momentum in [0, 1)")
-    for path, choice, choices in (
-        ("optim.optimizer", o.optimizer, ("sgd", "adamw")),
-        ("optim.schedule", o.schedule, ("constant", "cosine", "step")),
-        ("train.selection_mode", t.selection_mode, ("local", "global")),
-        ("selection.graph", config.selection.graph, ("dense", "knn")),
-    ):
-        if choice not in choices:
-            raise ConfigError(f"{path}={choice!r} is not one of {', '.join(choices)}")
-    if config.selection.strata < 2:
-        raise ConfigError(f"selection.strata={config.selection.strata}: stratifying needs >= 2")
-    if not 0 < d.val_fraction < 1:
-        raise ConfigError(
-            f"data.val_fraction={d.val_fraction} must be in (0, 1): the val split picks the best "
-            "epoch's model and the target accuracy"
-        )
-    if not 0 <= d.reference_fraction < 1:
-        raise ConfigError(f"data.reference_fraction={d.reference_fraction} must be in [0, 1)")
-    for graph_key, switch in (
-        ("features.cuda_graph", f.cuda_graph),
-        ("train.cuda_graphs", t.cuda_graphs),
-    ):
-        if isinstance(switch, str) and switch != "auto":
-            raise ConfigError(f"{graph_key}={switch!r} must be true, false or auto")
-    if f.cuda_graph is True and f.solver == "exact":
-        raise ConfigError(
-            "features.cuda_graph replays the Lanczos solve: set features.solver=lanczos or "
-            "auto, or features.cuda_graph=false"
-        )
+    """Each section checks its own values (``check``); what spans sections is checked here.
+    Registry lookups happen when the run is built."""
+    c = config
+    for section in (c.data, c.features, c.selection, c.optim, c.reference, c.train):
+        section.check()
+    t, o = config.train, config.optim
     if t.cuda_graphs is True and (t.compile or o.optimizer != "sgd"):
         raise ConfigError(
             "train.cuda_graphs captures eager SGD steps: set train.compile=false and "

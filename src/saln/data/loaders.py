@@ -166,9 +166,8 @@ def resident_bytes(source: ImageSource) -> int:
 
 def choose_pipeline(name: str, source: ImageSource) -> str:
     """``auto``: resident when the images as stored fit in RESIDENT_MAX_BYTES, else dataloader.
-    The resident loader keeps them as stored and resizes each batch on the device, so all of
-    CIFAR-10 for a 224 px model holds 154 MB. Counting them resized (7.5 GB) had sent such runs,
-    and their feature extraction, through the DataLoader (897 img/s on an H200)."""
+    The resident loader keeps them as stored and resizes each batch on the device, so the
+    bytes that count are the stored ones, not the resized ones."""
     if name != "auto":
         PIPELINES.get(name)
         return name

@@ -1,8 +1,8 @@
 """Eval batches in file order that do not wait for a whole dataset to decode.
 
 Feature extraction reads every image once, in order. Through the resident loader it would first
-decode all of them and only then start the encoder; on an H200 decoding 10,000 CIFAR-10 JPEGs
-took about as long as encoding them (docs/benchmarks.md). Here each block goes to the device as
+decode all of them and only then start the encoder, and on a GPU decoding can take as long as
+encoding (docs/benchmarks.md). Here each block goes to the device as
 soon as a worker process has decoded it, so decoding and encoding overlap, and the decoded
 images are still kept, in memory and on disk, for the training runs that follow.
 """

@@ -35,9 +35,8 @@ import torch
 from saln import distributed
 from saln.errors import InvalidInput
 from saln.loop.dealing import DealtBatches, every_rank
-from saln.sampling import EpochPool, SelectiveBatchSampler
 from saln.selection import SELECTORS, BatchView, Selector, keep_count, tail_keep
-from saln.train.epochwise import PLANNERS, Planner
+from saln.train.assembly import SelectionInputs, assemble_selection
 from saln.train.methods import METHODS, Method
 from saln.train.setup import share_kept
 
@@ -92,34 +91,27 @@ class Curator:
         ratio = self.method.ratio_of(filter_ratio)
         self.keep = keep_count(batch_size, ratio)
         self.batch_size = batch_size
-        self.pool = EpochPool(self.indices, seed)
-        in_sampler = self.method.selects_in == "sampler"
         deal_all = every_rank(sharded_by)
-        self.sampler = SelectiveBatchSampler(
-            self.pool if self.method.selects_in == "epoch" else self.indices,
-            batch_size,
-            self.selector if in_sampler else None,
-            features,
-            ratio if in_sampler else 0.0,
+        inputs = SelectionInputs(
+            indices=self.indices,
+            batch_size=batch_size,
+            filter_ratio=ratio,
             seed=seed,
+            epochs=epochs,
+            dataset_size=self.size,
+            device=self.device,
+            features=features,
             labels=labels,
             coverage=coverage,
             share=None if deal_all else lambda kept: share_kept(kept, self.device),
             every_rank=deal_all,
-        )
-        self.batch_sampler = DealtBatches(self.sampler)
-        self._follow_process_group()
-        self.planner: Planner = PLANNERS.build(
-            self.method.planner,
-            pool=self.pool,
-            candidates=self.indices,
-            dataset_size=self.size,
-            epochs=epochs,
-            device=self.device,
             prune_ratio=prune_ratio,
             delta=delta,
-            seed=seed,
         )
+        parts = assemble_selection(self.method, self.selector, inputs)
+        self.pool, self.sampler, self.planner = parts.pool, parts.sampler, parts.planner
+        self.batch_sampler = DealtBatches(self.sampler)
+        self._follow_process_group()
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch, self.step = 0, 0
         self.last_kept: torch.Tensor | None = None  # the rows :meth:`loss` trained, by position

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -20,10 +20,15 @@ COLOURED = ["standard", "standard_matched", "uniform", "saln", "loss", "rho_loss
 COLOURS = {method: f"C{i}" for i, method in enumerate(COLOURED)} | {"class_stratified": "black"}
 
 
-def subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+def subplots(
+    *grid: int,
+    figsize: tuple[float, float],
+    layout: Literal["constrained", "compressed", "tight"] | None = None,
+    **kwargs: Any,
+) -> tuple[Figure, Any]:
     """A figure and its axes, without pyplot: no global figure registry and no backend to
     choose, so drawing a report changes nothing in the caller's matplotlib."""
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(*grid, **kwargs)
 
 

@@ -4,8 +4,10 @@ from saln.selection import jest, loss, repaired, rho, spectral, uniform  # noqa:
 from saln.selection.base import (
     SELECTORS,
     BatchView,
+    Capabilities,
     Selection,
     Selector,
+    capabilities,
     check_filter_ratio,
     is_model_free,
     keep_count,
@@ -23,8 +25,10 @@ from saln.selection.spectral import (
 __all__ = [
     "SELECTORS",
     "BatchView",
+    "Capabilities",
     "Selection",
     "Selector",
+    "capabilities",
     "check_filter_ratio",
     "fiedler_vector",
     "is_model_free",

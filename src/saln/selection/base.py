@@ -57,6 +57,30 @@ class Selector(Protocol):
     ) -> Selection: ...
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a selector can do beyond ``select``, declared rather than probed. ``batched``: it
+    has ``select_many(features (b, n, d), keep, *, generator, seen, [labels])`` and
+    ``check_batch_size(n)`` (a :class:`BatchedSelector`), so a whole epoch is one call;
+    ``prefers_unseen``: it honours ``seen`` (``train.coverage``)."""
+
+    batched: bool = False
+    prefers_unseen: bool = False
+
+
+# A selector written to the protocol alone (a user's own) selects one batch at a time.
+ONE_AT_A_TIME = Capabilities()
+
+
+def capabilities(selector: Selector) -> Capabilities:
+    """The selector's declared :class:`Capabilities` (:data:`ONE_AT_A_TIME` if it declares
+    none)."""
+    declared = getattr(selector, "capabilities", ONE_AT_A_TIME)
+    if not isinstance(declared, Capabilities):
+        raise TypeError(f"selector {selector.name!r}: capabilities must be a Capabilities")
+    return declared
+
+
 def is_model_free(selector: Selector) -> bool:
     """Model-free selectors depend only on which samples are in the batch (run in the sampler)."""
     return not (selector.needs & {"losses", "ref_losses"})
@@ -125,6 +149,10 @@ class BatchedSelector:
     name: str
     needs: frozenset[str]
     select_many: Callable[..., tuple[torch.Tensor, Mapping[str, Any]]]
+    capabilities = Capabilities(batched=True, prefers_unseen=True)
+
+    def check_batch_size(self, n: int) -> None:
+        """Refuse, before any training, a super-batch of ``n`` rows the selector cannot use."""
 
     def select(
         self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None

@@ -16,13 +16,15 @@ from saln import distributed
 from saln.config import Config, ConfigError, graphed_selection, graphed_steps
 from saln.data import DatasetBundle, Split, build_dataset, build_pipeline, stratified_split
 from saln.data.loaders import Pipeline
-from saln.features import FeatureStore, extract_features
-from saln.models import WeightsError
-from saln.sampling import EpochPool, SelectiveBatchSampler
+from saln.features import FeatureStore
+from saln.features.extract import ExtractionSettings, FeatureExtraction
+from saln.models import WeightsError, build_encoder
+from saln.sampling import SelectiveBatchSampler
 from saln.selection import Selector, keep_count
 from saln.selection.schedule import SelectionSchedule
+from saln.train.assembly import SelectionInputs, assemble_selection
 from saln.train.components import build_optimizer, new_learner, resolve_device
-from saln.train.epochwise import PLANNERS, Planner
+from saln.train.epochwise import Planner
 from saln.train.methods import METHODS, Method
 from saln.train.reference import reference_losses
 from saln.train.step import (
@@ -136,24 +138,17 @@ def load_features(
     needed_by: str = "feature extraction",
 ) -> FeatureStore:
     """The reference features ``config.features`` describes, from the cache or extracted now."""
-    f = config.features
+    f, d = config.features, config.data
+    settings = ExtractionSettings(
+        f.image_size, f.batch_size, device, Path(f.cache_dir), d.loader, d.workers,
+        config.train.progress, rank, world_size,
+    )  # fmt: skip
     try:
-        return extract_features(
-            bundle.train,
-            f.encoder,
+        encoder = build_encoder(
+            f.encoder, pretrained=f.pretrained, weights=f.weights, download=d.download,
             image_size=f.image_size,
-            batch_size=f.batch_size,
-            device=device,
-            cache_dir=f.cache_dir,
-            pretrained=f.pretrained,
-            weights=f.weights,
-            download=config.data.download,
-            loader=config.data.loader,
-            workers=config.data.workers,
-            progress=config.train.progress,
-            rank=rank,
-            world_size=world_size,
-        )
+        )  # fmt: skip
+        return FeatureExtraction(bundle.train, encoder, settings).run()
     except WeightsError as err:
         raise ConfigError(
             f"{needed_by} needs reference features from encoder {f.encoder!r}, which cannot "
@@ -270,41 +265,33 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         table, costs = reference_losses(config, bundle, split, train_data, device)
         ref_losses = table.to(device)
         one_off.update(costs)
-    in_sampler = method.selects_in == "sampler"
-    pool = EpochPool(split.train, t.seed)  # the same order as the split itself, until changed
-    sampler = SelectiveBatchSampler(
-        pool if method.selects_in == "epoch" else split.train,
-        loaded,
-        selector if in_sampler else None,
-        features,
-        method.filter_ratio(config) if in_sampler else 0.0,
+    inputs = SelectionInputs(
+        indices=split.train,
+        batch_size=loaded,
+        filter_ratio=method.filter_ratio(config),
         seed=t.seed,
-        keep=keep if in_sampler else loaded,
-        ratio_at=schedule.ratio if in_sampler and not schedule.is_default else None,
+        epochs=epochs,
+        dataset_size=len(bundle.train),
+        device=device,
+        features=features,
+        labels=bundle.train.labels,
+        keep=keep,
+        ratio_at=None if schedule.is_default else schedule.ratio,
         coverage=t.coverage,
         share=partial(share_kept, device=device) if world_size > 1 else None,
-        labels=bundle.train.labels,
         rank=rank,
         world_size=world_size,
-        device=device if in_sampler and selector is not None else "cpu",
+        selection_device=device,
+        prune_ratio=t.prune_ratio,
+        delta=t.infobatch_delta,
     )
+    parts = assemble_selection(method, selector, inputs)
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = distributed.wrap(model, device)
     graphed = graphed_steps(config, device.type, world_size)
     step = train_step_for(config, model, optimizer, graphed)
     score = scorer_for(config, model, graphed)
-    planner = PLANNERS.build(
-        method.planner,
-        pool=pool,
-        candidates=split.train,
-        dataset_size=len(bundle.train),
-        epochs=epochs,
-        device=device,
-        prune_ratio=t.prune_ratio,
-        delta=t.infobatch_delta,
-        seed=t.seed,
-    )
     return RunContext(
         config=config,
         device=device,
@@ -316,7 +303,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         keep=keep,
         schedule=schedule,
         epochs=epochs,
-        sampler=sampler,
+        sampler=parts.sampler,
         train_data=train_data,
         test_data=test_data,
         model=model,
@@ -325,7 +312,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         step=step,
         weighted_step=weighted_step_for(config, model, optimizer, graphed),
         score=score,
-        planner=planner,
+        planner=parts.planner,
         features=features,
         ref_losses=ref_losses,
         one_off=one_off,
