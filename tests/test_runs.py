@@ -64,13 +64,22 @@ def test_the_split_is_written_by_rank_0_once_and_a_resume_checks_it(tmp_path: Pa
     """Every rank wrote split.json, and a resume rewrote it: a changed dataset then trained on
     a new split with nothing on record."""
     split = {"train": [0, 2], "val": [1], "reference": [], "seed": 0}
-    RunStore(tmp_path / "a", writer=False).record_split(split, resume=False)
+    data = {"train": {"name": "x", "count": 3, "classes": 2, "content_sha256": "a"}}
+    RunStore(tmp_path / "a", writer=False).record_data(data, split)
     assert not (tmp_path / "a").exists()  # not written by another rank
     writer = RunStore(tmp_path / "a")
     (tmp_path / "a").mkdir()
-    writer.record_split(split, resume=False)
+    writer.record_data(data, split)
     assert json.loads((tmp_path / "a" / "split.json").read_text()) == split
-    writer.record_split(split, resume=True)  # the same data: fine
+    writer.check_data(data, split)  # the same data: fine
     with pytest.raises(UserError, match=r"no longer gives the split this run recorded"):
-        writer.record_split({**split, "train": [2, 0]}, resume=True)
-    assert json.loads((tmp_path / "a" / "split.json").read_text()) == split  # kept
+        writer.check_data(data, {**split, "train": [2, 0]})
+    grown = {"train": {**data["train"], "count": 4, "classes": 3}}
+    with pytest.raises(UserError, match=r"other data: train images 3 -> 4; train classes 2 -> 3"):
+        writer.check_data(grown, split)
+    swapped = {"train": {**data["train"], "content_sha256": "b"}}
+    with pytest.raises(UserError, match=r"train files or labels changed \(same count\)"):
+        writer.check_data(swapped, split)
+    writer.record_data(grown, {**split, "train": [2, 0]})  # never rewritten
+    assert json.loads((tmp_path / "a" / "split.json").read_text()) == split
+    assert json.loads((tmp_path / "a" / "data.json").read_text()) == data

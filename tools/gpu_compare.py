@@ -131,11 +131,12 @@ def command(job: Job, config: str, out: Path, sets: list[str]) -> list[str]:
     call left it unfinished), without the report a single-run comparison would render: the
     reports are built once, at the end. ``sets`` holds the convention's overrides too."""
     extra = [x for s in sets for x in ("--set", s)]
+    folder = run_dir(out / job.convention, job.method, job.seed)
+    resume = ["--resume"] if RunStore(folder).exists() else []  # --resume needs a run there
     return [
         sys.executable, "-m", "saln", "train", "--config", config,
         "--method", job.method, "--seed", str(job.seed),
-        "--out", str(run_dir(out / job.convention, job.method, job.seed)), "--resume",
-        "--no-progress", *extra,
+        "--out", str(folder), *resume, "--no-progress", *extra,
     ]  # fmt: skip
 
 

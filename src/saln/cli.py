@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, get_args, get_type_hints
 
@@ -17,26 +20,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 def registry_names(kind: str) -> list[str]:
     """The valid values of a config field whose metadata names a registry."""
-    from saln.data.datasets import DATASETS
-    from saln.data.loaders import PIPELINES
-    from saln.models import ENCODERS, LEARNERS
-    from saln.selection.laplacians import LAPLACIANS
-    from saln.selection.schedule import RAMPS
-    from saln.selection.solvers import SOLVERS
-    from saln.train.methods import METHODS
+    from saln.train.names import registered_names
 
-    registries: dict[str, Any] = {
-        "dataset": DATASETS,
-        "loader": PIPELINES,
-        "learner": LEARNERS,
-        "encoder": ENCODERS,
-        "solver": SOLVERS,
-        "method": METHODS,
-        "ramp": RAMPS,
-        "laplacian": LAPLACIANS,
-    }
-    names = list(registries[kind].names())
-    return [f"{n}:PATH" if (kind, n) == ("dataset", "imagefolder") else n for n in names]
+    return registered_names(kind)
 
 
 def config_field(key: str) -> tuple[dataclasses.Field[Any], Any]:
@@ -88,8 +74,11 @@ def add_config_arguments(p: argparse.ArgumentParser, keys: Sequence[str]) -> Non
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults <- --config <- --set <- the flags. Every --set is checked, also one that a
     flag then replaces."""
+    from saln.train.names import check_names
+
     settings: dict[str, object] = dict(parse_override(item) for item in args.set)
     config = load(args.config, settings)
+    check_names(config)  # also what a flag then replaces: a typo is a typo
     flags = {key: getattr(args, key) for key in args.setting_keys if getattr(args, key) is not None}
     return load(args.config, {**settings, **flags}) if flags else config
 
@@ -376,10 +365,32 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``kill``): ended like Ctrl-C, so every write in progress
+    is abandoned cleanly, locks are released and temporary files removed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv or ["compare"])  # no arguments: the main job
     handler: Handler = args.handler
+    # The command line owns its process: SIGTERM unwinds like Ctrl-C (not in the library),
+    # and the handler it replaced comes back when the command returns.
+    own = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if own else None
+    try:
+        return run_handler(handler, args)
+    finally:
+        if own and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_handler(handler: Handler, args: argparse.Namespace) -> int:
+    """The command, with what a user can fix printed as one line (exit 2)."""
     try:
         return handler(args)
     except USER_ERRORS as err:
@@ -395,9 +406,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except KeyboardInterrupt:
-        print(f"saln {args.command}: interrupted; {RESUMING[args.command]}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        from saln.experiments.launch import LAUNCHED_ENV
+
+        code, what = (143, "terminated") if isinstance(stop, Terminated) else (130, "interrupted")
+        if not os.environ.get(LAUNCHED_ENV):  # a launched run's comparison advises instead
+            print(f"saln {args.command}: {what}; {RESUMING[args.command]}", file=sys.stderr)
+        return code
 
 
 RESUMING = {  # what an interrupted command leaves, by command

@@ -6,10 +6,12 @@ and reference losses are all keyed by it. The official test split is kept apart,
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,8 +103,27 @@ def open_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
+    except Image.DecompressionBombError as err:
+        raise DataError(
+            f"image {path} is too large to decode safely ({err}); shrink or remove the file"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"cannot read image {path}: {err}; remove or replace the file") from None
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """A DataError raised in a DataLoader worker comes back to the main process with the
+    worker's whole traceback as its message; a user needs its last line, which names the file
+    and the fix."""
+    try:
+        yield
+    except DataError as err:
+        text = str(err).strip()
+        if "DataLoader worker" not in text.partition("\n")[0]:
+            raise
+        last = text.splitlines()[-1]
+        raise DataError(last.partition("DataError: ")[2] or last) from None
 
 
 def _array_source(
@@ -240,8 +261,6 @@ def fashion_mnist(root: str, download: bool = False, **_: Any) -> DatasetBundle:
 @DATASETS.register("imagefolder")
 def imagefolder(root: str, path: str = "", **_: Any) -> DatasetBundle:
     """``imagefolder:PATH``: PATH/train/<class>/* and PATH/test/<class>/* (torchvision layout)."""
-    from torchvision.datasets import ImageFolder
-
     base = Path(path or root)
     layout = f"{base}/train/<class>/*.jpg and {base}/test/<class>/*.jpg"
 
@@ -249,14 +268,10 @@ def imagefolder(root: str, path: str = "", **_: Any) -> DatasetBundle:
         folder = base / name
         if not folder.is_dir():
             raise DataError(f"no folder {folder}: imagefolder expects {layout}")
-        try:
-            data = ImageFolder(str(folder), allow_empty=True)
-        except FileNotFoundError as err:
-            raise DataError(f"{folder}: {err}; imagefolder expects {layout}") from None
-        files = [p for p, _ in data.samples]
-        source = _file_source(
-            f"imagefolder/{name}", str(base), list(data.classes), files, data.targets
-        )
+        classes, files, targets = scan_image_folder(folder)
+        if not classes:
+            raise DataError(f"{folder} has no class folders; imagefolder expects {layout}")
+        source = _file_source(f"imagefolder/{name}", str(base), classes, files, targets)
         return check_classes(source)
 
     train, test = split("train"), split("test")
@@ -266,6 +281,64 @@ def imagefolder(root: str, path: str = "", **_: Any) -> DatasetBundle:
             f"{sorted(set(train.classes) ^ set(test.classes))}"
         )
     return DatasetBundle(f"imagefolder:{base}", train, test)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def scan_image_folder(folder: Path) -> tuple[list[str], list[str], list[int]]:
+    """Class names (sorted sub-folders), image files and their labels under ``folder``, as
+    torchvision's ImageFolder finds them, except that a directory symlink leading back into
+    ``folder`` (a loop, or a second copy of a class) is not followed and anything that is not a
+    regular file (a FIFO would block the reader forever; a dangling link) is refused."""
+    inside = os.path.realpath(folder)
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    files: list[str] = []
+    targets: list[int] = []
+    for label, name in enumerate(classes):
+        found = _class_files(folder / name, inside)
+        files += found
+        targets += [label] * len(found)
+    return classes, files, targets
+
+
+def _class_files(top: Path, inside: str) -> list[str]:
+    """The image files under ``top`` in torchvision's order: folders by path, files by name."""
+    found: list[str] = []
+    seen = {os.path.realpath(top)}
+    walked = []
+    for here, dirs, names in os.walk(top, followlinks=True):
+        walked.append((here, names))
+        kept = []
+        for d in sorted(dirs):
+            path = os.path.join(here, d)
+            real = os.path.realpath(path)
+            back_inside = os.path.islink(path) and (real + os.sep).startswith(inside + os.sep)
+            if not back_inside and real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
+    for here, names in sorted(walked):
+        for n in sorted(names):
+            if n.lower().endswith(IMAGE_SUFFIXES):
+                found.append(_regular_file(os.path.join(here, n)))
+    return found
+
+
+def _regular_file(path: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(
+            f"{path} is a symbolic link to a file that does not exist: remove it or restore "
+            "its target"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise DataError(
+            f"{path} is not a regular file (a FIFO, socket or device cannot be read as an "
+            "image): move it out of the dataset"
+        )
+    return path
 
 
 @DATASETS.register("digits")

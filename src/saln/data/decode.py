@@ -22,15 +22,23 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from saln.data.datasets import ImageSource
+from saln.data.datasets import ImageSource, open_rgb, worker_errors
 from saln.data.transforms import fit_square
 from saln.io import on_terminal, remove_stale_temporaries, save_npy_atomic
 
 
 def first_size(source: ImageSource) -> tuple[int, int]:
     """(width, height) of the first file, read from its header."""
-    with Image.open(os.path.join(source.root, source.files[0])) as image:
-        return image.size
+    return source.image(0).size if not source.files else _header_size(source)
+
+
+def _header_size(source: ImageSource) -> tuple[int, int]:
+    path = os.path.join(source.root, source.files[0])
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # the same file read in full names the problem (open_rgb)
+        return open_rgb(path).size
 
 
 # Decoded image files by (file signature, size): the runs of one process (a comparison, a
@@ -269,9 +277,14 @@ def _decoded_blocks(
         collate_fn=list,
         multiprocessing_context="fork" if workers else None,
     )
-    with tqdm(
-        total=len(source), desc=f"decode {source.name}", disable=not progress or not on_terminal()
-    ) as bar:
+    with (
+        tqdm(
+            total=len(source),
+            desc=f"decode {source.name}",
+            disable=not progress or not on_terminal(),
+        ) as bar,
+        worker_errors(),
+    ):
         for chunk in loader:
             if any(image.size == 0 for image in chunk):
                 yield None

@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from saln.data.datasets import ImageSource
+from saln.data.datasets import ImageSource, worker_errors
 from saln.data.decode import MixedSizes, decode_all, first_size
 from saln.data.gpu import BatchAugment
 from saln.data.transforms import eval_transform, train_transform
@@ -70,7 +70,11 @@ class LoaderPipeline:
     def batches(
         self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int
     ) -> Iterator[Batch]:
-        torch.manual_seed(seed)  # the in-process (workers=0) transforms draw from here
+        if train and self.workers == 0:
+            # In-process augmentation draws from the global generator (torchvision's transforms
+            # take no other); a training run scopes it (saln.train.components). Evaluation is
+            # deterministic and leaves the caller's generator alone.
+            torch.manual_seed(seed)
         loader = DataLoader(
             self.datasets[train],
             batch_sampler=[list(b) for b in index_batches],
@@ -78,12 +82,13 @@ class LoaderPipeline:
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(seed),  # seeds the workers reproducibly
         )
-        for images, labels, indices in loader:
-            yield Batch(
-                images.to(self.device, non_blocking=True),
-                labels.to(self.device, non_blocking=True),
-                indices,
-            )
+        with worker_errors():
+            for images, labels, indices in loader:
+                yield Batch(
+                    images.to(self.device, non_blocking=True),
+                    labels.to(self.device, non_blocking=True),
+                    indices,
+                )
 
 
 @PIPELINES.register("resident")

@@ -19,6 +19,7 @@ class LaunchError(UserError, RuntimeError):
     """A run launched through torchrun failed; its ranks printed why."""
 
 
+LAUNCHED_ENV = "SALN_LAUNCHED_BY_COMPARE"  # set for the runs a comparison launches
 SCRATCH = "saln-torchrun-pid"  # + the launcher's pid: a folder of a killed launcher is stale
 
 
@@ -49,7 +50,8 @@ def launch_torchrun(config: Config, out: Path, nproc: int, overwrite: bool = Fal
             command.append("--overwrite")
         elif (out / "config.yaml").exists():
             command.append("--resume")
-        done = subprocess.run(command, check=False, preexec_fn=distributed.die_with_parent)
+        env = {**os.environ, LAUNCHED_ENV: "1"}  # its ranks leave the resume advice to us
+        done = subprocess.run(command, check=False, env=env, preexec_fn=distributed.die_with_parent)
     if done.returncode != 0:
         raise LaunchError(
             f"torchrun for {out} failed with exit code {done.returncode}; see its output above"

@@ -82,6 +82,8 @@ class Curator:
         sharded_by: str = "saln",
     ) -> None:
         self.method: Method = METHODS.build(method)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise InvalidInput(f"epochs must be a positive int (the loop's epochs), got {epochs!r}")
         self.device, self.epochs = torch.device(device), epochs
         self.indices = np.arange(train) if isinstance(train, int) else np.asarray(train)
         self.size = int(self.indices.max(initial=-1)) + 1
@@ -171,6 +173,8 @@ class Curator:
 
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch, as ``DistributedSampler.set_epoch``: it plans the epoch."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise InvalidInput(f"set_epoch takes the epoch, an int >= 0 (0 first), got {epoch!r}")
         self._follow_process_group()
         self.epoch, self.step = epoch, 0
         self.sampler.set_epoch(epoch)
@@ -217,6 +221,11 @@ class Curator:
                 "loss with reduction='none'"
             )
         indices = torch.as_tensor(indices)
+        if indices.device.type == "meta" or indices.dtype.is_floating_point:
+            raise InvalidInput(
+                f"indices must be the batch's global indices as integers on a real device, got "
+                f"{indices.dtype} on {indices.device}: pass the indices the dataset returned"
+            )
         if indices.shape != per_sample.shape:
             raise InvalidInput(
                 f"{len(per_sample)} losses for {len(indices)} indices: pass the batch's global "
@@ -234,15 +243,39 @@ class Curator:
             )
         return indices
 
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError(
+            "a Curator is not picklable (it holds its sampler's and generator's live state): "
+            "save curator.state_dict() with torch.save and load it into a new Curator with "
+            "load_state_dict"
+        )
+
     def end_epoch(self) -> dict[str, Any]:
         """Call after each epoch: InfoBatch's losses of every rank become the next plan's
         scores. Returns the epoch's planning statistics (kept share, ...)."""
         return self.planner.end_epoch()
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed loop needs: the planner's losses and the coverage cycle."""
-        return {"planner": self.planner.state_dict(), "sampler": self.sampler.state_dict()}
+        """What a resumed loop needs: the planner's losses, the coverage cycle, the model-aware
+        selection's random stream (JEST draws from it), and what the state belongs to."""
+        return {
+            "planner": self.planner.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "generator": self.generator.get_state(),
+            "method": self.method.name,
+            "size": self.size,
+            "samples": len(self.indices),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine = {"method": self.method.name, "size": self.size, "samples": len(self.indices)}
+        theirs = {key: state.get(key, value) for key, value in mine.items()}
+        if theirs != mine:
+            raise InvalidInput(
+                f"this state is of a Curator with {theirs}, and this one has {mine}: load it "
+                "into a Curator built with the same method and training set"
+            )
         self.planner.load_state_dict(state["planner"])
         self.sampler.load_state_dict(state["sampler"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"])

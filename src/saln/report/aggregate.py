@@ -15,7 +15,6 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
-import yaml
 from scipy import stats
 
 from saln.config import ConfigError, from_dict
@@ -113,7 +112,8 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
             raise InvalidInput(
                 f"{path} does not exist or is not a run directory or a folder of runs"
             )
-    return found
+    unique = {p.resolve(): p for p in reversed(found)}  # one run named twice counts once
+    return [p for p in found if unique.get(p.resolve()) is p]
 
 
 def load_runs(paths: list[Path]) -> RunSet:
@@ -122,10 +122,15 @@ def load_runs(paths: list[Path]) -> RunSet:
     for path in expand_run_dirs(paths):
         store = RunStore(path)
         summary = store.summary()
-        if not store.exists() or summary is None:
+        if summary is not None and not store.exists():
+            raise InvalidInput(
+                f"{path} holds a finished run (summary.json) without its config.yaml, so what it "
+                "ran cannot be compared: restore config.yaml, or rerun it with --overwrite"
+            )
+        if summary is None:
             incomplete.append(path)
             continue
-        config = yaml.safe_load(store.file("config.yaml").read_text())
+        config = store.config_dict()
         runs.append(Run(path, config, summary, store.metrics()))
     if not runs:
         raise InvalidInput(

@@ -33,6 +33,7 @@ RUN_FILES = (
     "config.yaml",
     "env.json",
     "split.json",
+    "data.json",
     "metrics.jsonl",
     "summary.json",
     "checkpoint.pt",
@@ -68,6 +69,22 @@ def config_differences(
     return diffs
 
 
+def describe_change(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """What differs between two data records (:meth:`ImageSource.fingerprint` per split)."""
+    said = []
+    for split in sorted(set(before) | set(after)):
+        old, new = before.get(split, {}), after.get(split, {})
+        for key, what in (("count", "images"), ("classes", "classes")):
+            if old.get(key) != new.get(key):
+                said.append(f"{split} {what} {old.get(key)} -> {new.get(key)}")
+        if not said and old != new:
+            said.append(f"{split} files or labels changed (same count)")
+    return "; ".join(said) or "its record differs"
+
+
+REPLACED = ".replaced"  # the run --overwrite replaces, until the new one has started
+
+
 class RunStore:
     """``writer=False`` (every rank but 0 under torchrun) reads but never writes."""
 
@@ -75,7 +92,8 @@ class RunStore:
         self.path = Path(path)
         self.writer = writer
         self.created = False  # whether prepare() made the folder (discard() may remove it)
-        self.replacing = False  # --overwrite: start() clears the old run, once the new one is built
+        self.replacing = False  # --overwrite: start() sets the old run aside, once the new is built
+        self.set_aside_here = False  # this process set a replaced run aside (put_back may undo)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -86,8 +104,25 @@ class RunStore:
     def is_complete(self) -> bool:
         return self.file("summary.json").exists()
 
+    def config_dict(self) -> dict[str, Any]:
+        """The stored config.yaml as written; a damaged one is refused, naming it."""
+        path = self.file("config.yaml")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise InvalidInput(
+                f"{path} is damaged ({type(err).__name__}); restore it, or rerun this run with "
+                "--overwrite"
+            ) from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{path} holds no config; restore it, or rerun with --overwrite")
+        return data
+
     def config(self) -> Config:
-        return from_dict(yaml.safe_load(self.file("config.yaml").read_text()), stored=True)
+        try:
+            return from_dict(self.config_dict(), stored=True)
+        except ConfigError as err:
+            raise ConfigError(f"{self.file('config.yaml')}: {err}") from None
 
     def prepare(self, config: Config, *, resume: bool = False, overwrite: bool = False) -> str:
         """Returns "fresh", "resume" or "complete"; refuses what would lose or mix results.
@@ -97,6 +132,11 @@ class RunStore:
         remove_stale_temporaries(self.path)
         if overwrite:
             self.replacing = True
+        elif resume and not self.exists():
+            raise ConfigError(
+                f"--resume: {self.path} holds no run to resume (no config.yaml); drop --resume "
+                "to start one there"
+            )
         elif self.exists():
             self.check_config(config)
             if self.is_complete():
@@ -134,13 +174,38 @@ class RunStore:
         return writing(self.path, "a training run")
 
     def start(self, config: Config) -> None:
-        """Record the config of a fresh run (clearing the run it replaces): from now on the
-        directory holds this run. Called once the run is built, so a failed set-up leaves
-        nothing to resume and, under --overwrite, the old run intact."""
+        """Record the config of a fresh run: from now on the directory holds this run. Called
+        once the run is built, so a failed set-up leaves nothing to resume. Under --overwrite
+        the run it replaces is set aside (``.replaced/``) until the new one has checkpointed
+        an epoch (:meth:`settle`), and put back if it fails before (:meth:`put_back`)."""
         if self.writer:
             if self.replacing:
-                self.clear()
+                self.set_aside()
             write_text_atomic(self.file("config.yaml"), config.to_yaml())
+
+    def set_aside(self) -> None:
+        self.set_aside_here = True
+        aside = self.file(REPLACED)
+        shutil.rmtree(aside, ignore_errors=True)  # an older one a kill left: its run is here
+        aside.mkdir()
+        for name in (*RUN_FILES, "tensorboard"):
+            if self.file(name).exists():
+                os.replace(self.file(name), aside / name)
+
+    def settle(self) -> None:
+        """The new run has started for real: the old one goes."""
+        if self.writer:
+            shutil.rmtree(self.file(REPLACED), ignore_errors=True)
+
+    def put_back(self) -> None:
+        """The new run failed before its first checkpoint: the run it replaced comes back."""
+        aside = self.file(REPLACED)
+        if not self.writer or not self.set_aside_here or not aside.is_dir():
+            return
+        self.clear()
+        for entry in aside.iterdir():
+            os.replace(entry, self.file(entry.name))
+        aside.rmdir()
 
     def discard(self) -> None:
         """Remove the folder prepare() made if it is still empty: a run whose set-up failed
@@ -159,20 +224,32 @@ class RunStore:
         if self.writer:
             write_json_atomic(self.file(name), payload)
 
-    def record_split(self, split: dict[str, Any], resume: bool) -> None:
-        """Write the run's split once (rank 0 alone). A resume never rewrites it: it must find
-        the split it recorded, or the rows trained before would now be val rows."""
-        if not self.writer:
-            return
-        recorded = self.read_json("split.json") if resume else None
-        if recorded is None:
-            write_json_atomic(self.file("split.json"), split)
-        elif recorded != split:
+    def check_data(self, data: dict[str, Any], split: dict[str, Any]) -> None:
+        """Before a resume writes anything: the data must be what the run started on (its
+        files, labels and classes, ``data.json``) and give the split it recorded
+        (``split.json``), or rows trained before the kill would now be val rows."""
+        recorded = self.read_json("data.json")
+        if recorded is not None and recorded != data:
+            raise InvalidInput(
+                f"{self.path} was trained on other data: {describe_change(recorded, data)}; "
+                "restore the data it started on, or start over with --overwrite"
+            )
+        stored_split = self.read_json("split.json")
+        if stored_split is not None and stored_split != split:
             raise InvalidInput(
                 f"{self.path}: the data no longer gives the split this run recorded in "
                 "split.json (files were added, removed or renamed since it started); restore "
                 "the data it trained on, or start over with --overwrite"
             )
+
+    def record_data(self, data: dict[str, Any], split: dict[str, Any]) -> None:
+        """Write ``data.json`` and ``split.json`` where they are missing (rank 0 alone); a
+        resume never rewrites them (:meth:`check_data` compared them first)."""
+        if not self.writer:
+            return
+        for name, payload in (("data.json", data), ("split.json", split)):
+            if not self.file(name).exists():
+                write_json_atomic(self.file(name), payload)
 
     def read_json(self, name: str) -> Any:
         path = self.file(name)

@@ -13,7 +13,7 @@ import torch
 
 from saln import distributed
 from saln.config import Config, ConfigError
-from saln.errors import UserError
+from saln.errors import InvalidInput, UserError
 from saln.io import save_npy_atomic
 from saln.runs import RunStore
 from saln.runs.environment import environment
@@ -74,10 +74,14 @@ def _train(
     except BaseException:
         store.discard()
         raise
-    if state == "fresh":
+    data = {"train": ctx.bundle.train.fingerprint(), "test": ctx.bundle.test.fingerprint()}
+    split = ctx.split.to_json()
+    if state == "resume":
+        store.check_data(data, split)  # before anything is written
+    else:
         store.start(config)
     store.write_json("env.json", {**environment(ctx.device), "cuda_graphs": ctx.cuda_graphs})
-    store.record_split(ctx.split.to_json(), resume=state == "resume")
+    store.record_data(data, split)
     hooks = _default_callbacks(ctx, store) + list(callbacks or [])
     tracker = SelectionTracker(ctx.bundle.train.labels, len(ctx.bundle.classes))
     history, best = _restore(ctx, store, tracker) if state == "resume" else ([], (-1.0, -1))
@@ -107,12 +111,15 @@ def _train(
             )
             history.append(record)
             store.append_metrics(record)
+            store.settle()  # an epoch is checkpointed: the run --overwrite replaced goes
             for hook in hooks:
                 hook.on_epoch_end(epoch, record.to_dict())
         summary = _finish(ctx, store, history, best, tracker)
     except BaseException as err:
         for hook in hooks:
             hook.on_exception(err)
+        if not history:
+            store.put_back()
         raise
     for hook in hooks:
         hook.on_fit_end(summary.to_dict())
@@ -286,6 +293,13 @@ def _restore(
 ) -> tuple[list[EpochRecord], tuple[float, int]]:
     state = checkpoint.load(store.path)
     if state is None:
+        trained = len(store.metrics())
+        if trained:  # training again from scratch would record these epochs twice
+            raise InvalidInput(
+                f"{store.path} recorded {trained} epoch(s) in metrics.jsonl but has no "
+                f"{checkpoint.CHECKPOINT} to resume them from: restore it, or start over with "
+                "--overwrite"
+            )
         return [], (-1.0, -1)
     if state.get("world_size", 1) != ctx.world_size:
         raise ConfigError(

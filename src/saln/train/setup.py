@@ -14,7 +14,14 @@ from torch import nn
 
 from saln import distributed
 from saln.config import Config, ConfigError, graphed_selection, graphed_steps
-from saln.data import DatasetBundle, Split, build_dataset, build_pipeline, stratified_split
+from saln.data import (
+    DataError,
+    DatasetBundle,
+    Split,
+    build_dataset,
+    build_pipeline,
+    stratified_split,
+)
 from saln.data.loaders import Pipeline
 from saln.features import FeatureStore
 from saln.features.extract import ExtractionSettings, FeatureExtraction
@@ -26,6 +33,7 @@ from saln.train.assembly import SelectionInputs, assemble_selection
 from saln.train.components import build_optimizer, new_learner, resolve_device
 from saln.train.epochwise import Planner
 from saln.train.methods import METHODS, Method
+from saln.train.names import check_names
 from saln.train.reference import reference_losses
 from saln.train.step import (
     ScoreFn,
@@ -211,8 +219,26 @@ def share_kept(kept: np.ndarray, device: torch.device) -> np.ndarray:
     return (merged > 0).cpu().numpy()
 
 
+def check_split(bundle: DatasetBundle, split: Split, config: Config) -> None:
+    """A dataset a classifier can be trained and judged on: two classes or more, and a val
+    split with rows in it (it picks the best epoch's model and the target accuracy)."""
+    if len(bundle.classes) < 2:
+        raise DataError(
+            f"{bundle.name} has {len(bundle.classes)} class ({', '.join(bundle.classes)}): a "
+            "classifier needs at least two; add another class folder"
+        )
+    if len(split.val) == 0:
+        fewest = int(np.bincount(bundle.train.labels).min())
+        raise ConfigError(
+            f"data.val_fraction={config.data.val_fraction} leaves no val images (the smallest "
+            f"class has {fewest} training images): use more images per class (saln subset "
+            "--per-class train=50 or more) or raise data.val_fraction"
+        )
+
+
 def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     t = config.train
+    check_names(config)  # a misspelt name fails before any work or any file is touched
     device = resolve_device(t.device)
     method = METHODS.build(t.method)
     check_cuda_graphs(config, device, world_size)  # before any data or model work
@@ -229,6 +255,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         config.data.reference_fraction,
         config.data.split_seed,
     )
+    check_split(bundle, split, config)
     check_batch_fits(config, loaded, len(split.train), world_size)
     torch.manual_seed(t.seed)  # the same initial learner for every method of a seed
     model = new_learner(config, len(bundle.classes), device)
