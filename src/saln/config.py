@@ -45,7 +45,8 @@ class DataConfig:
 
     def check(self) -> None:
         _positive("data.image_size", self.image_size)
-        _at_least_zero("data.split_seed", self.split_seed)
+        _at_most("data.image_size", self.image_size, MAX_IMAGE_SIZE)
+        _seed("data.split_seed", self.split_seed)
         if self.workers < 0:
             raise ConfigError(
                 f"data.workers must be >= 0 (0: the main process), got {self.workers}"
@@ -84,6 +85,7 @@ class FeatureConfig:
 
     def check(self) -> None:
         _positive("features.image_size", self.image_size)
+        _at_most("features.image_size", self.image_size, MAX_IMAGE_SIZE)
         _positive("features.batch_size", self.batch_size)
         _graph_switch("features.cuda_graph", self.cuda_graph)
         if self.cuda_graph is True and self.solver == "exact":
@@ -214,7 +216,7 @@ class TrainConfig:
             ("train.check_every", self.check_every),
         ):
             _positive(path, value)
-        _at_least_zero("train.seed", self.seed)
+        _seed("train.seed", self.seed)
         if self.learner_batch_size is not None:
             _positive("train.learner_batch_size", self.learner_batch_size)
         self._check_budget()
@@ -375,6 +377,8 @@ def config_file(name: str | Path) -> Path:
     file = Path(name)
     if file.is_file():
         return file
+    if file.is_dir():
+        raise ConfigError(f"config {file} is a folder: pass a YAML file in it, or a packaged name")
     packaged = PACKAGED / f"{file.name.removesuffix('.yaml')}.yaml"
     if file.parent == Path(".") and packaged.is_file():
         return packaged
@@ -394,6 +398,10 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
             data = yaml.load(file.read_text(), Loader=UniqueKeyLoader)
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {file} is not valid YAML: {err}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"config file {file} is not text (it is not UTF-8): pass a YAML file"
+            ) from None
         config = from_dict(data, config)
     return from_dict(nest(overrides or {}), config)
 
@@ -421,9 +429,19 @@ def _positive(path: str, value: float | int) -> None:
         raise ConfigError(f"{path} must be positive, got {value}")
 
 
-def _at_least_zero(path: str, value: int) -> None:
-    if value < 0:
-        raise ConfigError(f"{path} must be >= 0, got {value}")
+# Pixels a side: far above any model here, and below what a probe of the input size could hold.
+MAX_IMAGE_SIZE = 4096
+SEED_LIMIT = 2**63  # torch's generators take a signed 64-bit seed
+
+
+def _seed(path: str, value: int) -> None:
+    if not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"{path} must be in [0, 2**63), got {value}")
+
+
+def _at_most(path: str, value: int, most: int) -> None:
+    if value > most:
+        raise ConfigError(f"{path}={value} is larger than saln supports ({most} px a side)")
 
 
 def _finite(path: str, value: float) -> None:

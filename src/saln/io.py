@@ -146,6 +146,12 @@ def check_writable(folder: Path, what: str, option: str) -> Path:
     """Create ``folder`` if needed and prove it writable, or fail naming it and the ``option``
     that chooses another."""
     folder = Path(folder)
+    blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise InvalidInput(
+            f"the {what} {folder} cannot be made: {blocking} is a file, not a folder; choose "
+            f"another with {option}"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):

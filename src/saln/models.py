@@ -60,9 +60,16 @@ def load_local_weights(module: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a bad file
-        raise WeightsError(f"cannot load weights from {file}: {err}") from None
+        # torch's own text advises weights_only=False, which must not be followed for a file
+        # one did not make: name the error's kind only.
+        raise WeightsError(
+            f"{file} is not a weights file saln can read (a state dict saved with torch.save; "
+            f"torch.load failed with {type(err).__name__})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{file} holds no state dict (a mapping of names to tensors)")
     own = module.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in fitting and not _is_head(k)]

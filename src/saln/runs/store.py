@@ -132,6 +132,12 @@ class RunStore:
         remove_stale_temporaries(self.path)
         if overwrite:
             self.replacing = True
+        elif not self.exists() and self.orphans():
+            raise ConfigError(
+                f"{self.path} holds run files ({', '.join(self.orphans())}) but no config.yaml, "
+                "so what made them cannot be checked: use --overwrite to replace them, or "
+                "another --out"
+            )
         elif resume and not self.exists():
             raise ConfigError(
                 f"--resume: {self.path} holds no run to resume (no config.yaml); drop --resume "
@@ -149,6 +155,10 @@ class RunStore:
             return "resume"
         return "fresh"
 
+    def orphans(self) -> list[str]:
+        """Run files present without the config.yaml that says what made them."""
+        return [name for name in RUN_FILES if self.file(name).exists()]
+
     def check_config(self, config: Config) -> None:
         """Refuse ``config`` if the run here was made with another one (finished or not),
         naming the settings that differ; seeds name the folder, and settings that change only
@@ -156,7 +166,7 @@ class RunStore:
         diffs = self.differences(config)
         if diffs:
             raise ConfigError(
-                f"{self.path} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                f"{self.path} holds a run with a different config ({'; '.join(diffs)}); "
                 "use --overwrite to replace it, or another --out"
             )
 

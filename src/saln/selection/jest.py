@@ -93,7 +93,7 @@ class JestSelector:
 
     def __post_init__(self) -> None:
         if self.n_chunks < 1:
-            raise InvalidInput(f"n_chunks must be >= 1, got {self.n_chunks}")
+            raise InvalidInput(f"JestSelector(n_chunks={self.n_chunks}): n_chunks must be >= 1")
 
     def select(
         self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None

@@ -56,7 +56,11 @@ def fit(
 
         def claim() -> str:
             held.enter_context(store.writing())
-            return store.prepare(config, resume=resume, overwrite=overwrite)
+            try:
+                return store.prepare(config, resume=resume, overwrite=overwrite)
+            except BaseException:
+                store.discard()  # a folder made only to be refused is not left behind
+                raise
 
         state = distributed.on_rank0(claim)
         if state == "complete":
