@@ -49,7 +49,7 @@ def test_round_trip_through_yaml() -> None:
         ),
         ({"epochs": 3}, r"must be section.key"),
         ({"data.workers": -1}, r"data.workers must be >= 0"),
-        ({"train.seed": -1}, r"train.seed must be >= 0, got -1"),
+        ({"train.seed": -1}, r"train.seed must be in \[0, 2\*\*63\), got -1"),
     ],
 )
 def test_invalid_keys_and_values_are_named(overrides: dict[str, object], message: str) -> None:

@@ -326,7 +326,9 @@ def test_corruption_is_detected_and_re_extracted(
 def test_unwritable_cache_dir_is_named(digits_source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match=r"cache dir .*file/sub is not writable.*--cache-dir"):
+    with pytest.raises(
+        ValueError, match=r"cache dir .*file/sub cannot be made: .*file is a file.*--cache-dir"
+    ):
         extract(digits_source, blocker / "sub")
 
 

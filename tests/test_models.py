@@ -66,7 +66,7 @@ def test_torchvision_cache_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_bad_weights_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
-    with pytest.raises(WeightsError, match="cannot load weights"):
+    with pytest.raises(WeightsError, match="is not a weights file saln can read"):
         build_learner("small_cnn", 3, weights=str(bad))
     with pytest.raises(WeightsError, match="does not exist"):
         build_learner("small_cnn", 3, weights=str(tmp_path / "none.pt"))

@@ -324,7 +324,9 @@ def test_nothing_to_report(tmp_path: Path) -> None:
 def test_unwritable_out_dir(synthetic: Path) -> None:
     blocker = synthetic / "file"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match=r"out dir .* is not writable.*with --out$"):
+    with pytest.raises(
+        ValueError, match=r"out dir .* cannot be made: .* is a file, not a folder.*with --out$"
+    ):
         build_report([synthetic], blocker / "report")
 
 

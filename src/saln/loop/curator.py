@@ -278,4 +278,5 @@ class Curator:
         self.planner.load_state_dict(state["planner"])
         self.sampler.load_state_dict(state["sampler"])
         if "generator" in state:
-            self.generator.set_state(state["generator"])
+            # a checkpoint format may hand it back as an array
+            self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8))

@@ -102,7 +102,7 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
                 "or rebuild its table by running the same `saln sweep` again (complete runs "
                 "are not retrained)"
             )
-        if (path / "config.yaml").exists() or (path / "summary.json").exists():
+        if (path / "config.yaml").exists() or (path / "metrics.jsonl").exists():
             found.append(path)
         elif (path / "runs").is_dir():
             found.extend(sorted(p for p in (path / "runs").iterdir() if p.is_dir()))
