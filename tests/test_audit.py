@@ -41,6 +41,18 @@ user's mistake. Each case, and the test that failed before its fix:
 - weights that are text or garbage: ``test_weights_that_are_no_state_dict_are_named``
 - only 5 of 7 differing settings named: ``test_every_differing_setting_is_named``
 - a finished run without config.yaml: ``test_run_files_without_config_are_refused``
+
+Cases of our own, in the same spirit (the rest of the 30 tried held; docs/guarantees.md):
+
+- SIGHUP (the terminal closed) killed a run without unwinding, leaving its lock owner:
+  ``test_a_stop_signal_unwinds_like_ctrl_c_and_the_handler_comes_back``
+- ``compare --seeds -1`` made its folder before refusing the seed:
+  ``test_a_bad_seed_is_refused_before_a_comparison_makes_its_folder``
+- ``--out ""`` trained into the working directory itself: ``test_an_empty_out_is_refused``
+- a truncated checkpoint or archive, a duplicate YAML key: torch's, tarfile's or YAML's
+  multi-line text as the error: ``test_damaged_files_are_named_in_one_line``
+- weights naming a folder were reported as missing:
+  ``test_weights_that_are_no_state_dict_are_named``
 """
 
 from __future__ import annotations
@@ -427,6 +439,66 @@ def test_sigterm_is_ctrl_c(tmp_path: Path) -> None:
     assert not (out / ".lock-owner").exists() and not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_stop_signal_unwinds_like_ctrl_c_and_the_handler_comes_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: int, code: int
+) -> None:
+    """SIGHUP (a closed terminal) killed a run without unwinding, as SIGTERM once did."""
+    import saln.cli
+
+    before = signal.getsignal(stop)
+
+    def stopped(args: argparse.Namespace) -> int:
+        os.kill(os.getpid(), stop)
+        time.sleep(5)  # the handler raises before this ends
+        return 0
+
+    monkeypatch.setattr(saln.cli, "run_train", stopped)
+    assert main(["train"]) == code
+    assert capsys.readouterr().err.startswith("saln train: terminated; run the same command")
+    assert signal.getsignal(stop) == before
+
+
+def test_an_empty_out_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("train", "compare", "report"):
+        argv = [command, "--out", ""] + (["somewhere"] if command == "report" else [])
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert "--out: an empty path: name a folder" in capsys.readouterr().err
+
+
+def test_damaged_files_are_named_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = image_folder(tmp_path / "data")
+    config = folder_config(data, tmp_path)
+    run = tmp_path / "run"
+    fit(config, run)
+    (run / "summary.json").unlink()
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:100])
+    with pytest.raises(UserError) as damaged:
+        fit(config, run, resume=True)
+    assert "\n" not in str(damaged.value) and "checkpoint.pt cannot be read" in str(damaged.value)
+    twice = tmp_path / "c.yaml"
+    twice.write_text("train:\n  epochs: 1\n  epochs: 2\n")
+    err = one_line(capsys, ["train", "--config", str(twice)])
+    assert "key 'epochs' is given twice at line 3, column 3" in err
+    archive = tmp_path / "x.tar.gz"
+    archive.write_text("not an archive\n")
+    err = one_line(capsys, ["subset", str(archive), "--out", str(tmp_path / "sub")])
+    assert "is not a readable .tar or .tar.gz archive" in err
+
+
+def test_a_bad_seed_is_refused_before_a_comparison_makes_its_folder(tmp_path: Path) -> None:
+    from saln.experiments.compare import run_comparison
+    from tests.test_train import tiny
+
+    with pytest.raises(cfg.ConfigError, match=r"train\.seed must be in"):
+        run_comparison(tiny(tmp_path, "uniform"), ["uniform"], [-1], tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_a_launched_run_leaves_the_advice_to_its_comparison(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -479,7 +551,7 @@ def test_weights_that_are_no_state_dict_are_named(
     garbage.write_bytes(os.urandom(2000))
     listed = tmp_path / "l.pt"
     torch.save([1, 2], listed)
-    for path in (text, garbage, listed):
+    for path in (text, garbage, listed, tmp_path):
         argv = ["train", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")]
         err = one_line(capsys, [*argv, "--set", f"model.weights={path}"])
         assert str(path) in err and "weights_only" not in err

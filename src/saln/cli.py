@@ -143,7 +143,9 @@ def run_features(args: argparse.Namespace) -> int:
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one method and record the run")
     add_config_arguments(p, RUN_FLAGS)
-    p.add_argument("--out", default=None, help="run directory (default runs/<method>-seed<seed>)")
+    p.add_argument(
+        "--out", type=folder, default=None, help="run directory (default runs/<method>-seed<seed>)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
     p.set_defaults(handler=run_train)
@@ -166,6 +168,13 @@ def run_train(args: argparse.Namespace) -> int:
         f"train time {summary.train_time_s:.1f} s -> {out}"
     )
     return 0
+
+
+def folder(text: str) -> str:
+    """A folder argument: an empty one would write into the working directory itself."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a folder")
+    return text
 
 
 DEMO_CONFIG = "demo"  # packaged with saln: the bundled default
@@ -202,7 +211,10 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     # three seeds, so that every method gets a verdict (about 3 minutes on the bundled default)
     add_run_grid_arguments(p, list(DEFAULT_METHODS), "", [0, 1, 2])
     p.add_argument(
-        "--out", default="runs/compare", help="comparison directory (runs/ and the report)"
+        "--out",
+        type=folder,
+        default="runs/compare",
+        help="comparison directory (runs/ and the report)",
     )
     p.add_argument(
         "--target",
@@ -264,7 +276,10 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_run_grid_arguments(p, ["standard", "uniform", "saln"], "; standard runs once", [0])
     p.add_argument(
-        "--out", default="runs/sweep", help="sweep directory (one comparison per ratio in it)"
+        "--out",
+        type=folder,
+        default="runs/sweep",
+        help="sweep directory (one comparison per ratio in it)",
     )
     p.set_defaults(handler=run_sweep_command)
 
@@ -289,7 +304,10 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         "runs", nargs="+", help="run directories, or comparison directories holding runs/"
     )
     p.add_argument(
-        "--out", default=None, help="where to write the report (default: the first path)"
+        "--out",
+        type=folder,
+        default=None,
+        help="where to write the report (default: the first path)",
     )
     p.add_argument("--target", type=float, default=None, help="target val accuracy, a fraction")
     p.set_defaults(handler=run_report)
@@ -318,7 +336,10 @@ def add_subset_parser(sub: argparse._SubParsersAction) -> None:
         "(e.g. ../shared/data/cifar10-jpeg.tar.gz)",
     )
     p.add_argument(
-        "--out", required=True, help="new folder; train on it with --dataset imagefolder:OUT"
+        "--out",
+        type=folder,
+        required=True,
+        help="new folder; train on it with --dataset imagefolder:OUT",
     )
     p.add_argument(
         "--per-class", default="train=500,test=200", help="files per class and split, SPLIT=N,..."
@@ -366,12 +387,20 @@ USER_ERRORS = (UserError, FileNotFoundError, FileExistsError)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop, ``kill``): ended like Ctrl-C, so every write in progress
-    is abandoned cleanly, locks are released and temporary files removed."""
+    """SIGTERM (a scheduler's stop, ``kill``) or SIGHUP (the terminal closed): ended like
+    Ctrl-C, so every write in progress is abandoned cleanly, locks are released and temporary
+    files removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+    raise Terminated(signum)
+
+
+STOPS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,12 +410,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The command line owns its process: SIGTERM unwinds like Ctrl-C (not in the library),
     # and the handler it replaced comes back when the command returns.
     own = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if own else None
+    previous = {s: signal.signal(s, _terminate) for s in STOPS} if own else {}
     try:
         return run_handler(handler, args)
     finally:
-        if own and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for stop, handler_before in previous.items():
+            if handler_before is not None:
+                signal.signal(stop, handler_before)
 
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
@@ -409,7 +439,9 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     except KeyboardInterrupt as stop:
         from saln.experiments.launch import LAUNCHED_ENV
 
-        code, what = (143, "terminated") if isinstance(stop, Terminated) else (130, "interrupted")
+        code, what = (130, "interrupted")
+        if isinstance(stop, Terminated):
+            code, what = 128 + stop.signum, "terminated"
         if not os.environ.get(LAUNCHED_ENV):  # a launched run's comparison advises instead
             print(f"saln {args.command}: {what}; {RESUMING[args.command]}", file=sys.stderr)
         return code

@@ -349,6 +349,13 @@ def from_dict(
     return replace(base, **updates)
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (line and column, 1-based)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (it would keep the last
     value silently)."""
@@ -397,7 +404,9 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
         try:
             data = yaml.load(file.read_text(), Loader=UniqueKeyLoader)
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {file} is not valid YAML: {err}") from None
+            raise ConfigError(
+                f"config file {file} is not valid YAML: {yaml_problem(err)}"
+            ) from None
         except UnicodeDecodeError:
             raise ConfigError(
                 f"config file {file} is not text (it is not UTF-8): pass a YAML file"

@@ -55,6 +55,8 @@ def state_dict_sha256(module: nn.Module) -> str:
 def load_local_weights(module: nn.Module, path: str | Path) -> None:
     """Load a state dict from ``path``; a classifier head of another size is left as built."""
     file = Path(path)
+    if file.is_dir():
+        raise WeightsError(f"weights file {file} is a folder: name the state dict file in it")
     if not file.is_file():
         raise WeightsError(f"weights file {file} does not exist")
     try:

@@ -51,9 +51,10 @@ def extract_per_class(archive: Path, dest: Path, per_class: dict[str, int]) -> P
         try:
             taken = _copy_slice(archive, staging, per_class)
         except UNREADABLE as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InvalidInput(
-                f"{archive} is not a readable .tar or .tar.gz archive ({err}): it is truncated "
-                "or of another format; download it again"
+                f"{archive} is not a readable .tar or .tar.gz archive ({first}): it is "
+                "truncated or of another format; download it again"
             ) from None
         missing = sorted(set(per_class) - {split for split, _ in taken})
         if missing:

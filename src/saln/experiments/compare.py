@@ -42,6 +42,8 @@ def run_comparison(
     config is refused, or retrained with ``overwrite``. One comparison writes to ``out`` at a
     time."""
     check_methods(methods)
+    for seed in seeds:  # a bad seed fails here, before any folder is made
+        cfg.from_dict({"train": {"seed": seed}}, base)
     check_schedule(base, methods)
     aggregate.check_target(target)  # before the training, not after it
     check_nproc(nproc)

@@ -25,8 +25,10 @@ def load(run_dir: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # an atomic write cannot leave half a file; anything else is odd
+        first = str(err).strip().partition(". ")[0] or type(err).__name__
         raise InvalidInput(
-            f"checkpoint {path} cannot be read ({err}); rerun with --overwrite"
+            f"checkpoint {path} cannot be read ({first}); it was damaged after it was written: "
+            "rerun with --overwrite"
         ) from None
 
 
