@@ -421,21 +421,24 @@ def test_a_full_disk_at_the_lock_is_one_line(
     assert not list((tmp_path / "r").glob("*.tmp")) and not list((tmp_path / "r").glob(".*.tmp"))
 
 
-@pytest.mark.slow
-def test_sigterm_is_ctrl_c(tmp_path: Path) -> None:
+def test_sigterm_is_ctrl_c(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real run, stopped by SIGTERM after its first epoch: one line, exit 143, its lock
+    owner and temporary files gone (in-process: a thread sends the signal)."""
+    import threading
+
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    argv = [sys.executable, "-m", "saln", "train", "--epochs", "50", "--no-progress"]
-    argv += ["--method", "standard", "--out", str(out)]
-    argv += ["--set", f"features.cache_dir={tmp_path / 'cache'}"]
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143
-    assert err.strip().splitlines()[-1].startswith("saln train: terminated; run the same command")
+
+    def stop_after_an_epoch() -> None:
+        deadline = time.time() + 120
+        while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    argv = ["train", "--epochs", "200", "--no-progress", "--method", "standard", "--out", str(out)]
+    argv += ["--set", f"features.cache_dir={tmp_path / 'cache'}", "--batch-size", "256"]
+    threading.Thread(target=stop_after_an_epoch, daemon=True).start()
+    err = one_line(capsys, argv, code=143)
+    assert err.startswith("saln train: terminated; run the same command with --resume")
     assert not (out / ".lock-owner").exists() and not list(out.glob(".*.tmp"))
 
 
