@@ -67,6 +67,25 @@ class ModelConfig:
     learner: str = setting("small_cnn", "learner architecture", registry="learner")
     pretrained: bool = setting(False, "start the learner from ImageNet weights")
     weights: str | None = setting(None, "learner state dict file instead of downloaded weights")
+    widths: list[int] | None = setting(  # noqa: RUF009  (a field(), default None)
+        None, "airbench: the three conv groups' widths (null: 64, 256, 256, airbench94's)"
+    )
+    depth: int | None = setting(None, "airbench: convs per group, 2 or 3 (null: 2)")
+
+    def check(self) -> None:
+        if self.learner != "airbench":
+            for key in ("widths", "depth"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(
+                        f"model.{key} shapes the airbench learner, and model.learner is "
+                        f"{self.learner!r}: drop model.{key} or set model.learner=airbench"
+                    )
+        if self.widths is not None and (
+            len(self.widths) != 3 or not all(w > 0 for w in self.widths)
+        ):
+            raise ConfigError(f"model.widths must be three positive ints, got {self.widths}")
+        if self.depth is not None and self.depth not in (2, 3):
+            raise ConfigError(f"model.depth must be 2 or 3 (convs per group), got {self.depth}")
 
 
 @dataclass(frozen=True)
@@ -274,6 +293,8 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
     if float in allowed and isinstance(value, str):
         value = _float_text(value)
     for kind in allowed:
+        if getattr(kind, "__origin__", None) is list:
+            return _coerce_list(path, value, kind.__args__[0])
         if kind is bool and isinstance(value, bool):
             return value
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
@@ -284,6 +305,15 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
             return value
     names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
     raise ConfigError(f"{path} must be {names}, got {value!r}")
+
+
+def _coerce_list(path: str, value: Any, item: Any) -> list[Any]:
+    if isinstance(value, str):  # --set model.widths=32,64,64
+        value = [v.strip() for v in value.split(",") if v.strip()]
+        value = [int(v) if v.lstrip("-").isdigit() else v for v in value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path} must be a list of {item.__name__}, got {value!r}")
+    return [_coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
 
 
 FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -472,7 +502,7 @@ def validate(config: Config) -> None:
     """Each section checks its own values (``check``); what spans sections is checked here.
     Registry lookups happen when the run is built."""
     c = config
-    for section in (c.data, c.features, c.selection, c.optim, c.reference, c.train):
+    for section in (c.data, c.model, c.features, c.selection, c.optim, c.reference, c.train):
         section.check()
     t, o = config.train, config.optim
     if t.cuda_graphs is True and (t.compile or o.optimizer != "sgd"):

@@ -4,6 +4,7 @@ a fresh learner and its optimizer, and index batches cut for training and evalua
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from saln.config import Config, ConfigError
 from saln.data.loaders import Pipeline
-from saln.models import build_learner, check_input_size
+from saln.models import DataInitialised, build_learner, check_input_size
 from saln.sampling import cut_batches
 
 
@@ -87,12 +88,15 @@ def new_learner(
     config: Config, num_classes: int, device: torch.device, arch: str | None = None
 ) -> nn.Module:
     m = config.model
+    # model.widths/depth shape the configured learner only (a reference of another arch: not)
+    shape = {k: v for k, v in (("widths", m.widths), ("depth", m.depth)) if v is not None}
     model = build_learner(
         arch or m.learner,
         num_classes,
         pretrained=m.pretrained if arch is None else False,
         weights=m.weights if arch is None else None,
         download=config.data.download,
+        **(shape if arch is None or arch == m.learner else {}),
     )
     name = f"the learner {arch or m.learner}"
     check_input_size(model, config.data.image_size, "data.image_size", name)
@@ -105,6 +109,21 @@ def new_learner(
         if config.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
     return model
+
+
+# Un-augmented training images a data-dependent init sees (airbench's whitening: 5,000).
+INIT_SAMPLE = 5000
+
+
+def init_from_data(model: DataInitialised, train_data: Pipeline, rows: np.ndarray) -> float:
+    """Initialise ``model`` from the first :data:`INIT_SAMPLE` of ``rows``, the rows it
+    trains on (never val, test or another split), un-augmented. Returns the seconds it took:
+    a one-off cost of the run."""
+    start = time.perf_counter()
+    first = [int(i) for i in rows[:INIT_SAMPLE]]
+    batches = train_data.batches([first], train=False, seed=0)
+    model.init_from_data(torch.cat([batch.images for batch in batches]))
+    return time.perf_counter() - start
 
 
 def chunks(indices: np.ndarray, size: int) -> list[list[int]]:

@@ -19,8 +19,15 @@ from saln.config import Config
 from saln.data import DatasetBundle, Split
 from saln.data.loaders import Pipeline
 from saln.io import exclusive, save_torch_atomic
+from saln.models import DataInitialised
 from saln.sampling import epoch_seed
-from saln.train.components import build_optimizer, eval_batches, new_learner, training_chunks
+from saln.train.components import (
+    build_optimizer,
+    eval_batches,
+    init_from_data,
+    new_learner,
+    training_chunks,
+)
 from saln.train.step import evaluate_batches, train_step
 
 
@@ -63,6 +70,8 @@ def train_reference(
     model = new_learner(
         config, len(bundle.classes), device, arch=config.reference.learner or config.model.learner
     )
+    if isinstance(model, DataInitialised):  # from the holdout it trains on
+        init_from_data(model, data, split.reference)
     optimizer, scheduler = build_optimizer(model, config, config.reference.epochs)
     model.train()
     for epoch in range(config.reference.epochs):

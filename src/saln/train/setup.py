@@ -25,12 +25,12 @@ from saln.data import (
 from saln.data.loaders import Pipeline
 from saln.features import FeatureStore
 from saln.features.extract import ExtractionSettings, FeatureExtraction
-from saln.models import WeightsError, build_encoder
+from saln.models import DataInitialised, WeightsError, build_encoder
 from saln.sampling import SelectiveBatchSampler
 from saln.selection import Selector, keep_count
 from saln.selection.schedule import SelectionSchedule
 from saln.train.assembly import SelectionInputs, assemble_selection
-from saln.train.components import build_optimizer, new_learner, resolve_device
+from saln.train.components import build_optimizer, init_from_data, new_learner, resolve_device
 from saln.train.epochwise import Planner
 from saln.train.methods import METHODS, Method
 from saln.train.names import check_names
@@ -271,6 +271,8 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         data.loader, bundle.test, data.image_size, device, data.workers, decoded
     )
     one_off: dict[str, float] = {}
+    if isinstance(model, DataInitialised):
+        one_off["learner_init_s"] = init_from_data(model, train_data, split.train)
     features = None
     if selector is not None and "features" in selector.needs:
         start = time.perf_counter()

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -322,6 +322,14 @@ def check_input_size(module: nn.Module, image_size: int, setting: str, name: str
     )
 
 
+@runtime_checkable
+class DataInitialised(Protocol):
+    """A learner whose initialisation needs data (airbench's whitening): the engine calls
+    ``init_from_data`` once, before training, with un-augmented training images."""
+
+    def init_from_data(self, images: torch.Tensor) -> None: ...
+
+
 def build_learner(
     name: str,
     num_classes: int,
@@ -329,9 +337,16 @@ def build_learner(
     pretrained: bool = False,
     weights: str | None = None,
     download: bool = False,
+    **shape: Any,
 ) -> nn.Module:
+    """``shape``: the learner's own architecture settings (airbench: ``widths``, ``depth``)."""
     return LEARNERS.build(
-        name, num_classes=num_classes, pretrained=pretrained, weights=weights, download=download
+        name,
+        num_classes=num_classes,
+        pretrained=pretrained,
+        weights=weights,
+        download=download,
+        **shape,
     )
 
 
@@ -353,3 +368,24 @@ def classifier_weight(state: dict[str, torch.Tensor]) -> torch.Tensor:
     if not candidates:
         raise InvalidInput("the state dict has no fully connected layer")
     return state[candidates[-1]]
+
+
+from saln.models import airbench as _airbench  # noqa: E402  (registers its learner)
+
+
+@LEARNERS.register("airbench")
+def airbench(
+    num_classes: int,
+    pretrained: bool = False,
+    weights: str | None = None,
+    download: bool = False,
+    widths: list[int] | None = None,
+    depth: int | None = None,
+) -> nn.Module:
+    """airbench94's network (:mod:`saln.models.airbench`); trained from scratch."""
+    if pretrained and not weights:
+        raise WeightsError(f"airbench has no pretrained weights; {OFFLINE_HINT}")
+    model = _airbench.Airbench(num_classes, widths or _airbench.WIDTHS, depth or 2)
+    if weights:
+        load_local_weights(model, weights)
+    return model
