@@ -76,7 +76,9 @@ def test_bad_weights_file(tmp_path: Path) -> None:
 
 
 def test_unknown_names_list_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown learner 'vit'; valid names: efficientnet_lite0"):
+    with pytest.raises(
+        ValueError, match="unknown learner 'vit'; valid names: airbench, efficientnet_lite0"
+    ):
         build_learner("vit", 10)
     with pytest.raises(ValueError, match="unknown encoder 'clip'; valid names: efficientnet_lite0"):
         build_encoder("clip")
