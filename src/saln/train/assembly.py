@@ -13,7 +13,7 @@ import torch
 
 from saln.sampling import EpochPool, SelectiveBatchSampler
 from saln.selection import Selector
-from saln.train.epochwise import PLANNERS, Planner
+from saln.train.epochwise import Planner
 from saln.train.methods import Method
 
 
@@ -75,8 +75,7 @@ def assemble_selection(
         every_rank=i.every_rank,
         device=i.selection_device if in_sampler and selector is not None else "cpu",
     )
-    planner = PLANNERS.build(
-        method.planner,
+    planner = method.build_planner(
         pool=pool,
         candidates=i.indices,
         dataset_size=i.dataset_size,

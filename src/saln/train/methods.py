@@ -12,6 +12,7 @@ from saln.runs.records import RunLabel
 from saln.selection import SELECTORS, Selector
 from saln.selection.repaired import GraphOptions, StrataOptions
 from saln.selection.schedule import SelectionSchedule
+from saln.train.epochwise import PLANNERS, Planner
 
 
 def _no_options(config: Config) -> dict[str, Any]:
@@ -59,6 +60,11 @@ class Method:
 
     def ratio_of(self, filter_ratio: float) -> float:
         return filter_ratio if self.selector is not None else 0.0
+
+    def build_planner(self, **inputs: Any) -> Planner:
+        """This method's epoch planner (:data:`saln.train.epochwise.PLANNERS`): InfoBatch's
+        for an epoch-level method, a no-op for the others."""
+        return PLANNERS.build(self.planner, **inputs)
 
     def build_selector(self, config: Config) -> Selector | None:
         if self.selector is None:
