@@ -84,6 +84,21 @@ def _train(
         store.check_data(data, split)  # before anything is written
     else:
         store.start(config)
+    try:
+        return _record_and_train(ctx, store, state, data, split, callbacks)
+    except BaseException:
+        store.put_back()  # a run --overwrite set aside, if the new one never checkpointed
+        raise
+
+
+def _record_and_train(
+    ctx: RunContext,
+    store: RunStore,
+    state: str,
+    data: dict[str, Any],
+    split: dict[str, Any],
+    callbacks: list[Callback] | None,
+) -> RunSummary:
     store.write_json("env.json", {**environment(ctx.device), "cuda_graphs": ctx.cuda_graphs})
     store.record_data(data, split)
     hooks = _default_callbacks(ctx, store) + list(callbacks or [])
@@ -122,8 +137,6 @@ def _train(
     except BaseException as err:
         for hook in hooks:
             hook.on_exception(err)
-        if not history:
-            store.put_back()
         raise
     for hook in hooks:
         hook.on_fit_end(summary.to_dict())
