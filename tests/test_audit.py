@@ -223,8 +223,11 @@ def test_a_symlink_loop_is_not_followed(tmp_path: Path) -> None:
     data = image_folder(tmp_path / "data", classes=2, train=10, test=2)
     (data / "train" / "c0" / "loop").symlink_to("..")
     (data / "train" / "c1" / "again").symlink_to(data / "train" / "c1")
+    (data / "train" / "c2").symlink_to(data / "train" / "c0")  # a class that is another's copy
+    (data / "test" / "c2").symlink_to(data / "test" / "c0")
     bundle = build_dataset(f"imagefolder:{data}")
     assert len(bundle.train) == 20 and np.bincount(bundle.train.labels).tolist() == [10, 10]
+    assert bundle.train.classes == ["c0", "c1"]
     outside = tmp_path / "extra"
     image_folder(outside, classes=1, train=3, test=0)
     (data / "train" / "c1" / "linked").symlink_to(outside / "train" / "c0")  # not a loop

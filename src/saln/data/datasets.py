@@ -292,7 +292,11 @@ def scan_image_folder(folder: Path) -> tuple[list[str], list[str], list[int]]:
     ``folder`` (a loop, or a second copy of a class) is not followed and anything that is not a
     regular file (a FIFO would block the reader forever; a dangling link) is refused."""
     inside = os.path.realpath(folder)
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    classes = sorted(
+        e.name
+        for e in os.scandir(folder)
+        if e.is_dir() and not (e.is_symlink() and _leads_inside(e.path, inside))
+    )
     files: list[str] = []
     targets: list[int] = []
     for label, name in enumerate(classes):
@@ -313,8 +317,7 @@ def _class_files(top: Path, inside: str) -> list[str]:
         for d in sorted(dirs):
             path = os.path.join(here, d)
             real = os.path.realpath(path)
-            back_inside = os.path.islink(path) and (real + os.sep).startswith(inside + os.sep)
-            if not back_inside and real not in seen:
+            if not (os.path.islink(path) and _leads_inside(path, inside)) and real not in seen:
                 seen.add(real)
                 kept.append(d)
         dirs[:] = kept
@@ -323,6 +326,11 @@ def _class_files(top: Path, inside: str) -> list[str]:
             if n.lower().endswith(IMAGE_SUFFIXES):
                 found.append(_regular_file(os.path.join(here, n)))
     return found
+
+
+def _leads_inside(link: str, inside: str) -> bool:
+    """Whether the symlink ``link`` resolves into the tree at ``inside`` (or to it)."""
+    return (os.path.realpath(link) + os.sep).startswith(inside + os.sep)
 
 
 def _regular_file(path: str) -> str:

@@ -79,7 +79,8 @@ def make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        blocking = next(p for p in [folder, *folder.parents] if p.exists() and not p.is_dir())
+        found = (p for p in [folder, *folder.parents] if p.exists() and not p.is_dir())
+        blocking = next(found, folder)
         raise InvalidInput(
             f"cannot make the folder {folder}: {blocking} is a file, not a folder; choose "
             "another --out"
