@@ -825,3 +825,37 @@ def test_drawing_a_report_leaves_matplotlib_alone(tmp_path: Path) -> None:
         assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     finally:
         matplotlib.use(before)
+
+
+def test_label_smoothing_trains_on_the_smoothed_targets() -> None:
+    """The step's loss against the formula: (1 - e) * CE + e * mean over classes of -log p."""
+    from saln.train.step import train_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 0, 1])
+    logp = torch.log_softmax(model(x), dim=1).detach()
+    by_hand = 0.8 * -logp[torch.arange(6), y] + 0.2 * -logp.mean(dim=1)
+    loss_sum, _ = train_step(model, optimizer, x, y, False, label_smoothing=0.2)
+    assert float(loss_sum) == pytest.approx(float(by_hand.sum()), rel=1e-6)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(cfg.ConfigError, match=r"optim\.label_smoothing"):
+            cfg.load(None, {"optim.label_smoothing": bad})
+
+
+@pytest.mark.parametrize("method", ["standard", "infobatch"])
+def test_a_runs_steps_train_with_its_label_smoothing(tmp_path: Path, method: str) -> None:
+    """optim.label_smoothing reaches the step a run trains with (and the weighted one)."""
+    ctx = build_run(tiny(tmp_path, method, **{"optim.label_smoothing": 0.3}))
+    batch = next(ctx.train_data.batches([[0, 1, 2, 3, 4, 5, 6, 7]], train=False, seed=0))
+    ctx.model.train()
+    with torch.no_grad():
+        logp = torch.log_softmax(ctx.model(batch.images), dim=1)
+    rows = torch.arange(8)
+    expected = float((0.7 * -logp[rows, batch.labels] + 0.3 * -logp.mean(dim=1)).sum())
+    if method == "standard":
+        loss_sum, _ = ctx.step(batch.images, batch.labels, 1.0)
+    else:
+        loss_sum, _, _ = ctx.weighted_step(batch.images, batch.labels, torch.ones(8), 1.0)
+    assert float(loss_sum) == pytest.approx(expected, rel=1e-4)

@@ -149,6 +149,9 @@ class OptimConfig:
         "constant", "LR schedule over the epochs: constant, cosine or step (x0.1 at 50% and 75%)"
     )
     nesterov: bool = setting(False, "Nesterov momentum (sgd)")
+    label_smoothing: float = setting(
+        0.0, "share of each target spread evenly over the classes in the loss trained on, [0, 1)"
+    )
 
     def check(self) -> None:
         _positive("optim.lr", self.lr)
@@ -158,6 +161,12 @@ class OptimConfig:
             raise ConfigError("optim.weight_decay must be >= 0 and optim.momentum in [0, 1)")
         _one_of("optim.optimizer", self.optimizer, ("sgd", "adamw"))
         _one_of("optim.schedule", self.schedule, ("constant", "cosine", "step"))
+        _finite("optim.label_smoothing", self.label_smoothing)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(
+                f"optim.label_smoothing={self.label_smoothing} must be in [0, 1): the share of "
+                "each target spread over the classes (airbench trains with 0.2)"
+            )
 
 
 @dataclass(frozen=True)

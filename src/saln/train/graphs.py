@@ -31,8 +31,15 @@ class _GraphedSteps:
     """A train step of one model and optimizer, replayed from CUDA graphs: :meth:`_eager` is
     the step, on the batch's tensors (images first), as subclasses define it."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, autocast: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        autocast: bool,
+        label_smoothing: float = 0.0,
+    ) -> None:
         self.model, self.optimizer, self.autocast = model, optimizer, autocast
+        self.label_smoothing = label_smoothing
         self._cache: GraphCache[Outputs] = GraphCache("train.cuda_graphs", "steps")
         self._warm: Counter[tuple[int, ...]] = Counter()
 
@@ -93,8 +100,9 @@ class GraphedStep(_GraphedSteps):
     ) -> Outputs:
         images, labels = inputs
         return train_step(
-            self.model, self.optimizer, images, labels, self.autocast, loss_scale, autocast_cache
-        )
+            self.model, self.optimizer, images, labels, self.autocast, loss_scale, autocast_cache,
+            label_smoothing=self.label_smoothing,
+        )  # fmt: skip
 
 
 class GraphedWeightedStep(_GraphedSteps):
@@ -113,7 +121,7 @@ class GraphedWeightedStep(_GraphedSteps):
         images, labels, weights = inputs
         return weighted_train_step(
             self.model, self.optimizer, images, labels, weights, self.autocast, loss_scale,
-            autocast_cache,
+            autocast_cache, label_smoothing=self.label_smoothing,
         )  # fmt: skip
 
 

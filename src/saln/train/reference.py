@@ -36,6 +36,7 @@ def reference_key(config: Config, bundle: DatasetBundle, split: Split) -> str:
         "dataset": bundle.train.fingerprint(),
         "holdout": hashlib.sha256(split.reference.tobytes()).hexdigest(),
         "learner": config.reference.learner or config.model.learner,
+        "shape": [config.model.widths, config.model.depth],  # airbench's, when it is that
         "epochs": config.reference.epochs,
         "optim": config.to_dict()["optim"],
         "batch_size": config.train.batch_size,
@@ -82,7 +83,10 @@ def train_reference(
             train=True,
             seed=epoch_seed(config.train.seed, epoch, 8),
         ):
-            train_step(model, optimizer, batch.images, batch.labels, config.train.amp)
+            train_step(
+                model, optimizer, batch.images, batch.labels, config.train.amp,
+                label_smoothing=config.optim.label_smoothing,
+            )  # fmt: skip
         scheduler.step()
     trained = time.perf_counter()
     everything = np.arange(len(bundle.train))

@@ -184,10 +184,10 @@ def train_step_for(
     """The eager train step, or when ``graphed`` the same step replayed from CUDA graphs
     (:func:`saln.config.graphed_steps` has vouched for the device)."""
     if not graphed:
-        return eager_step(model, optimizer, config.train.amp)
+        return eager_step(model, optimizer, config.train.amp, config.optim.label_smoothing)
     from saln.train.graphs import GraphedStep
 
-    return GraphedStep(model, optimizer, config.train.amp)
+    return GraphedStep(model, optimizer, config.train.amp, config.optim.label_smoothing)
 
 
 def weighted_step_for(
@@ -196,10 +196,11 @@ def weighted_step_for(
     """The step with per-row loss weights (epoch-level methods), graphed along with the steps:
     the weights are one more captured input."""
     if not graphed:
-        return eager_weighted_step(model, optimizer, config.train.amp)
+        smoothing = config.optim.label_smoothing
+        return eager_weighted_step(model, optimizer, config.train.amp, smoothing)
     from saln.train.graphs import GraphedWeightedStep
 
-    return GraphedWeightedStep(model, optimizer, config.train.amp)
+    return GraphedWeightedStep(model, optimizer, config.train.amp, config.optim.label_smoothing)
 
 
 def scorer_for(config: Config, model: nn.Module, graphed: bool) -> ScoreFn:

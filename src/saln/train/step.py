@@ -66,14 +66,17 @@ def train_step(
     autocast: bool,
     loss_scale: float = 1.0,
     autocast_cache: bool = True,
+    *,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward/backward/update on the kept rows; returns (summed loss, correct) on device.
 
     ``loss_scale`` weights this rank's gradient when ranks train unequal shares of a globally
-    selected batch (see distributed.global_select)."""
+    selected batch (see distributed.global_select). ``label_smoothing`` (``optim.label_smoothing``)
+    smooths the targets of the loss trained on, and reported."""
     with autocast_for(images.device, autocast, autocast_cache):
         logits = model(images)
-    loss = F.cross_entropy(logits.float(), labels)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     (loss * loss_scale).backward()
     optimizer.step()
@@ -98,12 +101,16 @@ def weighted_train_step(
     autocast: bool,
     loss_scale: float = 1.0,
     autocast_cache: bool = True,
+    *,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`train_step` with each row's loss weighted (InfoBatch's rescaled low-loss rows);
     also returns the rows' unweighted losses, which are what InfoBatch keeps per sample."""
     with autocast_for(images.device, autocast, autocast_cache):
         logits = model(images)
-    per_row = F.cross_entropy(logits.float(), labels, reduction="none")
+    per_row = F.cross_entropy(
+        logits.float(), labels, reduction="none", label_smoothing=label_smoothing
+    )
     optimizer.zero_grad(set_to_none=True)
     ((per_row * weights).mean() * loss_scale).backward()
     optimizer.step()
@@ -114,21 +121,35 @@ def weighted_train_step(
 
 
 def eager_weighted_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, autocast: bool
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    autocast: bool,
+    label_smoothing: float = 0.0,
 ) -> WeightedStepFn:
     def step(
         images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, loss_scale: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return weighted_train_step(model, optimizer, images, labels, weights, autocast, loss_scale)
+        return weighted_train_step(
+            model, optimizer, images, labels, weights, autocast, loss_scale,
+            label_smoothing=label_smoothing,
+        )  # fmt: skip
 
     return step
 
 
-def eager_step(model: nn.Module, optimizer: torch.optim.Optimizer, autocast: bool) -> StepFn:
+def eager_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    autocast: bool,
+    label_smoothing: float = 0.0,
+) -> StepFn:
     def step(
         images: torch.Tensor, labels: torch.Tensor, loss_scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return train_step(model, optimizer, images, labels, autocast, loss_scale)
+        return train_step(
+            model, optimizer, images, labels, autocast, loss_scale,
+            label_smoothing=label_smoothing,
+        )  # fmt: skip
 
     return step
 
