@@ -74,11 +74,14 @@ def describe_change(before: dict[str, Any], after: dict[str, Any]) -> str:
     said = []
     for split in sorted(set(before) | set(after)):
         old, new = before.get(split, {}), after.get(split, {})
-        for key, what in (("count", "images"), ("classes", "classes")):
-            if old.get(key) != new.get(key):
-                said.append(f"{split} {what} {old.get(key)} -> {new.get(key)}")
-        if not said and old != new:
-            said.append(f"{split} files or labels changed (same count)")
+        counts = [
+            f"{split} {what} {old.get(key)} -> {new.get(key)}"
+            for key, what in (("count", "images"), ("classes", "classes"))
+            if old.get(key) != new.get(key)
+        ]
+        if not counts and old != new:
+            counts = [f"{split} files or labels changed (same count)"]
+        said += counts
     return "; ".join(said) or "its record differs"
 
 
