@@ -859,3 +859,36 @@ def test_a_runs_steps_train_with_its_label_smoothing(tmp_path: Path, method: str
     else:
         loss_sum, _, _ = ctx.weighted_step(batch.images, batch.labels, torch.ones(8), 1.0)
     assert float(loss_sum) == pytest.approx(expected, rel=1e-4)
+
+
+def test_tta_levels_against_their_views() -> None:
+    """Level 1 is the mean over the image and its mirror; level 2 adds +-1 px shifts, built
+    here by explicit indexing; a network blind to mirror and shift sees no change."""
+    from saln.train.step import tta_logits
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    x = torch.randn(2, 3, 6, 6)
+    net(x)
+
+    def mirror_mean(v: torch.Tensor) -> torch.Tensor:
+        return (net(v) + net(v[..., torch.arange(5, -1, -1)])) / 2
+
+    rows = torch.tensor([1, 0, 1, 2, 3, 4])  # index 0 reflects row 1: shifted down/right by 1
+    down = x[..., rows, :][..., :, rows]
+    up = x[..., [1, 2, 3, 4, 5, 4], :][..., :, [1, 2, 3, 4, 5, 4]]
+    with torch.no_grad():
+        assert torch.equal(tta_logits(net, x, 0), net(x))
+        assert torch.allclose(tta_logits(net, x, 1), mirror_mean(x))
+        by_hand = 0.5 * mirror_mean(x) + 0.25 * (mirror_mean(down) + mirror_mean(up))
+        assert torch.allclose(tta_logits(net, x, 2), by_hand, atol=1e-6)
+        flat = torch.rand(2, 3, 1, 1).expand(2, 3, 6, 6)  # one colour: every view the same
+        levels = [tta_logits(net, flat, level) for level in (0, 1, 2)]
+    assert all(torch.allclose(levels[0], other, atol=1e-6) for other in levels[1:])
+
+
+def test_a_run_records_its_tta_and_refuses_a_bad_level(tmp_path: Path) -> None:
+    config = tiny(tmp_path, "standard", **{"eval.tta": 2, "train.epochs": 1})
+    assert fit(config, tmp_path / "run").tta == 2
+    with pytest.raises(cfg.ConfigError, match=r"eval\.tta=3 must be one of 0 \(none\)"):
+        cfg.load(None, {"eval.tta": 3})

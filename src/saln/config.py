@@ -169,6 +169,21 @@ class OptimConfig:
             )
 
 
+TTA_LEVELS = {0: "none", 1: "mirror", 2: "mirror and +-1 px translations"}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tta: int = setting(
+        0, "test-time augmentation of val and test: 0 none, 1 mirror, 2 mirror and +-1 px shifts"
+    )
+
+    def check(self) -> None:
+        if self.tta not in TTA_LEVELS:
+            levels = ", ".join(f"{k} ({v})" for k, v in TTA_LEVELS.items())
+            raise ConfigError(f"eval.tta={self.tta} must be one of {levels}")
+
+
 @dataclass(frozen=True)
 class ReferenceConfig:
     learner: str | None = setting(
@@ -277,6 +292,7 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -511,7 +527,8 @@ def validate(config: Config) -> None:
     """Each section checks its own values (``check``); what spans sections is checked here.
     Registry lookups happen when the run is built."""
     c = config
-    for section in (c.data, c.model, c.features, c.selection, c.optim, c.reference, c.train):
+    sections = (c.data, c.model, c.features, c.selection, c.optim, c.reference, c.train, c.eval)
+    for section in sections:
         section.check()
     t, o = config.train, config.optim
     if t.cuda_graphs is True and (t.compile or o.optimizer != "sgd"):

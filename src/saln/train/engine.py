@@ -251,7 +251,7 @@ def evaluate(ctx: RunContext, indices: np.ndarray, test: bool = False) -> tuple[
     if len(shard):
         batches = eval_batches(data, shard, ctx.config.train.eval_batch_size)
         loss, acc, _ = evaluate_batches(
-            distributed.unwrap(ctx.model), batches, ctx.config.train.amp
+            distributed.unwrap(ctx.model), batches, ctx.config.train.amp, ctx.config.eval.tta
         )
         sums += torch.tensor(
             [loss * len(shard), acc * len(shard), len(shard)],

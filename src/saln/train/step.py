@@ -154,17 +154,45 @@ def eager_step(
     return step
 
 
+def shifted(images: torch.Tensor, by: int) -> torch.Tensor:
+    """Images moved ``by`` pixels down and right (left and up when negative), the border
+    reflected in: a 1-px translation of the kind training augments with."""
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    return padded[..., 1 - by : 1 - by + h, 1 - by : 1 - by + w]
+
+
+def tta_logits(model: nn.Module, images: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits averaged over test-time views (``eval.tta``): 0 the images; 1 the mean with
+    their mirror; 2 half of that plus a quarter each of the same for the images shifted by
+    +1 and -1 px (airbench's test-time augmentation)."""
+    if level == 0:
+        return model(images)
+
+    def mirrored(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(x) + model(x.flip(-1)))
+
+    if level == 1:
+        return mirrored(images)
+    moved = mirrored(shifted(images, 1)) + mirrored(shifted(images, -1))
+    return 0.5 * mirrored(images) + 0.25 * moved
+
+
 @torch.no_grad()
 def evaluate_batches(
-    model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], autocast: bool
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    autocast: bool,
+    tta: int = 0,
 ) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, per-row losses) over all batches, in eval mode."""
+    """(mean loss, accuracy, per-row losses) over all batches, in eval mode, with ``tta``'s
+    test-time views (:func:`tta_logits`)."""
     was_training = model.training
     model.eval()
     losses, hits = [], []
     for images, labels in batches:
         with autocast_for(images.device, autocast):
-            logits = model(images)
+            logits = tta_logits(model, images, tta)
         losses.append(F.cross_entropy(logits.float(), labels, reduction="none"))
         hits.append(logits.argmax(1) == labels)
     model.train(was_training)

@@ -34,6 +34,7 @@ def run_summary(
         epochs=ctx.epochs,
         device=str(ctx.device),
         world_size=ctx.world_size,
+        tta=ctx.config.eval.tta,
         final_train_loss=last.train_loss,
         final_train_acc=last.train_acc,
         final_val_loss=last.val_loss,
