@@ -142,11 +142,16 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file (not a folder) at ``folder`` or above it that stops it from being made."""
+    return next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+
+
 def check_writable(folder: Path, what: str, option: str) -> Path:
     """Create ``folder`` if needed and prove it writable, or fail naming it and the ``option``
     that chooses another."""
     folder = Path(folder)
-    blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(folder)
     if blocking is not None:
         raise InvalidInput(
             f"the {what} {folder} cannot be made: {blocking} is a file, not a folder; choose "

@@ -90,7 +90,8 @@ def run_settings(method: str, seed: int, out: Path) -> dict[str, Any]:
 def check_methods(methods: list[str]) -> None:
     """Every name registered; ``standard_matched@M`` only beside M, whose budget it takes."""
     for method in methods:
-        name, budget_of = RunLabel.parse(method).method, RunLabel.parse(method).budget_of
+        label = RunLabel.parse(method)
+        name, budget_of = label.method, label.budget_of
         METHODS.get(name)  # an unknown name fails here, listing the valid ones
         if budget_of is None:
             continue

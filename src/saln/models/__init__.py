@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from saln.errors import InvalidInput
+from saln.models import airbench as _airbench
 from saln.registry import Registry
 
 
@@ -368,9 +369,6 @@ def classifier_weight(state: dict[str, torch.Tensor]) -> torch.Tensor:
     if not candidates:
         raise InvalidInput("the state dict has no fully connected layer")
     return state[candidates[-1]]
-
-
-from saln.models import airbench as _airbench  # noqa: E402  (registers its learner)
 
 
 @LEARNERS.register("airbench")

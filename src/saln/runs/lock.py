@@ -15,7 +15,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from saln.errors import InvalidInput, UserError
-from saln.io import write_text_atomic
+from saln.io import file_in_the_way, write_text_atomic
 
 LOCK_FILE = ".lock"
 OWNER_FILE = ".lock-owner"
@@ -79,8 +79,7 @@ def make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        found = (p for p in [folder, *folder.parents] if p.exists() and not p.is_dir())
-        blocking = next(found, folder)
+        blocking = file_in_the_way(folder) or folder
         raise InvalidInput(
             f"cannot make the folder {folder}: {blocking} is a file, not a folder; choose "
             "another --out"
