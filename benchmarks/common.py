@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from saln.config import Config
+from saln.config import Config, channels_last
 from saln.io import write_json_atomic
 from saln.runs.environment import loaded_code
 
@@ -113,12 +113,12 @@ def fixed_batch_step(
     from saln.train.step import eager_step
 
     model = new_learner(config, 10, device)
-    optimizer, _ = build_optimizer(model, config, 1)
+    optimizer, _ = build_optimizer(model, config, batch)
     amp = config.train.amp
     step = GraphedStep(model, optimizer, amp) if graphed else eager_step(model, optimizer, amp)
     size = config.data.image_size
     images = torch.randn(batch, 3, size, size, device=device)
-    if device.type == "cuda":
+    if channels_last(config, device.type):
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,), device=device)
     return lambda: step(images, labels, 1.0)

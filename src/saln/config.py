@@ -25,8 +25,12 @@ class ConfigError(InvalidInput):
 
 def setting(default: Any, help: str, *, registry: str | None = None) -> Any:
     """A config field with its help text and, where its values are names in a registry, which
-    one (``registry``); the CLI builds its flags and help from these."""
-    return field(default=default, metadata={"help": help, "registry": registry})
+    one (``registry``); the CLI builds its flags and help from these. A list default is
+    copied for each config."""
+    metadata = {"help": help, "registry": registry}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,20 @@ class DataConfig:
     image_size: int = setting(32, "learner input, pixels (square)")
     loader: str = setting("auto", "how images reach the learner; auto chooses", registry="loader")
     workers: int = setting(2, "DataLoader worker processes (0: the main process)")
+    augment: str = setting(
+        "paper",
+        "training augmentation: paper (flip, rotation, colour jitter) or flip_translate "
+        "(airbench's alternating flip and 2 px reflect-padded translation; resident loader)",
+    )
 
     def check(self) -> None:
         _positive("data.image_size", self.image_size)
+        _one_of("data.augment", self.augment, AUGMENTATIONS)
+        if self.augment == "flip_translate" and self.loader == "dataloader":
+            raise ConfigError(
+                "data.augment=flip_translate augments whole batches on the resident loader, "
+                "and data.loader is dataloader: set data.loader=resident (or auto)"
+            )
         _at_most("data.image_size", self.image_size, MAX_IMAGE_SIZE)
         _seed("data.split_seed", self.split_seed)
         if self.workers < 0:
@@ -71,10 +86,13 @@ class ModelConfig:
         None, "airbench: the three conv groups' widths (null: 64, 256, 256, airbench94's)"
     )
     depth: int | None = setting(None, "airbench: convs per group, 2 or 3 (null: 2)")
+    whiten_bias_epochs: int | None = setting(
+        None, "airbench: epochs the whitening conv's bias trains, then frozen (null: throughout)"
+    )
 
     def check(self) -> None:
         if self.learner != "airbench":
-            for key in ("widths", "depth"):
+            for key in ("widths", "depth", "whiten_bias_epochs"):
                 if getattr(self, key) is not None:
                     raise ConfigError(
                         f"model.{key} shapes the airbench learner, and model.learner is "
@@ -86,6 +104,10 @@ class ModelConfig:
             raise ConfigError(f"model.widths must be three positive ints, got {self.widths}")
         if self.depth is not None and self.depth not in (2, 3):
             raise ConfigError(f"model.depth must be 2 or 3 (convs per group), got {self.depth}")
+        if self.whiten_bias_epochs is not None and self.whiten_bias_epochs < 0:
+            raise ConfigError(
+                f"model.whiten_bias_epochs must be >= 0 (or null), got {self.whiten_bias_epochs}"
+            )
 
 
 @dataclass(frozen=True)
@@ -142,25 +164,54 @@ class SelectionConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = setting("sgd", "sgd or adamw")
-    lr: float = setting(0.001, "learning rate")
+    lr: float = setting(0.001, "learning rate (optim.decoupled: per 1024 examples)")
     momentum: float = setting(0.9, "SGD momentum (adamw: beta1)")
-    weight_decay: float = setting(0.0, "L2 weight decay")
+    weight_decay: float = setting(
+        0.0, "L2 weight decay (optim.decoupled: the decay per 1024 examples, as airbench's)"
+    )
     schedule: str = setting(
-        "constant", "LR schedule over the epochs: constant, cosine or step (x0.1 at 50% and 75%)"
+        "constant",
+        "LR over the run's progress: constant, cosine or step (x0.1 at half and three quarters "
+        "of the epochs), set each epoch; triangle (optim.triangle), set each step",
+    )
+    triangle: list[float] = setting(  # noqa: RUF009  (a field(), copied per config)
+        [0.2, 0.23, 0.07],
+        "schedule triangle: the LR factor at the start, where it peaks at 1 (share of the run), "
+        "and at the end",
     )
     nesterov: bool = setting(False, "Nesterov momentum (sgd)")
+    decoupled: bool = setting(
+        False,
+        "read lr and weight_decay per 1024 examples trained, corrected for momentum (airbench's "
+        "units): the same values suit any batch size",
+    )
+    bias_lr_scale: float = setting(
+        1.0, "normalisation layers' biases train at this multiple of the lr (airbench: 64)"
+    )
+    lookahead: int | None = setting(
+        None,
+        "every this many steps, pull the weights to an EMA of themselves with airbench's decay "
+        "ramp, and sync to it at the end (null: off)",
+    )
     label_smoothing: float = setting(
         0.0, "share of each target spread evenly over the classes in the loss trained on, [0, 1)"
     )
 
     def check(self) -> None:
         _positive("optim.lr", self.lr)
+        _positive("optim.bias_lr_scale", self.bias_lr_scale)
         _finite("optim.weight_decay", self.weight_decay)
         _finite("optim.momentum", self.momentum)
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError("optim.weight_decay must be >= 0 and optim.momentum in [0, 1)")
         _one_of("optim.optimizer", self.optimizer, ("sgd", "adamw"))
-        _one_of("optim.schedule", self.schedule, ("constant", "cosine", "step"))
+        _one_of("optim.schedule", self.schedule, LR_SCHEDULES)
+        self._check_triangle()
+        if self.lookahead is not None and self.lookahead < 1:
+            raise ConfigError(
+                f"optim.lookahead={self.lookahead}: the period is in steps and must be >= 1 "
+                "(airbench: 5); null turns lookahead off"
+            )
         _finite("optim.label_smoothing", self.label_smoothing)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(
@@ -168,6 +219,27 @@ class OptimConfig:
                 "each target spread over the classes (airbench trains with 0.2)"
             )
 
+    def _check_triangle(self) -> None:
+        shape = list(self.triangle)
+        if len(shape) != 3 or not all(
+            isinstance(v, (int, float)) and math.isfinite(v) for v in shape
+        ):
+            raise ConfigError(
+                f"optim.triangle must be three numbers (start factor, peak position, end "
+                f"factor), got {self.triangle}"
+            )
+        start, peak, end = shape
+        if start < 0 or end < 0 or not 0 <= peak <= 1:
+            raise ConfigError(
+                f"optim.triangle={shape}: the factors must be >= 0 and the peak position in "
+                "[0, 1] (a share of the run; airbench: 0.2, 0.23, 0.07)"
+            )
+
+
+# The names the training parts register (checked here: config sits below them).
+LR_SCHEDULES = ("constant", "cosine", "step", "triangle")
+PER_STEP_SCHEDULES = ("triangle",)  # a new lr every step: no CUDA graph can bake it in
+AUGMENTATIONS = ("paper", "flip_translate")
 
 TTA_LEVELS = {0: "none", 1: "mirror", 2: "mirror and +-1 px translations"}
 
@@ -209,6 +281,9 @@ class TrainConfig:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     amp: bool = setting(True, "bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = setting(True, "channels-last memory format on CUDA")
+    cpu_channels_last: bool = setting(
+        False, "channels-last on CPU too (oneDNN's convolutions run faster in it)"
+    )
     compile: bool = setting(False, "torch.compile the learner")
     cuda_graphs: bool | str = setting(
         "auto", "replay whole steps from CUDA graphs: true, false or auto (one CUDA process, SGD)"
@@ -312,7 +387,8 @@ def _suggest(name: str, valid: list[str]) -> str:
 
 def _coerce(path: str, value: Any, hint: Any) -> Any:
     """Check ``value`` against the field's type hint, converting ints to floats where allowed."""
-    allowed = getattr(hint, "__args__", (hint,))
+    is_list = getattr(hint, "__origin__", None) is list
+    allowed = (hint,) if is_list else getattr(hint, "__args__", (hint,))
     if value is None and type(None) in allowed:
         return None
     if float in allowed and isinstance(value, str):
@@ -536,6 +612,11 @@ def validate(config: Config) -> None:
             "train.cuda_graphs captures eager SGD steps: set train.compile=false and "
             "optim.optimizer=sgd, or train.cuda_graphs=false"
         )
+    if t.cuda_graphs is True and o.schedule in PER_STEP_SCHEDULES:
+        raise ConfigError(
+            f"train.cuda_graphs bakes the lr into each captured step, and optim.schedule="
+            f"{o.schedule} changes it every step: set train.cuda_graphs=false (or auto)"
+        )
 
 
 def graphed_selection(features: FeatureConfig) -> bool:
@@ -557,4 +638,11 @@ def graphed_steps(config: Config, device_type: str, world_size: int) -> bool:
         and world_size == 1
         and not t.compile
         and config.optim.optimizer == "sgd"
+        and config.optim.schedule not in PER_STEP_SCHEDULES
     )
+
+
+def channels_last(config: Config, device_type: str) -> bool:
+    """Whether the learner and its batches use the channels-last memory format."""
+    t = config.train
+    return t.channels_last if device_type == "cuda" else t.cpu_channels_last

@@ -120,6 +120,9 @@ class BatchAugment:
         images: torch.Tensor,
         generator: torch.Generator | None = None,
         order: torch.Generator | None = None,
+        *,
+        indices: torch.Tensor | None = None,  # unused: every draw is per call
+        epoch: int = 0,
     ) -> torch.Tensor:
         x = images.float().div_(255)
         if self.train:

@@ -14,8 +14,9 @@ from typing import NamedTuple, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from saln.data.datasets import ImageSource, worker_errors
+from saln.data.datasets import DataError, ImageSource, worker_errors
 from saln.data.decode import MixedSizes, decode_all, first_size
+from saln.data.flip_translate import FlipTranslate
 from saln.data.gpu import BatchAugment
 from saln.data.transforms import eval_transform, train_transform
 from saln.registry import Registry
@@ -32,11 +33,37 @@ class Batch(NamedTuple):
 
 class Pipeline(Protocol):
     def batches(
-        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int
+        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int, epoch: int = 0
     ) -> Iterator[Batch]: ...
 
 
 PIPELINES: Registry[Pipeline] = Registry("loader")
+
+
+class TrainAugment(Protocol):
+    """A resident training batch (uint8) to normalised floats; random draws from ``generator``
+    (on the images' device) and ``order`` (CPU), per image by ``indices`` and ``epoch``."""
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        order: torch.Generator | None = None,
+        *,
+        indices: torch.Tensor,
+        epoch: int,
+    ) -> torch.Tensor: ...
+
+
+TRAIN_AUGMENTS: Registry[TrainAugment] = Registry("data.augment")
+
+
+@TRAIN_AUGMENTS.register("paper")
+def paper_augment(image_size: int, rows: int, seed: int, device: torch.device) -> TrainAugment:
+    return BatchAugment(image_size, train=True)
+
+
+TRAIN_AUGMENTS.register("flip_translate")(FlipTranslate)
 
 
 class IndexedDataset(Dataset[tuple[torch.Tensor, int, int]]):
@@ -63,12 +90,20 @@ class LoaderPipeline:
         device: torch.device,
         workers: int = 2,
         cache_dir: Path | None = None,  # unused: its workers decode batch by batch
+        augment: str = "paper",
+        seed: int = 0,  # unused: the paper's augmentation draws per call
     ) -> None:
+        if augment != "paper":
+            raise DataError(
+                f"data.augment={augment} augments whole batches on the resident loader, and "
+                "these images go through the DataLoader (too large to hold, or data.loader="
+                "dataloader): set data.augment=paper, or data.loader=resident"
+            )
         self.datasets = {t: IndexedDataset(source, t, image_size) for t in (True, False)}
         self.device, self.workers = device, workers
 
     def batches(
-        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int
+        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int, epoch: int = 0
     ) -> Iterator[Batch]:
         if train and self.workers == 0:
             # In-process augmentation draws from the global generator (torchvision's transforms
@@ -101,15 +136,22 @@ class ResidentPipeline:
         workers: int = 0,
         cache_dir: Path | None = None,  # where decoded images are kept for the next process
         max_bytes: int | None = None,  # files of several sizes: MixedSizes if resized is larger
+        augment: str = "paper",  # data.augment
+        seed: int = 0,  # the run's: an augmentation's once-per-run draws
     ) -> None:
         decoded = decode_all(source, image_size, cache_dir=cache_dir, max_bytes=max_bytes)
         self.images = decoded.to(device)
         self.labels = torch.from_numpy(source.labels).to(device)
-        self.augment = {t: BatchAugment(image_size, t) for t in (True, False)}
+        self.augment: dict[bool, TrainAugment] = {
+            True: TRAIN_AUGMENTS.build(
+                augment, image_size=image_size, rows=len(source), seed=seed, device=device
+            ),
+            False: BatchAugment(image_size, train=False),
+        }
         self.device, self.image_size = device, image_size
 
     def batches(
-        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int
+        self, index_batches: Iterable[Sequence[int]], *, train: bool, seed: int, epoch: int = 0
     ) -> Iterator[Batch]:
         """The epoch's indices go to the device in one copy; consecutive batches are augmented
         together (see :func:`batch_groups`) and each step gets its slice."""
@@ -127,7 +169,10 @@ class ResidentPipeline:
         start = 0
         for group in batch_groups([len(b) for b in batches], budget // row_bytes, GROUP_BATCHES):
             rows = slice(start, start + sum(group))
-            images = self.augment[train](self.images[on_device[rows]], gen, order)
+            rows_here = on_device[rows]
+            images = self.augment[train](
+                self.images[rows_here], gen, order, indices=rows_here, epoch=epoch
+            )
             labels, indices = self.labels[on_device[rows]], flat[rows]
             offset = 0
             for size in group:
@@ -186,10 +231,18 @@ def build_pipeline(
     device: torch.device,
     workers: int = 2,
     cache_dir: Path | None = None,
+    augment: str = "paper",
+    seed: int = 0,
 ) -> Pipeline:
     chosen = choose_pipeline(name, source)
     settings = dict(
-        source=source, image_size=image_size, device=device, workers=workers, cache_dir=cache_dir
+        source=source,
+        image_size=image_size,
+        device=device,
+        workers=workers,
+        cache_dir=cache_dir,
+        augment=augment,
+        seed=seed,
     )
     if name == "auto" and chosen == "resident":
         try:  # files of several sizes are resized while decoding: only if that still fits

@@ -331,6 +331,14 @@ class DataInitialised(Protocol):
     def init_from_data(self, images: torch.Tensor) -> None: ...
 
 
+@runtime_checkable
+class EpochAware(Protocol):
+    """A learner that changes what trains by epoch (airbench's whitening bias): the engine
+    calls ``start_epoch`` before each epoch's steps."""
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+
 def build_learner(
     name: str,
     num_classes: int,
@@ -379,11 +387,14 @@ def airbench(
     download: bool = False,
     widths: list[int] | None = None,
     depth: int | None = None,
+    whiten_bias_epochs: int | None = None,
 ) -> nn.Module:
     """airbench94's network (:mod:`saln.models.airbench`); trained from scratch."""
     if pretrained and not weights:
         raise WeightsError(f"airbench has no pretrained weights; {OFFLINE_HINT}")
-    model = _airbench.Airbench(num_classes, widths or _airbench.WIDTHS, depth or 2)
+    model = _airbench.Airbench(
+        num_classes, widths or _airbench.WIDTHS, depth or 2, whiten_bias_epochs
+    )
     if weights:
         load_local_weights(model, weights)
     return model

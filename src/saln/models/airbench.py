@@ -85,8 +85,15 @@ class ConvGroup(nn.Module):
 
 
 class Airbench(nn.Module):
-    def __init__(self, num_classes: int, widths: Sequence[int] = WIDTHS, depth: int = 2):
+    def __init__(
+        self,
+        num_classes: int,
+        widths: Sequence[int] = WIDTHS,
+        depth: int = 2,
+        whiten_bias_epochs: int | None = None,
+    ) -> None:
         super().__init__()
+        self.whiten_bias_epochs = whiten_bias_epochs
         w1, w2, w3 = check_widths(widths, depth)
         whitened = 2 * 3 * PATCH * PATCH
         self.whiten = nn.Conv2d(3, whitened, PATCH, bias=True)
@@ -103,6 +110,12 @@ class Airbench(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(self.whiten(x))) * HEAD_SCALE
+
+    def start_epoch(self, epoch: int) -> None:
+        """The whitening bias trains for the first ``whiten_bias_epochs`` epochs only."""
+        assert self.whiten.bias is not None
+        last = self.whiten_bias_epochs
+        self.whiten.bias.requires_grad_(last is None or epoch < last)
 
     def init_from_data(self, images: torch.Tensor) -> None:
         """Set the whitening filters from un-augmented training images (n, 3, h, w)."""

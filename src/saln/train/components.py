@@ -6,16 +6,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from saln.config import Config, ConfigError
+from saln.config import Config, ConfigError, channels_last
 from saln.data.loaders import Pipeline
 from saln.models import DataInitialised, build_learner, check_input_size
 from saln.sampling import cut_batches
+from saln.train.schedules import LearningRates, param_groups
 
 
 @contextlib.contextmanager
@@ -50,38 +50,21 @@ def resolve_device(name: str, flag: str = "train.device") -> torch.device:
 
 
 def build_optimizer(
-    model: nn.Module, config: Config, epochs: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    model: nn.Module, config: Config, rows_per_step: int
+) -> tuple[torch.optim.Optimizer, LearningRates]:
+    """The optimizer over ``model`` (``rows_per_step``: the rows each step's loss averages,
+    which decoupled units need) and its learning rates, set by the run's progress."""
     o = config.optim
+    groups = param_groups(model, o, rows_per_step)
     # One fused kernel updates every parameter: at the paper's 12-row steps the per-parameter
     # updates are a visible share of the step.
     fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters()) or None
     optimizer: torch.optim.Optimizer
     if o.optimizer == "sgd":
-        optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=o.lr,
-            momentum=o.momentum,
-            weight_decay=o.weight_decay,
-            nesterov=o.nesterov,
-            fused=fused,
-        )
+        optimizer = torch.optim.SGD(groups, momentum=o.momentum, nesterov=o.nesterov, fused=fused)
     else:
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=o.lr,
-            betas=(o.momentum, 0.999),
-            weight_decay=o.weight_decay,
-            fused=fused,
-        )
-    schedules: dict[str, Any] = {
-        "constant": lambda: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0),
-        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs),
-        "step": lambda: torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, [max(1, epochs // 2), max(1, 3 * epochs // 4)], gamma=0.1
-        ),
-    }
-    return optimizer, schedules[o.schedule]()
+        optimizer = torch.optim.AdamW(groups, betas=(o.momentum, 0.999), fused=fused)
+    return optimizer, LearningRates(optimizer, o, rows_per_step)
 
 
 def new_learner(
@@ -89,7 +72,15 @@ def new_learner(
 ) -> nn.Module:
     m = config.model
     # model.widths/depth shape the configured learner only (a reference of another arch: not)
-    shape = {k: v for k, v in (("widths", m.widths), ("depth", m.depth)) if v is not None}
+    shape = {
+        k: v
+        for k, v in (
+            ("widths", m.widths),
+            ("depth", m.depth),
+            ("whiten_bias_epochs", m.whiten_bias_epochs),
+        )
+        if v is not None
+    }
     model = build_learner(
         arch or m.learner,
         num_classes,
@@ -106,8 +97,8 @@ def new_learner(
         # each once picks cuDNN's fastest kernels for them. Autotuning may pick differently run
         # to run, so a deterministic run does without it.
         torch.backends.cudnn.benchmark = not config.train.deterministic
-        if config.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+    if channels_last(config, device.type):
+        model = model.to(memory_format=torch.channels_last)
     return model
 
 

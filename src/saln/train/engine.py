@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from saln import distributed
-from saln.config import Config, ConfigError
+from saln.config import Config, ConfigError, channels_last
 from saln.errors import InvalidInput, UserError
 from saln.io import save_npy_atomic
+from saln.models import EpochAware
 from saln.runs import RunStore
 from saln.runs.environment import environment
 from saln.runs.records import TIME_PHASES, EpochRecord, RunSummary
@@ -23,6 +24,7 @@ from saln.train import checkpoint, diagnostics, sharding
 from saln.train.callbacks import Callback, ProgressBar, TensorBoardLogger
 from saln.train.components import eval_batches, resolve_device, scoped_torch_state
 from saln.train.placement import StepRows, row_choice, train_rows
+from saln.train.schedules import EpochProgress
 from saln.train.setup import RunContext, build_run
 from saln.train.step import evaluate_batches
 from saln.train.summary import run_summary
@@ -158,6 +160,9 @@ def run_epoch(
     with timer.phase("selection"):
         ctx.planner.before_epoch(epoch)
         plan = ctx.sampler.plan_epoch()
+    progress = EpochProgress(epoch, ctx.epochs, [len(rows) for rows in plan.rows])
+    if isinstance(learner := distributed.unwrap(ctx.model), EpochAware):
+        learner.start_epoch(epoch)
     for hook in hooks:
         hook.on_epoch_start(epoch, len(plan))
     # On the device, so JEST's noise is drawn where its scores are (no copy, no sync per step).
@@ -166,10 +171,13 @@ def run_epoch(
     acc = EpochAccumulator(ctx.device, len(plan))
     tracker.start_epoch()
     ctx.model.train()
-    batches = iter(ctx.train_data.batches(plan.rows, train=True, seed=epoch_seed(seed, epoch, 2)))
+    epoch_data = ctx.train_data.batches(
+        plan.rows, train=True, seed=epoch_seed(seed, epoch, 2), epoch=epoch
+    )
+    batches = iter(epoch_data)
     check_every = 1 if ctx.device.type == "cpu" else ctx.config.train.check_every
     show_progress, epoch_start = ctx.config.train.progress and ctx.rank == 0, time.perf_counter()
-    channels_last = ctx.device.type == "cuda" and ctx.config.train.channels_last
+    to_channels_last = channels_last(ctx.config, ctx.device.type)
     first: tuple[torch.Tensor, StepRows] | None = None  # the epoch's first step, for the report
     for step in range(len(plan)):
         with timer.phase("data"):
@@ -180,10 +188,14 @@ def run_epoch(
         if rows.positions is not None:
             images, labels = images[rows.positions], labels[rows.positions]
         first = first or (indices, rows)
-        if channels_last:  # match the learner's memory format, or every conv converts its input
+        if to_channels_last:  # match the learner's memory format, or every conv converts its input
             images = images.contiguous(memory_format=torch.channels_last)
         with timer.phase("step"):
+            ctx.rates.set(progress.now(), rows=len(labels))
             loss_sum, correct = train_rows(ctx, images, labels, indices, rows)
+            progress.advance()
+            if ctx.lookahead is not None:
+                ctx.lookahead.after_step(progress.now().fraction)
             if rows.counted:
                 acc.add(loss_sum, correct, len(labels), step)
                 tracker.record(indices, rows.positions)
@@ -198,7 +210,8 @@ def run_epoch(
         if (step + 1) % check_every == 0:
             _raise_if_diverged(acc, epoch, store)
     _raise_if_diverged(acc, epoch, store)
-    ctx.scheduler.step()
+    if ctx.lookahead is not None and epoch == ctx.epochs - 1:
+        ctx.lookahead.finish()  # the run ends on the average
     if epoch == ctx.epochs - 1 and first is not None:
         with timer.phase("checkpoint"):  # records, like the checkpoint itself
             _write_selection_records(store, plan, *first)
@@ -295,7 +308,7 @@ def _checkpoint_state(
     return {
         "model": model_state,
         "optimizer": ctx.optimizer.state_dict(),
-        "scheduler": ctx.scheduler.state_dict(),
+        "lookahead": None if ctx.lookahead is None else ctx.lookahead.state_dict(),
         "history": [r.to_dict() for r in history],
         "best": best,
         "tracker": tracker.state(),
@@ -327,7 +340,8 @@ def _restore(
         )
     distributed.unwrap(ctx.model).load_state_dict(state["model"])
     ctx.optimizer.load_state_dict(state["optimizer"])
-    ctx.scheduler.load_state_dict(state["scheduler"])
+    if ctx.lookahead is not None:
+        ctx.lookahead.load_state_dict(state.get("lookahead") or {"steps": 0, "average": {}})
     tracker.load(state["tracker"])
     ctx.planner.load_state_dict(state.get("planner", {}))
     ctx.sampler.load_state_dict(state.get("sampler", {}))

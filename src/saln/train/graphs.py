@@ -62,9 +62,12 @@ class _GraphedSteps:
         if self._warm[shape] < WARMUP_STEPS:
             self._warm[shape] += 1
             return on_side_stream(lambda: self._eager(inputs, loss_scale))
-        # The learning rate is baked into the captured optimizer kernel: a new one (the
-        # schedule's next epoch) gets its own graph, and the old one is released.
-        key = (shape, images.stride(), self.optimizer.param_groups[0]["lr"])
+        # The learning rates are baked into the captured optimizer kernel, and what trains
+        # into its backward: a new lr (the schedule's next epoch) or a frozen parameter gets
+        # its own graph, and the old one is released.
+        lrs = tuple(group["lr"] for group in self.optimizer.param_groups)
+        trainable = sum(p.requires_grad for p in self.model.parameters())
+        key = (shape, images.stride(), lrs, trainable)
         captured = self._cache.get(key)
         if captured is None:
             self._cache.drop(lambda k: k[0] != shape)  # type: ignore[index]

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from saln.config import Config
 from saln.data import DatasetBundle, Split
 from saln.data.loaders import Pipeline
 from saln.io import exclusive, save_torch_atomic
-from saln.models import DataInitialised
+from saln.models import DataInitialised, EpochAware
 from saln.sampling import epoch_seed
 from saln.train.components import (
     build_optimizer,
@@ -28,6 +29,8 @@ from saln.train.components import (
     new_learner,
     training_chunks,
 )
+from saln.train.lookahead import Lookahead
+from saln.train.schedules import EpochProgress
 from saln.train.step import evaluate_batches, train_step
 
 
@@ -36,7 +39,9 @@ def reference_key(config: Config, bundle: DatasetBundle, split: Split) -> str:
         "dataset": bundle.train.fingerprint(),
         "holdout": hashlib.sha256(split.reference.tobytes()).hexdigest(),
         "learner": config.reference.learner or config.model.learner,
-        "shape": [config.model.widths, config.model.depth],  # airbench's, when it is that
+        # airbench's shape, when it is that
+        "shape": [config.model.widths, config.model.depth, config.model.whiten_bias_epochs],
+        "augment": config.data.augment,
         "epochs": config.reference.epochs,
         "optim": config.to_dict()["optim"],
         "batch_size": config.train.batch_size,
@@ -73,21 +78,7 @@ def train_reference(
     )
     if isinstance(model, DataInitialised):  # from the holdout it trains on
         init_from_data(model, data, split.reference)
-    optimizer, scheduler = build_optimizer(model, config, config.reference.epochs)
-    model.train()
-    for epoch in range(config.reference.epochs):
-        gen = torch.Generator().manual_seed(epoch_seed(config.train.seed, epoch, 7))
-        order = split.reference[torch.randperm(len(split.reference), generator=gen).numpy()]
-        for batch in data.batches(
-            training_chunks(order, config.train.batch_size),
-            train=True,
-            seed=epoch_seed(config.train.seed, epoch, 8),
-        ):
-            train_step(
-                model, optimizer, batch.images, batch.labels, config.train.amp,
-                label_smoothing=config.optim.label_smoothing,
-            )  # fmt: skip
-        scheduler.step()
+    train_lookahead(model, config, data, split.reference, config.reference.epochs)
     trained = time.perf_counter()
     everything = np.arange(len(bundle.train))
     _, _, losses = evaluate_batches(
@@ -98,3 +89,33 @@ def train_reference(
         "reference_scoring_s": time.perf_counter() - trained,
     }
     return losses, costs
+
+
+def train_lookahead(
+    model: nn.Module, config: Config, data: Pipeline, rows: np.ndarray, epochs: int
+) -> None:
+    """Plain training of ``model`` on ``rows``, reshuffled each epoch, with the run's optimizer,
+    schedule (by progress) and lookahead."""
+    optimizer, rates = build_optimizer(model, config, config.train.batch_size)
+    every = config.optim.lookahead
+    lookahead = Lookahead(model, every) if every else None
+    model.train()
+    for epoch in range(epochs):
+        if isinstance(model, EpochAware):
+            model.start_epoch(epoch)
+        gen = torch.Generator().manual_seed(epoch_seed(config.train.seed, epoch, 7))
+        order = rows[torch.randperm(len(rows), generator=gen).numpy()]
+        batches = training_chunks(order, config.train.batch_size)
+        progress = EpochProgress(epoch, epochs, [len(b) for b in batches])
+        seed = epoch_seed(config.train.seed, epoch, 8)
+        for batch in data.batches(batches, train=True, seed=seed, epoch=epoch):
+            rates.set(progress.now(), rows=len(batch.labels))
+            train_step(
+                model, optimizer, batch.images, batch.labels, config.train.amp,
+                label_smoothing=config.optim.label_smoothing,
+            )  # fmt: skip
+            progress.advance()
+            if lookahead is not None:
+                lookahead.after_step(progress.now().fraction)
+    if lookahead is not None:
+        lookahead.finish()

@@ -32,9 +32,11 @@ from saln.selection.schedule import SelectionSchedule
 from saln.train.assembly import SelectionInputs, assemble_selection
 from saln.train.components import build_optimizer, init_from_data, new_learner, resolve_device
 from saln.train.epochwise import Planner
+from saln.train.lookahead import Lookahead
 from saln.train.methods import METHODS, Method
 from saln.train.names import check_names
 from saln.train.reference import reference_losses
+from saln.train.schedules import LearningRates
 from saln.train.step import (
     ScoreFn,
     StepFn,
@@ -64,7 +66,8 @@ class RunContext:
     test_data: Pipeline
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rates: LearningRates  # the lr of each step, by the run's progress
+    lookahead: Lookahead | None  # optim.lookahead's EMA of the weights
     step: StepFn  # the train step: eager, or replayed from CUDA graphs
     weighted_step: WeightedStepFn  # the step with per-row loss weights (epoch-level methods)
     score: ScoreFn  # the model-aware methods' scoring pass: eager, or replayed likewise
@@ -262,18 +265,21 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     model = new_learner(config, len(bundle.classes), device)
     check_rows_per_step(config, method, keep, model)
     epochs = method.epochs(config, len(split.train))
-    optimizer, scheduler = build_optimizer(model, config, epochs)
+    optimizer, rates = build_optimizer(model, config, keep)
     data = config.data
     decoded = Path(config.features.cache_dir)  # decoded images, beside features and references
     train_data = build_pipeline(
-        data.loader, bundle.train, data.image_size, device, data.workers, decoded
-    )
+        data.loader, bundle.train, data.image_size, device, data.workers, decoded,
+        augment=data.augment, seed=t.seed,
+    )  # fmt: skip
     test_data = build_pipeline(
         data.loader, bundle.test, data.image_size, device, data.workers, decoded
     )
     one_off: dict[str, float] = {}
     if isinstance(model, DataInitialised):
         one_off["learner_init_s"] = init_from_data(model, train_data, split.train)
+    every = config.optim.lookahead
+    lookahead = Lookahead(model, every) if every else None  # after the init: it averages that
     features = None
     if selector is not None and "features" in selector.needs:
         start = time.perf_counter()
@@ -338,7 +344,8 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         test_data=test_data,
         model=model,
         optimizer=optimizer,
-        scheduler=scheduler,
+        rates=rates,
+        lookahead=lookahead,
         step=step,
         weighted_step=weighted_step_for(config, model, optimizer, graphed),
         score=score,
