@@ -167,11 +167,11 @@ def headline(report: dict[str, Any]) -> str:
     if not facts.get("method"):
         if facts.get("standard_seconds") is None:
             return "Standard training did not reach the target on every seed: no speed-up to state."
-        return "No method beat standard: none reached the target faster on every seed."
+        return no_method_faster(facts)
     said = (
         f"**{facts['method']}** reached the target first: {facts['seconds']:.1f} s against "
         f"standard's {facts['standard_seconds']:.1f} s ({facts['speedup']:.2f}x faster, one-off "
-        "costs and selection included)."
+        f"costs and selection included; {beyond_noise(facts)})."
     )
     versus = facts.get("vs_budget_control")
     if versus is None:
@@ -180,6 +180,23 @@ def headline(report: dict[str, Any]) -> str:
     return (
         f"{said} Against {facts['budget_control']} (standard training on its examples): "
         f"{versus['difference'] * 100:+.2f} points of test accuracy, {p}: {versus['verdict']}."
+    )
+
+
+def beyond_noise(test: dict[str, Any]) -> str:
+    if test["every_seed_pair"]:
+        return "faster on every seed pair"
+    return "no p (needs >= 2 seeds)" if test["p"] is None else f"Welch p = {test['p']:.3f}"
+
+
+def no_method_faster(facts: dict[str, Any]) -> str:
+    said = "No method was faster than standard to the target beyond noise"
+    closest = facts.get("closest")
+    if not closest:
+        return f"{said}: none reached it on every seed."
+    return (
+        f"{said}. Closest: {closest['method']}, {closest['seconds']:.1f} s against standard's "
+        f"{facts['standard_seconds']:.1f} s ({beyond_noise(closest)})."
     )
 
 
