@@ -21,8 +21,8 @@ import yaml
 from saln import config as cfg
 from saln.experiments.compare import DEFAULT_METHODS, run_comparison
 from saln.report.build import build_report
-from saln.report.render import TABLES
-from saln.runs.records import EpochRecord, RunSummary
+from saln.report.render import TABLES, shown_tables
+from saln.runs.records import EpochRecord, RunLabel, RunSummary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,12 @@ def write_run(root: Path, method: str, seed: int, split: dict[str, Any]) -> Path
     per_epoch, val, test_best, one_off = SYNTHETIC[method][seed]
     run = root / "runs" / f"{method}-seed{seed}"
     run.mkdir(parents=True)
-    config = cfg.load(None, {"train.method": method, "train.seed": seed, "train.epochs": 3})
+    label = RunLabel.parse(method)
+    settings = {"train.method": method, "train.seed": seed, "train.epochs": 3}
+    if label.fraction is not None:  # a point of standard's frontier
+        settings.update({"train.method": label.method, "train.budget_of": label.budget_of,
+                         "train.budget_fraction": label.fraction})  # fmt: skip
+    config = cfg.load(None, settings)
     (run / "config.yaml").write_text(config.to_yaml())
     (run / "split.json").write_text(json.dumps(split))
     records = [
@@ -429,7 +434,9 @@ window.addEventListener("load", () => {
 )
 def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Path) -> None:
     assert CHROMIUM is not None, "CI must run this test: .ci/run installs chromium"
-    build_report([synthetic], synthetic / "report", target=0.84)
+    report = build_report([synthetic], synthetic / "report", target=0.84)
+    tables = shown_tables(report)
+    assert len(tables) == len(TABLES) - 1  # no frontier trained: its table is left out
     html = (synthetic / "report" / "report.html").read_text()
     page = tmp_path / "page.html"
     page.write_text(html.replace("</body>", COUNT_DECODED + "</body>"))
@@ -448,9 +455,9 @@ def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Pat
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
     images = html.count("<img")
-    assert dom.stdout.count("<table") == len(TABLES) and images == 5
+    assert dom.stdout.count("<table") == len(tables) and images == 5
     assert f'data-decoded="{images}"' in dom.stdout  # every embedded picture decoded
-    for title, _ in TABLES:  # every table a person reads, under its heading
+    for title, _ in tables:  # every table a person reads, under its heading
         assert f"<h2>{escape(title, quote=False)}</h2><table>" in dom.stdout, title
     console_errors = [
         line for line in dom.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line
@@ -677,3 +684,31 @@ def test_each_method_is_judged_against_its_budget_matched_control(synthetic: Pat
         " | indistinguishable |",
         "| saln | standard_matched | -5.00 | 0.019 | worse |",
     ]
+
+
+def test_the_report_judges_each_method_against_standards_frontier(synthetic: Path) -> None:
+    """Standard's frontier per seed: (12 s, 0.80), (24 s, 0.86) and its full run (30 s, 0.88;
+    36 s, 0.90). saln's 11.5 and 10 s are left of it, held to the 0.80 point: 0.70 and 0.71
+    are below it; uniform is a control and is not judged."""
+    split = json.loads((synthetic / "runs" / "saln-seed0" / "split.json").read_text())
+    points = {"standard_matched@0.4": (4.0, 0.80), "standard_matched@0.8": (8.0, 0.86)}
+    for method, (per_epoch, accuracy) in points.items():
+        SYNTHETIC[method] = {s: (per_epoch, [0.5, 0.7, 0.8], accuracy, 0.0) for s in (0, 1)}
+    try:
+        for method in points:
+            for seed in (0, 1):
+                write_run(synthetic, method, seed, split)
+    finally:
+        for method in points:
+            del SYNTHETIC[method]
+    report = build_report([synthetic], synthetic / "report", target=0.84)
+    saln = report["methods"]["saln"]["vs_frontier"]
+    assert saln["frontier_acc"] == pytest.approx([0.80, 0.80]) and saln["verdict"] == "below"
+    assert saln["difference"] == pytest.approx(0.705 - 0.80)
+    assert report["methods"]["uniform"]["vs_frontier"] is None
+    assert (synthetic / "report" / "frontier.png").exists()
+    first = (synthetic / "report" / "report.md").read_text().splitlines()[2]
+    p = saln["p"]
+    assert p < 0.05
+    assert first.endswith(f"Against standard's frontier at its total time: -9.50 points, "
+                          f"p = {p:.3f}: below.")  # fmt: skip

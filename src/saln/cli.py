@@ -202,7 +202,7 @@ def csv_list(kind: type) -> Callable[[str], list[Any]]:
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    from saln.experiments.compare import DEFAULT_METHODS
+    from saln.experiments.compare import DEFAULT_METHODS, FRONTIER
 
     p = sub.add_parser(
         "compare", help="train every method x seed and write the report (the main job)"
@@ -221,6 +221,17 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="target val accuracy, a fraction (default: standard's best - 0.01, else all runs')",
+    )
+    p.add_argument(
+        "--frontier",
+        type=csv_list(float),
+        default=list(FRONTIER),
+        help="standard's compute frontier: with standard in --methods, also train "
+        "standard_matched@F, standard for the share F of its epochs, for each F (default "
+        f"{','.join(map(str, FRONTIER))}); each method is judged against it",
+    )
+    p.add_argument(
+        "--no-frontier", dest="frontier", action="store_const", const=[], help="train no frontier"
     )
     p.set_defaults(handler=run_compare)
 
@@ -248,14 +259,15 @@ def add_run_grid_arguments(
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from saln.experiments.compare import run_comparison
+    from saln.experiments.compare import run_comparison, with_frontier
     from saln.report.build import print_table
 
     if args.config is None:
         args.config = DEMO_CONFIG
     base = config_from_args(args)
+    methods = with_frontier(args.methods, args.frontier)
     report = run_comparison(
-        base, args.methods, args.seeds, args.out, args.target, args.nproc, args.overwrite
+        base, methods, args.seeds, args.out, args.target, args.nproc, args.overwrite
     )
     print_table(report)
     print(f"report: {report['report']} (also report.html, summary.csv, summary.json)")

@@ -297,6 +297,11 @@ class TrainConfig:
     budget_of: str | None = setting(
         None, "standard_matched: the method whose trained examples set budget_examples"
     )
+    budget_fraction: float | None = setting(
+        None,
+        "standard_matched: train this share of the epochs, (0, 1], the schedule decayed over "
+        "them (a point of standard's compute frontier)",
+    )
     prune_ratio: float = setting(
         0.5, "InfoBatch: chance that a sample below the mean loss is left out of an epoch, [0, 1)"
     )
@@ -346,16 +351,27 @@ class TrainConfig:
         _graph_switch("train.cuda_graphs", self.cuda_graphs)
 
     def _check_budget(self) -> None:
+        if self.budget_fraction is not None and not 0.0 < self.budget_fraction <= 1.0:
+            raise ConfigError(
+                f"train.budget_fraction={self.budget_fraction} must be in (0, 1]: the share of "
+                "standard's epochs a frontier point trains"
+            )
+        for key in ("budget_examples", "budget_fraction"):
+            if getattr(self, key) is not None and self.method != "standard_matched":
+                raise ConfigError(
+                    f"train.{key} sets the budget of standard_matched, and this run is "
+                    f"{self.method!r}: set train.method=standard_matched or drop the budget"
+                )
         if self.budget_examples is not None:
             _positive("train.budget_examples", self.budget_examples)
-            if self.method != "standard_matched":
+            if self.budget_fraction is not None:
                 raise ConfigError(
-                    f"train.budget_examples sets the budget of standard_matched, and this run "
-                    f"is {self.method!r}: set train.method=standard_matched or drop the budget"
+                    "train.budget_examples and train.budget_fraction both set a budget: keep one"
                 )
-        if self.budget_of is not None and self.budget_examples is None:
+        if self.budget_of is not None and self.budget_examples is None is self.budget_fraction:
             raise ConfigError(
-                "train.budget_of names whose budget train.budget_examples holds: set both"
+                "train.budget_of names whose budget train.budget_examples (or the frontier's "
+                "train.budget_fraction) holds: set both"
             )
 
 

@@ -24,6 +24,10 @@ DEFAULT_METHODS = (
 )  # fmt: skip
 
 
+STANDARD_MATCHED = "standard_matched"
+FRONTIER = (0.4, 0.6, 0.8)  # standard's 1.0 is its own run
+
+
 def run_dir(out: Path, method: str, seed: int) -> Path:
     return out / "runs" / f"{method}-seed{seed}"
 
@@ -78,6 +82,9 @@ def run_settings(method: str, seed: int, out: Path) -> dict[str, Any]:
     label = RunLabel.parse(method)
     if label.budget_of is None:
         return {"method": label.method, "seed": seed}
+    if label.fraction is not None:
+        return {"method": label.method, "seed": seed, "budget_fraction": label.fraction,
+                "budget_of": label.budget_of}  # fmt: skip
     matched = RunStore(run_dir(out, label.budget_of, seed)).require_summary()
     return {
         "method": label.method,
@@ -97,11 +104,33 @@ def check_methods(methods: list[str]) -> None:
             continue
         if not METHODS.get(name)().matched_epochs:
             raise InvalidInput(f"{method}: only standard_matched takes another method's budget")
+        if label.fraction is not None:
+            check_fraction(label.fraction, method)
+            continue
         METHODS.get(budget_of)
         if budget_of not in methods:
             raise InvalidInput(
                 f"{method} trains on the examples {budget_of} trained: add {budget_of} to --methods"
             )
+
+
+def check_fraction(fraction: float, named: str) -> None:
+    if not 0.0 < fraction <= 1.0:
+        raise InvalidInput(
+            f"{named}: a frontier point trains standard for a share F of its epochs, F in "
+            f"(0, 1]; got {fraction:g}"
+        )
+
+
+def with_frontier(methods: list[str], fractions: list[float]) -> list[str]:
+    """``methods`` and, when standard is among them, ``standard_matched@F`` for each F not
+    there yet: standard's compute frontier beside its full run."""
+    for fraction in fractions:
+        check_fraction(fraction, "--frontier")
+    if "standard" not in methods:
+        return methods
+    points = [f"{STANDARD_MATCHED}@{f:g}" for f in fractions if f < 1.0]
+    return methods + [p for p in points if p not in methods]
 
 
 def check_schedule(base: cfg.Config, methods: list[str]) -> None:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean, stdev
 from typing import Any
-
-from scipy import stats
 
 from saln.config import ConfigError, from_dict
 from saln.errors import InvalidInput
+from saln.report.frontier import Point, frontier_verdict
+from saln.report.significance import VERDICT_ALPHA, Stat, welch_p_value
 from saln.runs.records import EpochRecord, RunLabel, RunSummary
 from saln.runs.store import RunStore, config_differences
 
@@ -30,10 +28,6 @@ SPLIT_KEYS = (
     ("data", "reference_fraction"),
     ("data", "image_size"),
 )
-# A verdict needs p < 0.05 in a two-sided Welch t-test on the seeds' values. (A fixed "2
-# standard errors" rule ignores how few seeds there are: at 3 seeds it calls a difference at
-# about 90% confidence, and such verdicts flipped between reruns.)
-VERDICT_ALPHA = 0.05
 
 
 @dataclass
@@ -199,26 +193,6 @@ def check_comparable(runs: list[Run]) -> None:
             )
 
 
-@dataclass(frozen=True)
-class Stat:
-    values: tuple[float, ...]
-
-    @property
-    def mean(self) -> float:
-        return mean(self.values) if self.values else math.nan
-
-    @property
-    def std(self) -> float:
-        return stdev(self.values) if len(self.values) > 1 else math.nan
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mean": self.mean,
-            "std": None if math.isnan(self.std) else self.std,
-            "n": len(self.values),
-        }
-
-
 def stat(runs: list[Run], key: str) -> Stat:
     return Stat(tuple(r.summary.value(key) for r in runs))
 
@@ -268,14 +242,6 @@ class ControlComparison:
 
     def to_json(self) -> dict[str, Any]:
         return {"difference": self.difference, "p": self.p_value, "verdict": self.verdict}
-
-
-def welch_p_value(a: Stat, b: Stat) -> float:
-    """Two-sided p-value of Welch's t-test for equal means (unequal variances). Needs >= 2
-    values on each side."""
-    if a.std == 0 and b.std == 0:  # every seed agreed on both sides: the difference is exact
-        return 1.0 if a.mean == b.mean else 0.0
-    return float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
 
 
 def compare_to_control(
@@ -392,6 +358,7 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
     check_target(target)
     target, basis = default_target(runs) if target is None else (target, "set")
     standard = runs.of("standard")
+    frontier = standard_frontier(runs)
     table: dict[str, Any] = {}
     for method in runs.methods():
         group = runs.of(method)
@@ -413,6 +380,9 @@ def aggregate(runs: RunSet, target: float | None = None) -> dict[str, Any]:
         )
         row["vs_uniform"] = comparison.to_json() if comparison else None
         row.update(budget_verdict(method, runs))
+        row["vs_frontier"] = (
+            frontier_verdict(points(group), frontier) if frontier and competes(method) else None
+        )
         row["filter_ratio"] = group[0].summary.filter_ratio
         row["convention"] = group[0].summary.convention
         table[method] = row
@@ -440,6 +410,31 @@ def faster_than(times: list[float], standard: list[float]) -> dict[str, Any]:
     return {"faster": faster, "p": p, "every_seed_pair": every_pair, "seconds": ours.mean}
 
 
+FRONTIER_KEY = "test_acc_best"  # the accuracy a frontier verdict compares
+
+
+def points(runs: list[Run]) -> dict[int, Point]:
+    """Each run's (total time, test accuracy), by seed."""
+    return {r.seed: (r.summary.total_time_s, r.summary.value(FRONTIER_KEY)) for r in runs}
+
+
+def standard_frontier(runs: RunSet) -> dict[int, list[Point]]:
+    """Standard's frontier per seed: its full run and its ``standard_matched@F`` runs; empty
+    when the comparison trained no such point."""
+    shares = [m for m in runs.methods() if RunLabel.parse(m).fraction is not None]
+    if not shares or not runs.of("standard"):
+        return {}
+    frontier: dict[int, list[Point]] = {}
+    for method in ["standard", *shares]:
+        for seed, point in points(runs.of(method)).items():
+            frontier.setdefault(seed, []).append(point)
+    return frontier
+
+
+def competes(method: str) -> bool:
+    return RunLabel.parse(method).competes
+
+
 def headline(table: dict[str, Any]) -> dict[str, Any]:
     """The answer to "which method reaches my accuracy in less time?": among the methods that
     compete (standard and the controls aside: :attr:`RunLabel.competes`) and reached the target
@@ -464,11 +459,11 @@ def headline(table: dict[str, Any]) -> dict[str, Any]:
     faster = [m for m, test in tests.items() if test["faster"]]
     if not faster:
         closest = min(tests, key=lambda m: tests[m]["seconds"]) if tests else None
-        return {
-            "method": None,
-            "standard_seconds": standard_mean,
-            "closest": None if closest is None else {"method": closest, **tests[closest]},
-        }
+        nearest = None
+        if closest is not None:
+            nearest = {"method": closest, **tests[closest]}
+            nearest["vs_frontier"] = table[closest].get("vs_frontier")
+        return {"method": None, "standard_seconds": standard_mean, "closest": nearest}
     method = min(faster, key=lambda m: tests[m]["seconds"])
     return {
         "method": method,
@@ -479,6 +474,7 @@ def headline(table: dict[str, Any]) -> dict[str, Any]:
         "every_seed_pair": tests[method]["every_seed_pair"],
         "budget_control": table[method]["budget_control"],
         "vs_budget_control": table[method]["vs_budget_control"],
+        "vs_frontier": table[method].get("vs_frontier"),
     }
 
 

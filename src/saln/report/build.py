@@ -9,6 +9,7 @@ from typing import Any
 from saln.io import check_writable, remove_stale_temporaries, write_json_atomic, write_text_atomic
 from saln.report import aggregate, plots, render, visualize
 from saln.report.aggregate import RunSet
+from saln.runs.records import RunLabel
 
 GRID_METHODS = ("saln", "uniform", "loss", "rho_loss")
 
@@ -44,6 +45,12 @@ def draw(runs: RunSet, out: Path, target: float) -> tuple[dict[str, Path], list[
             runs, out / "accuracy_vs_cost.png", target
         ),
     }
+    shares = [m for m in runs.methods() if RunLabel.parse(m).fraction is not None]
+    if shares and runs.of("standard"):
+        methods = [m for m in runs.methods() if RunLabel.parse(m).competes]
+        images["Against standard's compute frontier"] = plots.frontier(
+            runs, out / "frontier.png", {"points": ["standard", *shares], "methods": methods}
+        )
     notes: list[str] = []
     first_seed = min(r.seed for r in runs.runs)
     examples = {}

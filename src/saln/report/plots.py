@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from saln.report.aggregate import Run, RunSet, in_method_order, one_off_seconds
-from saln.runs.records import SMALL_GAP
+from saln.runs.records import SMALL_GAP, RunLabel
 
 # One colour per method, kept when methods are added (a published picture keeps its colours).
 # matplotlib's ten-colour cycle, one per method, and black beyond it
@@ -100,6 +100,35 @@ def accuracy_vs_cost(runs: RunSet, path: Path, target: float) -> Path:
         ax.grid(alpha=0.3)
     by_time.legend(fontsize=8)
     fig.suptitle(f"Validation accuracy against cost (dotted: target {target:.3f})")
+    return save(fig, path)
+
+
+def frontier(runs: RunSet, path: Path, frontier: dict[str, list[str]]) -> Path:
+    """Test accuracy against total time: standard's frontier (its full run and its shorter
+    runs ``frontier["points"]``) as a line with its seed band, each method as a point with
+    error bars over seeds."""
+    fig, ax = subplots(1, 1, figsize=(7, 4.6))
+
+    def spread(method: str) -> tuple[float, float, float, float]:
+        group = runs.of(method)
+        seconds = [r.summary.total_time_s for r in group]
+        accuracy = [100 * r.summary.test_acc_best for r in group]
+        return (float(np.mean(seconds)), float(np.std(seconds)),
+                float(np.mean(accuracy)), float(np.std(accuracy)))  # fmt: skip
+
+    line = sorted(spread(m) for m in frontier["points"])
+    x, _, y, band = (np.array(v) for v in zip(*line, strict=True))
+    ax.plot(x, y, "-o", color="black", label="standard's frontier")
+    ax.fill_between(x, y - band, y + band, color="black", alpha=0.12)
+    for method in frontier["methods"]:
+        mx, sx, my, sy = spread(method)
+        ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt="o", capsize=3, label=method,
+                    color=COLOURS.get(RunLabel.parse(method).method))  # fmt: skip
+    ax.set_xlabel("total time, one-off costs included (s)")
+    ax.set_ylabel("test accuracy of the best-val model (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Each method against standard trained for as long (mean ± std over seeds)")
     return save(fig, path)
 
 

@@ -109,6 +109,16 @@ TABLES: list[tuple[str, list[tuple[str, Cell]]]] = [
         ],
     ),
     (
+        "Against standard's compute frontier: standard for 0.4-1.0 of its epochs, each decayed, "
+        "interpolated at the method's total time (test acc of the best-val model; verdict at "
+        "p < 0.05, two-sided Welch t-test over seeds)",
+        [
+            ("difference (points)", lambda r: control_cell(r, "difference", "vs_frontier")),
+            ("p", lambda r: control_cell(r, "p", "vs_frontier")),
+            ("verdict", lambda r: (r.get("vs_frontier") or {}).get("verdict", "n/a")),
+        ],
+    ),
+    (
         "Selection diagnostics",
         [
             (
@@ -130,6 +140,16 @@ TABLES: list[tuple[str, list[tuple[str, Cell]]]] = [
         ],
     ),
 ]
+
+
+def shown_tables(report: dict[str, Any]) -> list[tuple[str, list[tuple[str, Cell]]]]:
+    """The tables with something to show: one whose every cell is n/a (the frontier's, in a
+    comparison that trained none) is left out."""
+    return [
+        (title, columns)
+        for title, columns in TABLES
+        if any(cell != "n/a" for row in rows(report, columns) for cell in row[1:])
+    ]
 
 
 def rows(report: dict[str, Any], columns: list[tuple[str, Cell]]) -> list[list[str]]:
@@ -175,11 +195,24 @@ def headline(report: dict[str, Any]) -> str:
     )
     versus = facts.get("vs_budget_control")
     if versus is None:
-        return f"{said} No budget-matched control here: add standard_matched@{facts['method']}."
+        said += f" No budget-matched control here: add standard_matched@{facts['method']}."
+    else:
+        p = "no p (needs >= 2 seeds)" if versus["p"] is None else f"p = {versus['p']:.3f}"
+        said += (
+            f" Against {facts['budget_control']} (standard training on its examples): "
+            f"{versus['difference'] * 100:+.2f} points of test accuracy, {p}: {versus['verdict']}."
+        )
+    return said + frontier_clause(facts.get("vs_frontier"))
+
+
+def frontier_clause(versus: dict[str, Any] | None) -> str:
+    """Where a method stands against standard's frontier at its own total time."""
+    if not versus or versus.get("difference") is None:
+        return ""
     p = "no p (needs >= 2 seeds)" if versus["p"] is None else f"p = {versus['p']:.3f}"
     return (
-        f"{said} Against {facts['budget_control']} (standard training on its examples): "
-        f"{versus['difference'] * 100:+.2f} points of test accuracy, {p}: {versus['verdict']}."
+        f" Against standard's frontier at its total time: {versus['difference'] * 100:+.2f} "
+        f"points, {p}: {versus['verdict']}."
     )
 
 
@@ -197,6 +230,7 @@ def no_method_faster(facts: dict[str, Any]) -> str:
     return (
         f"{said}. Closest: {closest['method']}, {closest['seconds']:.1f} s against standard's "
         f"{facts['standard_seconds']:.1f} s ({beyond_noise(closest)})."
+        + frontier_clause(closest.get("vs_frontier"))
     )
 
 
@@ -209,7 +243,7 @@ def markdown(report: dict[str, Any], images: dict[str, Path], notes: list[str]) 
         preamble(report),
         "",
     ]
-    for title, columns in TABLES:
+    for title, columns in shown_tables(report):
         out += [
             f"## {title}",
             "",
@@ -230,7 +264,7 @@ def page(report: dict[str, Any], images: dict[str, Path], notes: list[str]) -> s
         f"<p>{html.escape(headline(report)).replace('**', '')}</p>",
         f"<p>{html.escape(preamble(report))}</p>",
     ]
-    for title, columns in TABLES:
+    for title, columns in shown_tables(report):
         head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method"] + [c for c, _ in columns])
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"

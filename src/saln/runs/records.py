@@ -48,6 +48,17 @@ class RunLabel:
         return self.method + (COVERAGE if self.coverage else "") + budget
 
     @property
+    def fraction(self) -> float | None:
+        """``standard_matched@F`` with a number F: standard for that share of its epochs, the
+        schedule fully decayed (a point of standard's compute frontier)."""
+        if self.budget_of is None:
+            return None
+        try:
+            return float(self.budget_of)
+        except ValueError:
+            return None
+
+    @property
     def is_reference(self) -> bool:
         return self.method in REFERENCE_METHODS
 

@@ -107,10 +107,13 @@ class Method:
 
     def epochs(self, config: Config, train_rows: int) -> int:
         """Epochs to train; a matched method trains the examples of its budget: those another
-        method measured (``train.budget_examples``), else (1 - filter_ratio) of the epochs."""
+        method measured (``train.budget_examples``), or a share of the epochs (a frontier point,
+        ``train.budget_fraction``), else (1 - filter_ratio) of the epochs."""
         t = config.train
         if not self.matched_epochs:
             return t.epochs
+        if t.budget_fraction is not None:
+            return max(1, round(t.epochs * t.budget_fraction))
         if t.budget_examples is not None:
             return max(1, round(t.budget_examples / train_rows))
         return max(1, round(t.epochs * (1 - t.filter_ratio)))
