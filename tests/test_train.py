@@ -104,7 +104,7 @@ class KillAt(Callback):
             raise KeyboardInterrupt("killed")
 
 
-@pytest.mark.parametrize("method", ["saln", "loss", "infobatch", "uniform+coverage"])
+@pytest.mark.parametrize("method", ["saln", "loss", "infobatch", "uniform+coverage", "proxy"])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path: Path, method: str) -> None:
     name, _, coverage = method.partition("+")
     config = tiny(tmp_path, name, **{"train.epochs": 3, "train.coverage": bool(coverage)})

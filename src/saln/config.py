@@ -152,6 +152,19 @@ class SelectionConfig:
     dims: int = setting(
         9, "spectral_strata: eigenvectors embedding the rows (1: quantiles of the Fiedler vector)"
     )
+    proxy_learner: str = setting("airbench", "proxy: the proxy model's learner", registry="learner")
+    proxy_widths: list[int] | None = setting(  # noqa: RUF009  (a field(), default None)
+        None, "proxy: an airbench proxy's widths (null: a quarter of the learner's, airbench's)"
+    )
+    proxy_every: int = setting(4, "proxy: the proxy trains on its kept rows every this many steps")
+    proxy_resolution: int | None = setting(
+        None, "proxy: score (and train the proxy) at this many pixels a side (null: the learner's)"
+    )
+    proxy_pass: str = setting(
+        "online",
+        "proxy: online (the proxy trains beside the learner) or first (it runs over the seeded "
+        "schedule before training, a one-off cost, and its choices are replayed)",
+    )
 
     def check(self) -> None:
         _positive("selection.k", self.k)
@@ -159,6 +172,22 @@ class SelectionConfig:
         _one_of("selection.graph", self.graph, ("dense", "knn"))
         if self.strata < 2:
             raise ConfigError(f"selection.strata={self.strata}: stratifying needs >= 2")
+        if self.proxy_every < 1:
+            raise ConfigError(
+                f"selection.proxy_every={self.proxy_every}: the proxy trains every this many "
+                "steps, at least 1 (airbench96_faster: 4)"
+            )
+        if self.proxy_resolution is not None:
+            _positive("selection.proxy_resolution", self.proxy_resolution)
+        _one_of("selection.proxy_pass", self.proxy_pass, ("online", "first"))
+        widths = self.proxy_widths
+        if widths is not None and (len(widths) != 3 or not all(w > 0 for w in widths)):
+            raise ConfigError(f"selection.proxy_widths must be three positive ints, got {widths}")
+        if widths is not None and self.proxy_learner != "airbench":
+            raise ConfigError(
+                f"selection.proxy_widths shapes an airbench proxy, and selection.proxy_learner is "
+                f"{self.proxy_learner!r}: drop the widths or set selection.proxy_learner=airbench"
+            )
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,7 @@ class RunSummary(_Record):
     class_entropy_split: float = 0.0  # nats
     min_class_share_trained: float | None = None
     tta: int = 0  # the test-time augmentation of its val and test accuracy (eval.tta)
+    selection_flops_per_step: float | None = None  # a proxy's, counted by torch
 
     @property
     def one_off_s(self) -> float:

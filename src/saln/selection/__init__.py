@@ -1,6 +1,15 @@
 """Per-batch selection: the contract, the registry and every selector."""
 
-from saln.selection import jest, loss, repaired, rho, spectral, uniform  # noqa: F401  (registers)
+# Each module registers its selectors on import.
+from saln.selection import (  # noqa: F401
+    jest,
+    loss,
+    proxy,
+    repaired,
+    rho,
+    spectral,
+    uniform,
+)
 from saln.selection.base import (
     SELECTORS,
     BatchView,

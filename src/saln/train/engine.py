@@ -183,6 +183,8 @@ def run_epoch(
         with timer.phase("data"):
             batch = next(batches)
         with timer.phase("selection"):
+            if ctx.proxy is not None:
+                ctx.proxy.progress = progress.now()
             rows = choose_rows(ctx, batch, gen, epoch, step)
         images, labels, indices = batch
         if rows.positions is not None:
@@ -309,6 +311,7 @@ def _checkpoint_state(
         "model": model_state,
         "optimizer": ctx.optimizer.state_dict(),
         "lookahead": None if ctx.lookahead is None else ctx.lookahead.state_dict(),
+        "proxy": None if ctx.proxy is None else ctx.proxy.state_dict(),
         "history": [r.to_dict() for r in history],
         "best": best,
         "tracker": tracker.state(),
@@ -340,6 +343,8 @@ def _restore(
         )
     distributed.unwrap(ctx.model).load_state_dict(state["model"])
     ctx.optimizer.load_state_dict(state["optimizer"])
+    if ctx.proxy is not None and state.get("proxy"):
+        ctx.proxy.load_state_dict(state["proxy"])
     if ctx.lookahead is not None:
         ctx.lookahead.load_state_dict(state.get("lookahead") or {"steps": 0, "average": {}})
     tracker.load(state["tracker"])

@@ -49,6 +49,7 @@ class Method:
     planner: str = "every_epoch"
     matched_epochs: bool = False
     options: Callable[[Config], dict[str, Any]] = field(default=_no_options)
+    scored_by: str = "learner"  # a step-level method's scoring model: learner, or proxy
 
     def __post_init__(self) -> None:
         if self.selects_in not in PLACES:
@@ -159,6 +160,7 @@ for _method in (
     Method("loss", "loss", selects_in="step"),
     Method("rho_loss", "rho_loss", selects_in="step"),
     Method("jest", "jest", selects_in="step"),
+    Method("proxy", "proxy", selects_in="step", scored_by="proxy"),
     Method("infobatch", None, selects_in="epoch", planner="infobatch"),
 ):
     METHODS.register(_method.name)(lambda m=_method: m)

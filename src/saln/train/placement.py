@@ -61,10 +61,20 @@ def score_and_select(
     else:
         positions, scale = ctx.selector.select(view, keep, generator=gen).positions, 1.0
     positions = positions.to(images.device)
+    if ctx.proxy is not None:  # the proxy trains on the rows it kept, every k-th step
+        ctx.proxy.learn(images[positions], labels[positions])
     scores = losses - ref if ref is not None else losses
     if len(positions) == 0:  # global mode gave this rank no rows: a zero-weight step
         return StepRows(positions.new_zeros(1), 0.0, counted=False, scores=scores)
     return StepRows(positions, scale, scores=scores)
+
+
+def replayed_rows(
+    ctx: RunContext, batch: Batch, gen: torch.Generator, epoch: int, step: int
+) -> StepRows:
+    """The proxy's first pass chose these rows before training: train on them."""
+    assert ctx.replay is not None
+    return StepRows(ctx.replay[(epoch, step)].to(batch.images.device))
 
 
 def planned_rows(
@@ -86,6 +96,8 @@ def row_choice(ctx: RunContext, epoch: int) -> RowChoice:
     trains every loaded row without scoring them."""
     if ctx.method.selects_in == "step" and ctx.keep_at(epoch) == ctx.loaded_batch:
         return every_row
+    if ctx.replay is not None:
+        return replayed_rows
     return PLACEMENTS[ctx.method.selects_in]
 
 

@@ -35,6 +35,8 @@ from saln.train.epochwise import Planner
 from saln.train.lookahead import Lookahead
 from saln.train.methods import METHODS, Method
 from saln.train.names import check_names
+from saln.train.proxy import ProxyModel
+from saln.train.proxy_pass import Replay, cached_first_pass, first_pass
 from saln.train.reference import reference_losses
 from saln.train.schedules import LearningRates
 from saln.train.step import (
@@ -68,6 +70,8 @@ class RunContext:
     optimizer: torch.optim.Optimizer
     rates: LearningRates  # the lr of each step, by the run's progress
     lookahead: Lookahead | None  # optim.lookahead's EMA of the weights
+    proxy: ProxyModel | None = None  # method proxy's scoring model
+    replay: Replay | None = None  # the proxy's first pass: kept positions by (epoch, step)
     step: StepFn  # the train step: eager, or replayed from CUDA graphs
     weighted_step: WeightedStepFn  # the step with per-row loss weights (epoch-level methods)
     score: ScoreFn  # the model-aware methods' scoring pass: eager, or replayed likewise
@@ -280,6 +284,10 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         one_off["learner_init_s"] = init_from_data(model, train_data, split.train)
     every = config.optim.lookahead
     lookahead = Lookahead(model, every) if every else None  # after the init: it averages that
+    proxy = None
+    if method.scored_by == "proxy":
+        proxy = ProxyModel(config, len(bundle.classes), device, keep)
+        one_off["proxy_init_s"] = proxy.init_from_data(train_data, split.train)
     features = None
     if selector is not None and "features" in selector.needs:
         start = time.perf_counter()
@@ -327,8 +335,8 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     model = distributed.wrap(model, device)
     graphed = graphed_steps(config, device.type, world_size)
     step = train_step_for(config, model, optimizer, graphed)
-    score = scorer_for(config, model, graphed)
-    return RunContext(
+    score = proxy.score if proxy is not None else scorer_for(config, model, graphed)
+    ctx = RunContext(
         config=config,
         device=device,
         bundle=bundle,
@@ -346,6 +354,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
         optimizer=optimizer,
         rates=rates,
         lookahead=lookahead,
+        proxy=proxy,
         step=step,
         weighted_step=weighted_step_for(config, model, optimizer, graphed),
         score=score,
@@ -363,3 +372,20 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
             and graphed_selection(config.features),
         },
     )
+    if proxy is not None and config.selection.proxy_pass == "first":
+        ctx.replay = replayed_pass(ctx, proxy)
+    return ctx
+
+
+def replayed_pass(ctx: RunContext, proxy: ProxyModel) -> Replay:
+    """The proxy's first pass over the run's schedule (cached), its time a one-off cost."""
+    selector = ctx.selector
+    assert selector is not None
+
+    def run() -> Replay:
+        return first_pass(proxy, ctx.sampler, ctx.train_data, selector, ctx.keep_at,
+                          ctx.loaded_batch, ctx.epochs, ctx.config.train.seed)  # fmt: skip
+
+    replay, seconds = cached_first_pass(ctx.config, ctx.rank, ctx.world_size, run)
+    ctx.one_off["proxy_pass_s"] = seconds
+    return replay

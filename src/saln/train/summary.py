@@ -50,6 +50,9 @@ def run_summary(
         feature_cache_hit=ctx.feature_cache_hit,
         total_time_s=train_time + sum(ctx.one_off.values()),
         selection_share_of_step=totals["selection"] / max(totals["step"], 1e-9),
+        selection_flops_per_step=None
+        if ctx.proxy is None
+        else ctx.proxy.flops_per_step(ctx.loaded_batch, ctx.keep, ctx.config.data.image_size),
         **tests,
         **selection,
     )
