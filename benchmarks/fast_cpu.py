@@ -13,6 +13,7 @@ and the recipe's seeds interleaved, so a noisy spell of the machine hits both.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from benchmarks.common import RESULTS, machine, write_json
 from saln.config import load
 from saln.train.engine import fit
 
-RUNS = Path("runs/fast_cpu")
+RUNS = Path(os.environ.get("SALN_FAST_CPU_RUNS", "runs/fast_cpu"))
 FAST = "cifar10_fast_cpu"
 WEAK = "cifar10_full_cpu"
 QUIET = {"train.progress": False, "train.method": "standard"}
@@ -73,8 +74,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def grid() -> None:
-    runs = [train(FAST, name, overrides, 0) for name, overrides in GRID.items()]
+def grid(points: list[str]) -> None:
+    runs = [train(FAST, name, GRID[name], 0) for name in points]
     write_json({"machine": machine(), "runs": runs, "summary": summarise(runs)}, _out("grid"))
 
 
@@ -103,10 +104,11 @@ def main() -> None:
     parser.add_argument("plan", choices=("grid", "study", "baseline"))
     parser.add_argument("--point", default="w32-64-64_e10", choices=sorted(GRID))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--points", default=",".join(GRID), help="grid: the points to train")
     parser.add_argument("--baselines", default=",".join(BASELINES))
     args = parser.parse_args()
     if args.plan == "grid":
-        grid()
+        grid(args.points.split(","))
     elif args.plan == "baseline":  # the weak baseline's seed 0 alone, ahead of the rest
         train(WEAK, "small_cnn_as_published", BASELINES["small_cnn_as_published"], 0)
     else:

@@ -32,6 +32,15 @@ def subplots(
     return fig, fig.subplots(*grid, **kwargs)
 
 
+def label_accuracy(ax: Axes, xlabel: str, title: str) -> None:
+    """Label a plot of test accuracy against ``xlabel``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy of the best-val model (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+
+
 def save(fig: Figure, path: Path) -> Path:
     """Write the PNG atomically (render to memory, then one atomic write)."""
     from saln.io import write_bytes_atomic
@@ -124,11 +133,8 @@ def frontier(runs: RunSet, path: Path, frontier: dict[str, list[str]]) -> Path:
         mx, sx, my, sy = spread(method)
         ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt="o", capsize=3, label=method,
                     color=COLOURS.get(RunLabel.parse(method).method))  # fmt: skip
-    ax.set_xlabel("total time, one-off costs included (s)")
-    ax.set_ylabel("test accuracy of the best-val model (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Each method against standard trained for as long (mean ± std over seeds)")
+    title = "Each method against standard trained for as long (mean ± std over seeds)"
+    label_accuracy(ax, "total time, one-off costs included (s)", title)
     return save(fig, path)
 
 
@@ -197,9 +203,9 @@ def accuracy_vs_kept(rows: list[dict[str, Any]], path: Path) -> Path:
             color=colour,
             label=None if len(mine) == 1 else method,
         )
-    ax.set_xlabel("share of each batch kept (1 - filter ratio)")
-    ax.set_ylabel("test accuracy of the best-val model (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Filter-ratio sweep (bars: std over seeds)")
+    xlabel, title = (
+        "share of each batch kept (1 - filter ratio)",
+        "Filter-ratio sweep (bars: std over seeds)",
+    )
+    label_accuracy(ax, xlabel, title)
     return save(fig, path)

@@ -20,26 +20,12 @@ proxy sees the same batches in the same order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
-from saln.selection.base import SELECTORS, BatchView, Selection, require
-from saln.selection.loss import top_k_positions
+from saln.selection.base import SELECTORS
+from saln.selection.loss import LossSelector
 
 
 @SELECTORS.register("proxy")
-@dataclass(frozen=True)
-class ProxySelector:
-    """The loaded rows with the highest proxy loss (``losses`` holds the proxy's, not the
-    learner's: the run scores with its proxy)."""
-
-    name: str = "proxy"
-    needs: frozenset[str] = frozenset({"losses"})
-
-    def select(
-        self, batch: BatchView, keep: int, *, generator: torch.Generator | None = None
-    ) -> Selection:
-        require(batch, self)
-        assert batch.losses is not None
-        return Selection(positions=top_k_positions(batch.losses, keep))
+def proxy_selector() -> LossSelector:
+    """The loaded rows with the highest proxy loss: ``loss``'s top-``keep``, of the losses the
+    run's proxy scored (the run scores with its proxy, not the learner)."""
+    return LossSelector(name="proxy")
