@@ -105,7 +105,8 @@ def test_epoch_schedules_keep_their_torch_values() -> None:
 
 
 def progress_and_lr(config: cfg.Config, out: Path) -> list[tuple[float, float]]:
-    """(progress before the step, lr of the step) for every step of a run of ``config``."""
+    """(progress before the step, the lr of a full step there) for every step of a run of
+    ``config`` (a short last batch steps in proportion to its rows: that share taken out)."""
     from saln.train import engine
 
     seen: list[tuple[float, float]] = []
@@ -118,9 +119,10 @@ def progress_and_lr(config: cfg.Config, out: Path) -> list[tuple[float, float]]:
     pending = [0.0]
     original_set = LearningRates.set
 
-    def set_rate(self: LearningRates, progress: Progress) -> None:
-        original_set(self, progress)
-        pending[0] = self.optimizer.param_groups[0]["lr"]
+    def set_rate(self: LearningRates, progress: Progress, rows: int | None = None) -> None:
+        original_set(self, progress, rows)
+        share = 1.0 if rows is None else min(1.0, rows / self.rows_per_step)
+        pending[0] = self.optimizer.param_groups[0]["lr"] / share
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(EpochProgress, "advance", advance)
