@@ -50,6 +50,10 @@ RECIPE = {
 }
 
 
+# Fewer training rows (about 500 digits) where a test checks wiring, not learning.
+SMALLER = {"data.val_fraction": 0.5, "data.reference_fraction": 0.2}
+
+
 def recipe(tmp_path: Path, method: str = "standard", **overrides: Any) -> cfg.Config:
     return tiny(tmp_path, method, **{**RECIPE, **overrides})
 
@@ -294,7 +298,7 @@ def test_a_comparison_runs_each_kind_of_method_on_the_recipe_each_decayed_to_its
     from saln.experiments.compare import train_grid
     from saln.runs import RunStore
 
-    config = recipe(tmp_path, **{"train.filter_ratio": 0.5, "train.epochs": 2,
+    config = recipe(tmp_path, **{"train.filter_ratio": 0.5, "train.epochs": 2, **SMALLER,
                                  "reference.epochs": 1, "optim.lookahead": 5})  # fmt: skip
     methods = ["standard", "uniform", "saln", "loss", "proxy", "infobatch", "standard_matched",
                "standard_matched@0.5", "standard_matched@infobatch"]  # fmt: skip

@@ -208,7 +208,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         "compare", help="train every method x seed and write the report (the main job)"
     )
     add_config_arguments(p, run_flags("train.method", "train.seed"))  # per run: --methods, --seeds
-    # three seeds, so that every method gets a verdict (about 3 minutes on the bundled default)
+    # three seeds, so that every method gets a verdict (about 4 minutes on the bundled default)
     add_run_grid_arguments(p, list(DEFAULT_METHODS), "", [0, 1, 2])
     p.add_argument(
         "--out",
