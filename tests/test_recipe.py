@@ -136,7 +136,7 @@ def progress_and_lr(config: cfg.Config, out: Path) -> list[tuple[float, float]]:
 
 
 def test_infobatch_shortened_epochs_see_standards_lr_at_the_same_progress(tmp_path: Path) -> None:
-    settings = {"train.epochs": 3, "optim.lookahead": None}
+    settings = {"train.epochs": 2, "optim.lookahead": None}  # InfoBatch prunes epoch 2
     standard = progress_and_lr(recipe(tmp_path, **settings), tmp_path / "standard")
     pruned = progress_and_lr(recipe(tmp_path, "infobatch", **settings), tmp_path / "infobatch")
     assert len(pruned) < len(standard)  # epoch 2 is shortened
@@ -293,15 +293,15 @@ def test_a_short_last_batch_takes_a_step_in_proportion_in_decoupled_units() -> N
 def test_a_comparison_runs_each_kind_of_method_on_the_recipe_each_decayed_to_its_end(
     tmp_path: Path,
 ) -> None:
-    """One method per place rows are chosen (sampler, step, proxy, epoch) and the controls,
-    with their budgets: every one of them ends on the triangle's end."""
+    """The methods whose schedules are laid out differently (InfoBatch's shortened epochs, the
+    budget controls' fewer epochs) and the proxy: every one ends on the triangle's end (the
+    others are standard's layout, checked by test_every_method_trains_and_lowers_the_loss)."""
     from saln.experiments.compare import train_grid
     from saln.runs import RunStore
 
     config = recipe(tmp_path, **{"train.filter_ratio": 0.5, "train.epochs": 2, **SMALLER,
                                  "reference.epochs": 1, "optim.lookahead": 5})  # fmt: skip
-    methods = ["standard", "uniform", "saln", "loss", "proxy", "infobatch", "standard_matched",
-               "standard_matched@0.5", "standard_matched@infobatch"]  # fmt: skip
+    methods = ["proxy", "infobatch", "standard_matched@0.5", "standard_matched@infobatch"]
     train_grid(config, methods, [0], tmp_path / "cmp", nproc=1)  # compare, without its report
     for method in methods:
         run = tmp_path / "cmp" / "runs" / f"{method}-seed0"
