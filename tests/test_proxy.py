@@ -75,7 +75,10 @@ def test_two_passes_replay_what_the_first_pass_chose_the_online_rows(tmp_path: P
     online = kept_rows(tiny(tmp_path, "proxy", **PROXY), tmp_path / "online")
     first = tiny(tmp_path, "proxy", **PROXY, **{"selection.proxy_pass": "first"})
     replayed = kept_rows(first, tmp_path / "first")
-    chosen, seconds = cached_first_pass(first, 0, 1, lambda: pytest.fail("not cached"))
+    from saln.data import build_dataset
+
+    data = build_dataset("digits", "data", False).train.fingerprint()
+    chosen, seconds = cached_first_pass(first, data, 0, 1, lambda: pytest.fail("not cached"))
     assert {k: v.tolist() for k, v in chosen.items()} == replayed
     assert replayed == online  # the pass's proxy saw the online proxy's batches, in order
     summary = fit(first, tmp_path / "first", resume=True)

@@ -86,9 +86,20 @@ def test_norm_biases_get_the_scaled_lr_and_the_same_decay_per_step() -> None:
 
 def test_the_triangle_rises_to_one_at_its_peak_and_falls_to_its_end() -> None:
     optim = cfg.Config().optim  # 0.2, 0.23, 0.07
-    factor = LR_SCHEDULES["triangle"].factor
+    factor = LR_SCHEDULES["triangle"]
     at = [factor(Progress(0, 10, p * 10), optim) for p in (0.0, 0.115, 0.23, 0.615, 1.0)]
     assert at == pytest.approx([0.2, 0.6, 1.0, 0.535, 0.07])
+
+
+def test_the_schedules_and_augmentations_the_config_accepts_are_the_registered_ones() -> None:
+    from saln.data.loaders import TRAIN_AUGMENTS
+
+    assert set(LR_SCHEDULES) == set(cfg.LR_SCHEDULES)
+    assert set(TRAIN_AUGMENTS.names()) == set(cfg.AUGMENTATIONS)
+    optim = cfg.Config().optim
+    for name, factor in LR_SCHEDULES.items():  # only a per-step schedule moves within an epoch
+        moves = factor(Progress(1, 4, 0.1), optim) != factor(Progress(1, 4, 0.9), optim)
+        assert moves == (name in cfg.PER_STEP_SCHEDULES), name
 
 
 def test_epoch_schedules_keep_their_torch_values() -> None:

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,20 +62,27 @@ def first_pass(
     return replay
 
 
-def pass_key(config: Config, rank: int, world_size: int) -> str:
-    """What decides the pass's choices: the whole config but how the run is shown, and the
-    rank (each rank passes over its own rows)."""
+def pass_key(config: Config, data: dict[str, Any], rank: int, world_size: int) -> str:
+    """What decides the pass's choices: the whole config but how the run is shown, the data
+    (its fingerprint: an edited image changes it) and the rank (each passes over its own rows)."""
     settings = config.to_dict()
     settings["train"] = {k: v for k, v in settings["train"].items() if k not in ("progress",)}
-    identity = json.dumps({"config": settings, "rank": rank, "world": world_size}, sort_keys=True)
+    identity = json.dumps(
+        {"config": settings, "data": data, "rank": rank, "world": world_size}, sort_keys=True
+    )
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 
 def cached_first_pass(
-    config: Config, rank: int, world_size: int, run_pass: Callable[[], Replay]
+    config: Config,
+    data: dict[str, Any],
+    rank: int,
+    world_size: int,
+    run_pass: Callable[[], Replay],
 ) -> tuple[Replay, float]:
     """The pass's choices and the seconds it took when it ran, from the cache or run now."""
-    path = Path(config.features.cache_dir) / f"proxy-pass-{pass_key(config, rank, world_size)}.pt"
+    key = pass_key(config, data, rank, world_size)
+    path = Path(config.features.cache_dir) / f"proxy-pass-{key}.pt"
     with exclusive(path.with_suffix(".lock")):
         if path.exists():
             cached = torch.load(path, map_location="cpu", weights_only=True)

@@ -78,7 +78,7 @@ def train_reference(
     )
     if isinstance(model, DataInitialised):  # from the holdout it trains on
         init_from_data(model, data, split.reference)
-    train_lookahead(model, config, data, split.reference, config.reference.epochs)
+    train_on_rows(model, config, data, split.reference, config.reference.epochs)
     trained = time.perf_counter()
     everything = np.arange(len(bundle.train))
     _, _, losses = evaluate_batches(
@@ -91,7 +91,7 @@ def train_reference(
     return losses, costs
 
 
-def train_lookahead(
+def train_on_rows(
     model: nn.Module, config: Config, data: Pipeline, rows: np.ndarray, epochs: int
 ) -> None:
     """Plain training of ``model`` on ``rows``, reshuffled each epoch, with the run's optimizer,

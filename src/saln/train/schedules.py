@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -52,18 +51,14 @@ def triangle(progress: Progress, optim: OptimConfig) -> float:
     return float(np.interp(progress.fraction, [0.0, peak, 1.0], [start, 1.0, end]))
 
 
-class Schedule(NamedTuple):
-    factor: Callable[[Progress, OptimConfig], float]  # multiplies each group's base lr
-    per_step: bool  # set before every step (else at each epoch's start)
-
-
-# The epoch-level schedules read the epoch alone, as they always have; triangle reads progress
-# step by step.
+# Each multiplies every group's base lr. The epoch-level ones read the epoch alone, as they
+# always have; triangle reads progress step by step (config.PER_STEP_SCHEDULES).
+Schedule = Callable[[Progress, OptimConfig], float]
 LR_SCHEDULES: dict[str, Schedule] = {
-    "constant": Schedule(constant, per_step=False),
-    "cosine": Schedule(cosine, per_step=False),
-    "step": Schedule(step, per_step=False),
-    "triangle": Schedule(triangle, per_step=True),
+    "constant": constant,
+    "cosine": cosine,
+    "step": step,
+    "triangle": triangle,
 }
 
 
@@ -124,13 +119,9 @@ class LearningRates:
         self.schedule = LR_SCHEDULES[optim.schedule]
         self.base = [float(group["lr"]) for group in optimizer.param_groups]
 
-    @property
-    def per_step(self) -> bool:
-        return self.schedule.per_step
-
     def set(self, progress: Progress, rows: int | None = None) -> None:
         """The lrs of a step at ``progress`` that trains ``rows`` rows (None: a full step)."""
-        factor = self.schedule.factor(progress, self.optim)
+        factor = self.schedule(progress, self.optim)
         if self.optim.decoupled and rows is not None:
             factor *= min(1.0, rows / self.rows_per_step)
         for group, base in zip(self.optimizer.param_groups, self.base, strict=True):

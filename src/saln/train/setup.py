@@ -386,6 +386,7 @@ def replayed_pass(ctx: RunContext, proxy: ProxyModel) -> Replay:
         return first_pass(proxy, ctx.sampler, ctx.train_data, selector, ctx.keep_at,
                           ctx.loaded_batch, ctx.epochs, ctx.config.train.seed)  # fmt: skip
 
-    replay, seconds = cached_first_pass(ctx.config, ctx.rank, ctx.world_size, run)
+    data = ctx.bundle.train.fingerprint()
+    replay, seconds = cached_first_pass(ctx.config, data, ctx.rank, ctx.world_size, run)
     ctx.one_off["proxy_pass_s"] = seconds
     return replay
