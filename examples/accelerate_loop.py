@@ -13,7 +13,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from digits import TRAIN, images_and_labels, mlp, test_accuracy, train_set
+from digits import TRAIN, curator_options, images_and_labels, mlp, test_accuracy, train_set
 from torch.utils.data import DataLoader
 
 import saln
@@ -33,15 +33,17 @@ def main(argv: list[str] | None = None) -> float:
     curator = saln.Curator(  # pixels as the reference features of the spectral methods
         TRAIN, args.method, epochs=args.epochs, features=images[:TRAIN].flatten(1),
         labels=labels[:TRAIN], sharded_by="accelerate", device=accelerator.device,
+        **curator_options(args.method),
     )  # fmt: skip
     loader = DataLoader(train_set(images, labels), batch_sampler=curator.batch_sampler)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     for epoch in range(args.epochs):
         curator.set_epoch(epoch)
         for x, y, indices in loader:
-            per_sample = F.cross_entropy(model(x), y, reduction="none")
+            kept = curator.select(x, y, indices)  # every row but with method proxy
+            per_sample = F.cross_entropy(model(x[kept]), y[kept], reduction="none")
             optimizer.zero_grad()
-            accelerator.backward(curator.loss(per_sample, indices))
+            accelerator.backward(curator.loss(per_sample, indices[kept]))
             optimizer.step()
         planned = curator.end_epoch()
         accelerator.print(f"epoch {epoch + 1}: {planned}")

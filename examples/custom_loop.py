@@ -1,5 +1,5 @@
-"""A plain PyTorch training loop with saln's Curator: three lines change (the batch sampler,
-``set_epoch``/``end_epoch`` and the loss), on scikit-learn's digits.
+"""A plain PyTorch training loop with saln's Curator: four lines change (the batch sampler,
+``set_epoch``/``end_epoch``, the rows to forward and the loss), on scikit-learn's digits.
 
     python examples/custom_loop.py --method infobatch --epochs 8
 """
@@ -10,7 +10,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from digits import TRAIN, images_and_labels, mlp, test_accuracy, train_set
+from digits import TRAIN, curator_options, images_and_labels, mlp, test_accuracy, train_set
 from torch.utils.data import DataLoader
 
 import saln
@@ -28,19 +28,20 @@ def main(argv: list[str] | None = None) -> float:
 
     curator = saln.Curator(  # pixels as the reference features of the spectral methods
         TRAIN, args.method, epochs=args.epochs, features=images[:TRAIN].flatten(1),
-        labels=labels[:TRAIN],
+        labels=labels[:TRAIN], **curator_options(args.method),
     )  # fmt: skip
     loader = DataLoader(train_set(images, labels), batch_sampler=curator.batch_sampler)
     for epoch in range(args.epochs):
         curator.set_epoch(epoch)
         trained = 0
         for x, y, indices in loader:
-            per_sample = F.cross_entropy(model(x), y, reduction="none")
-            loss = curator.loss(per_sample, indices)
+            kept = curator.select(x, y, indices)  # every row but with method proxy
+            per_sample = F.cross_entropy(model(x[kept]), y[kept], reduction="none")
+            loss = curator.loss(per_sample, indices[kept])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            trained += len(indices) if curator.last_kept is None else len(curator.last_kept)
+            trained += len(kept) if curator.last_kept is None else len(curator.last_kept)
         planned = curator.end_epoch()
         print(f"epoch {epoch + 1}: {trained} rows trained {planned}")
     accuracy = test_accuracy(model, images, labels)

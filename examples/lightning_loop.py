@@ -28,8 +28,9 @@ class DigitsModule(pl.LightningModule):
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels, indices = batch
-        per_sample = F.cross_entropy(self.net(images), labels, reduction="none")
-        return self.curator.loss(per_sample, indices)
+        kept = self.curator.select(images, labels, indices)  # every row but with method proxy
+        per_sample = F.cross_entropy(self.net(images[kept]), labels[kept], reduction="none")
+        return self.curator.loss(per_sample, indices[kept])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
@@ -41,8 +42,9 @@ def build(
     images, labels = digits.images_and_labels()
     train = digits.TRAIN
     curator = saln.Curator(  # pixels as the reference features of the spectral methods
-        train, method, epochs=epochs, features=images[:train].flatten(1), labels=labels[:train]
-    )
+        train, method, epochs=epochs, features=images[:train].flatten(1), labels=labels[:train],
+        **digits.curator_options(method),
+    )  # fmt: skip
     loader = DataLoader(digits.train_set(images, labels), batch_sampler=curator.batch_sampler)
     trainer = pl.Trainer(
         max_epochs=epochs,

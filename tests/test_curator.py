@@ -170,3 +170,98 @@ def test_reference_losses_are_each_samples_loss_computed_once(tmp_path: Path) ->
         reference_losses(model, data, loss_fn=nn.functional.cross_entropy)
     curator = Curator(70, "rho_loss", epochs=1, ref_losses=changed)
     assert curator.ref_losses is not None and torch.equal(curator.ref_losses, changed)
+
+
+def proxy_curator(seed: int = 0, **overrides: object) -> Curator:
+    """Method proxy on 200 rows of 6 features, 20 a batch, half kept, the proxy trained on
+    every other step."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))
+    options: dict[str, object] = {
+        "epochs": 2, "batch_size": 20, "filter_ratio": 0.5, "proxy": net,
+        "proxy_optimizer": torch.optim.SGD(net.parameters(), lr=0.5), "proxy_every": 2,
+    }  # fmt: skip
+    return Curator(200, "proxy", **{**options, **overrides})  # type: ignore[arg-type]
+
+
+DATA = torch.randn(200, 6, generator=torch.Generator().manual_seed(3))
+TARGETS = torch.randint(0, 4, (200,), generator=torch.Generator().manual_seed(4))
+
+
+def test_proxy_keeps_the_top_proxy_losses_and_trains_the_proxy_every_kth_step() -> None:
+    import torch.nn.functional as F
+
+    curator = proxy_curator()
+    assert curator.proxy is not None
+    net = curator.proxy.model
+    curator.set_epoch(0)
+    for step, rows in enumerate(curator.batch_sampler, start=1):
+        indices = torch.as_tensor(rows)
+        before = [p.detach().clone() for p in net.parameters()]
+        with torch.no_grad():  # by hand: the proxy's losses before it learns
+            by_hand = F.cross_entropy(net(DATA[indices]), TARGETS[indices], reduction="none")
+        kept = curator.select(DATA[indices], TARGETS[indices], indices)
+        assert set(kept.tolist()) == set(torch.topk(by_hand, 10).indices.tolist())
+        learned = any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+        assert learned == (step % 2 == 0)
+        per_sample = torch.rand(10)
+        assert float(curator.loss(per_sample, indices[kept])) == pytest.approx(
+            float(per_sample.mean())
+        )
+
+
+def test_a_proxy_curator_resumes_to_the_uninterrupted_choice() -> None:
+    def run_epoch(curator: Curator, epoch: int) -> list[list[int]]:
+        curator.set_epoch(epoch)
+        chosen = []
+        for rows in curator.batch_sampler:
+            indices = torch.as_tensor(rows)
+            kept = curator.select(DATA[indices], TARGETS[indices], indices)
+            curator.loss(torch.rand(len(kept)), indices[kept])
+            chosen.append(sorted(indices[kept].tolist()))
+        curator.end_epoch()
+        return chosen
+
+    whole = proxy_curator()
+    run_epoch(whole, 0)
+    state = whole.state_dict()
+    expected = run_epoch(whole, 1)
+    resumed = proxy_curator(seed=5)  # another proxy init: the state must replace it
+    resumed.load_state_dict(state)
+    assert run_epoch(resumed, 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: Curator(100, "proxy", epochs=1), "pass proxy=<an nn.Module"),
+        (lambda: proxy_curator(proxy_every=0), "proxy_every must be an int >= 1"),
+        (
+            lambda: Curator(100, "loss", epochs=1, proxy=torch.nn.Linear(2, 2)),
+            "scores without a proxy: pass proxy= only with method 'proxy'",
+        ),
+    ],
+)
+def test_a_proxy_curator_refuses_bad_input_naming_the_argument(call: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()  # type: ignore[operator]
+
+
+def test_a_proxy_curator_refuses_a_loss_of_rows_it_did_not_choose() -> None:
+    curator = proxy_curator()
+    curator.set_epoch(0)
+    indices = torch.as_tensor(next(iter(curator.batch_sampler)))
+    with pytest.raises(ValueError, match=r"call kept = curator\.select"):
+        curator.loss(torch.rand(20), indices)  # every loaded row: select was not called
+    kept = curator.select(DATA[indices], TARGETS[indices], indices)
+    with pytest.raises(ValueError, match=r"call kept = curator\.select"):
+        curator.loss(torch.rand(20), indices)  # the loaded rows, not the kept ones
+    assert len(kept) == 10
+
+
+def test_select_keeps_every_row_for_a_method_without_a_proxy() -> None:
+    curator = Curator(100, "loss", epochs=1, batch_size=10)
+    assert torch.equal(curator.select(torch.rand(4, 3), torch.arange(4), torch.arange(4)),
+                       torch.arange(4))  # fmt: skip

@@ -73,17 +73,21 @@ class StopAfter(pl.Callback):  # type: ignore[misc]
             trainer.should_stop = True
 
 
-def test_a_resumed_lightning_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
-    """InfoBatch's losses travel in Lightning's checkpoint: the third epoch, planned from them,
-    trains the same rows to the same weights."""
+@pytest.mark.parametrize("method", ["infobatch", "proxy"])
+def test_a_resumed_lightning_run_ends_where_an_uninterrupted_one_does(
+    tmp_path: Path, method: str
+) -> None:
+    """InfoBatch's losses and the proxy's weights and optimizer travel in Lightning's
+    checkpoint: the third epoch, planned or scored from them, trains the same rows to the same
+    weights."""
     from lightning_loop import build
 
-    trainer, whole, loader = build("infobatch", 3, 1)
+    trainer, whole, loader = build(method, 3, 1)
     trainer.fit(whole, loader)
     keep = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer, first, loader = build("infobatch", 3, 1, [keep, StopAfter(2)])
+    trainer, first, loader = build(method, 3, 1, [keep, StopAfter(2)])
     trainer.fit(first, loader)
-    trainer, resumed, loader = build("infobatch", 3, 1, [pl.callbacks.ModelCheckpoint(tmp_path)])
+    trainer, resumed, loader = build(method, 3, 1, [pl.callbacks.ModelCheckpoint(tmp_path)])
     trainer.fit(resumed, loader, ckpt_path=tmp_path / "last.ckpt")
     for a, b in zip(whole.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
@@ -107,7 +111,8 @@ def test_lightning_refuses_a_trainer_that_would_train_other_rows(
         check_trainer(trainer, Curator(100, "infobatch", epochs=3))
 
 
-def test_the_three_example_loops_train_alike() -> None:
+@pytest.mark.parametrize("method", ["infobatch", "proxy"])
+def test_the_three_example_loops_train_alike(method: str) -> None:
     """A plain loop, Accelerate and Lightning with the same Curator train the same rows with
     the same weights: the same test accuracy to the last digit."""
     pytest.importorskip("accelerate")
@@ -115,6 +120,6 @@ def test_the_three_example_loops_train_alike() -> None:
     import custom_loop
     import lightning_loop
 
-    args = ["--method", "infobatch", "--epochs", "3"]
+    args = ["--method", method, "--epochs", "3"]
     accuracies = {loop.main(args) for loop in (custom_loop, accelerate_loop, lightning_loop)}
     assert len(accuracies) == 1 and accuracies.pop() > 0.6  # ten classes: chance is 0.1

@@ -13,7 +13,7 @@ from saln import config as cfg
 from saln.selection import SELECTORS, BatchView
 from saln.train import placement
 from saln.train.engine import fit
-from saln.train.proxy import ProxyModel, proxy_widths
+from saln.train.proxy import build_proxy, proxy_widths
 from saln.train.step import frozen_batchnorm
 from tests.test_train import tiny
 
@@ -24,7 +24,7 @@ def test_the_kept_rows_are_the_top_proxy_losses_of_a_hand_checked_batch() -> Non
     config = cfg.load(None, {"model.learner": "airbench", "model.widths": [16, 32, 32],
                              "selection.proxy_resolution": 12, "data.image_size": 16})  # fmt: skip
     assert proxy_widths(config) == [4, 8, 8]  # a quarter of the learner's
-    proxy = ProxyModel(config, 10, torch.device("cpu"), rows_per_step=4)
+    proxy = build_proxy(config, 10, torch.device("cpu"), rows_per_step=4)
     images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
     losses = proxy.score(images, labels)
@@ -38,7 +38,7 @@ def test_the_kept_rows_are_the_top_proxy_losses_of_a_hand_checked_batch() -> Non
 
 
 def test_the_proxy_trains_every_kth_call_only() -> None:
-    proxy = ProxyModel(cfg.load(None, {"selection.proxy_every": 3}), 10, torch.device("cpu"), 4)
+    proxy = build_proxy(cfg.load(None, {"selection.proxy_every": 3}), 10, torch.device("cpu"), 4)
     before = [p.detach().clone() for p in proxy.model.parameters()]
     images, labels = torch.randn(4, 3, 32, 32), torch.arange(4)
     changed = []

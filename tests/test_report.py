@@ -383,12 +383,15 @@ def test_compare_end_to_end_then_resume_reruns_nothing_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import saln.experiments.compare
+    import saln.report.build
 
     config, out = cfg.load(tiny_config(tmp_path)), tmp_path / "cmp"
     report = run_comparison(config, list(DEFAULT_METHODS), [0], out)
     assert set(report["methods"]) == set(DEFAULT_METHODS)
     assert (out / "report.html").exists() and (out / "selection_grid.png").exists()
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    # What follows is about what trains again: the figures, drawn above, are not redrawn.
+    monkeypatch.setattr(saln.report.build, "draw", lambda runs, out, target: ({}, []))
     trained: list[str] = []
     original = saln.experiments.compare.fit
     monkeypatch.setattr(

@@ -68,10 +68,12 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
     assert not (published / "full" / "report.html").exists()
 
     import saln.experiments.compare
+    import saln.report.build
 
     monkeypatch.setattr(
         saln.experiments.compare, "fit", lambda *a, **k: pytest.fail("retrained a complete run")
     )
+    monkeypatch.setattr(saln.report.build, "draw", lambda runs, out, target: ({}, []))  # drawn
     again = run_sweep(config, [0.5, 0.9], methods, [0, 1], out)
     assert again["rows"] == result["rows"]
 

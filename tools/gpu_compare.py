@@ -41,6 +41,7 @@ from typing import Final
 from benchmarks.common import machine, write_json
 
 from saln.experiments.compare import DEFAULT_METHODS, run_dir
+from saln.report.build import build_report
 from saln.runs import RunStore
 
 
@@ -383,12 +384,6 @@ def main(argv: list[str] | None = None) -> None:
         lambda job: expected_seconds(job, jobs, earlier, shares[job.name]),
         args.then,
     )
-    for convention in () if args.skip_reports else conventions:
-        # a report changes only where a run finished just now
-        if any(j.outcome == "done" and j.convention == convention for j in jobs):
-            subprocess.run(
-                [sys.executable, "-m", "saln", "report", str(args.out / convention)], check=False
-            )
     rows = [{"run": j.name, "seconds": round(j.seconds, 1), "outcome": j.outcome} for j in jobs]
     write_json(
         {
@@ -402,6 +397,11 @@ def main(argv: list[str] | None = None) -> None:
         },
         args.out / "jobs.json",
     )
+    for convention in () if args.skip_reports else conventions:
+        # a report changes only where a run finished just now
+        if any(j.outcome == "done" and j.convention == convention for j in jobs):
+            report = build_report([args.out / convention], args.out / convention)
+            print(f"report: {report['report']}", flush=True)
     if args.pack is not None:
         pack(args.out, args.pack, conventions)
 

@@ -15,7 +15,14 @@ batch's rows in the batch sampler before any image is loaded; InfoBatch plans ea
 samples and weights their losses; model-aware selectors (``loss``, ``rho_loss``, ``jest``)
 keep the rows with the highest scores of the batch's per-sample losses, and :meth:`loss`
 averages over those rows only (one forward of the loaded batch: the learner's losses are the
-scores). Under torchrun each rank gets its own super-batches, and InfoBatch's losses are
+scores). ``proxy`` chooses before the learner's forward, with a small network of yours
+(``Curator(..., "proxy", proxy=net, proxy_optimizer=opt)``); :meth:`select` runs it and,
+for every other method, keeps every loaded row, so this loop serves every method:
+
+        kept = curator.select(images, labels, indices)    # the proxy scores and learns
+        per_sample = F.cross_entropy(model(images[kept]), labels[kept], reduction="none")
+        curator.loss(per_sample, indices[kept]).backward()
+ Under torchrun each rank gets its own super-batches, and InfoBatch's losses are
 summed over ranks at :meth:`end_epoch`, exactly as in ``saln train``; with
 ``sharded_by="accelerate"`` the sampler yields every process's batches in turn and
 ``accelerator.prepare(loader)`` deals them, to the same rows. :meth:`loss` refuses a batch
@@ -38,6 +45,7 @@ from saln.loop.dealing import DealtBatches, every_rank
 from saln.selection import SELECTORS, BatchView, Selector, keep_count, tail_keep
 from saln.train.assembly import SelectionInputs, assemble_selection
 from saln.train.methods import METHODS, Method
+from saln.train.proxy import ProxyModel
 from saln.train.setup import share_kept
 
 
@@ -59,7 +67,10 @@ class Curator:
     ``"saln"`` (each process is dealt its own batches: torchrun, Lightning) or
     ``"accelerate"`` (``accelerator.prepare(loader)`` deals them). The process group is read
     at each :meth:`set_epoch`, so one that starts after the Curator is built (Lightning's) is
-    followed.
+    followed. ``proxy``/``proxy_optimizer``: method ``proxy``'s scoring network and its
+    optimizer (yours: its lr schedule too), trained on its kept rows every ``proxy_every``-th
+    step; under torchrun its gradients are averaged across processes, so every process's proxy
+    holds the same weights. :meth:`select` runs it.
     """
 
     def __init__(
@@ -80,8 +91,12 @@ class Curator:
         options: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
         sharded_by: str = "saln",
+        proxy: torch.nn.Module | None = None,
+        proxy_optimizer: torch.optim.Optimizer | None = None,
+        proxy_every: int = 4,
     ) -> None:
         self.method: Method = METHODS.build(method)
+        self.proxy = self._proxy(proxy, proxy_optimizer, proxy_every)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise InvalidInput(f"epochs must be a positive int (the loop's epochs), got {epochs!r}")
         self.device, self.epochs = torch.device(device), epochs
@@ -117,6 +132,26 @@ class Curator:
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch, self.step = 0, 0
         self.last_kept: torch.Tensor | None = None  # the rows :meth:`loss` trained, by position
+        self.chosen: torch.Tensor | None = None  # the global indices :meth:`select` kept
+
+    def _proxy(
+        self, model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None, every: int
+    ) -> ProxyModel | None:
+        if self.method.scored_by != "proxy":
+            if model is not None or optimizer is not None:
+                raise InvalidInput(
+                    f"method {self.method.name!r} scores without a proxy: pass proxy= only "
+                    "with method 'proxy'"
+                )
+            return None
+        if not isinstance(model, torch.nn.Module) or not isinstance(
+            optimizer, torch.optim.Optimizer
+        ):
+            raise InvalidInput(
+                "method 'proxy' scores with a small network of yours: pass proxy=<an nn.Module "
+                "mapping images to logits> and proxy_optimizer=<an optimizer of its parameters>"
+            )
+        return ProxyModel(model, optimizer, every=every)
 
     def _selector(self, options: dict[str, Any]) -> Selector | None:
         if self.method.selector is None:
@@ -168,6 +203,8 @@ class Curator:
         self.device = torch.device(device)
         if self.ref_losses is not None:
             self.ref_losses = self.ref_losses.to(self.device)
+        if self.proxy is not None:  # in place: the optimizer keeps its parameters
+            self.proxy.model.to(self.device)
         self.planner.to(self.device)
         return self
 
@@ -185,6 +222,8 @@ class Curator:
         'none'``) and its global indices: their mean over the rows the method trains, each
         with its weight."""
         indices = self._check_step(per_sample, indices)
+        if self.proxy is not None:
+            return self._chosen_loss(per_sample, indices)
         self.batch_sampler.take(indices.tolist())
         self.step += 1
         self.last_kept = None
@@ -196,6 +235,45 @@ class Curator:
         if self.method.selects_in == "step" and self.keep < self.batch_size:
             self.last_kept = self._select_in_step(per_sample.detach(), indices)
             return per_sample[self.last_kept].mean()
+        return per_sample.mean()
+
+    def select(
+        self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor
+    ) -> torch.Tensor:
+        """The positions of the loaded batch to forward the learner on. Method ``proxy``: the
+        rows with the highest proxy loss (the proxy trains on them every ``proxy_every``-th
+        call); pass their losses to :meth:`loss`. Any other method: every row (it chose in the
+        sampler already, or chooses in :meth:`loss`), so one loop serves every method."""
+        labels = torch.as_tensor(labels)
+        if not isinstance(images, torch.Tensor) or labels.ndim != 1 or len(images) != len(labels):
+            raise InvalidInput(
+                "curator.select takes the loaded batch's images (B, ...), labels (B,) and "
+                f"global indices (B,); got {type(images).__name__} of {len(images)} rows and "
+                f"labels of shape {tuple(labels.shape)}"
+            )
+        if self.proxy is None:
+            return torch.arange(len(labels), device=labels.device)
+        indices = self._check_indices(indices, labels, "labels")
+        proxy_device = next(self.proxy.model.parameters()).device
+        if not same_device(images.device, proxy_device):
+            raise InvalidInput(
+                f"the images are on {images.device} and the proxy on {proxy_device}: move the "
+                "proxy to the images' device (curator.to(device) does)"
+            )
+        self.batch_sampler.take(indices.tolist())
+        self.step += 1
+        positions = self._select_in_step(self.proxy.score(images, labels), indices)
+        self.proxy.learn(images[positions], labels[positions])
+        self.last_kept, self.chosen = positions, indices[positions]
+        return positions
+
+    def _chosen_loss(self, per_sample: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        chosen, self.chosen = self.chosen, None
+        if chosen is None or not torch.equal(indices.cpu(), chosen.cpu()):
+            raise InvalidInput(
+                "with method 'proxy' call kept = curator.select(images, labels, indices) first, "
+                "then curator.loss(per_sample, indices[kept]) with the kept rows' losses"
+            )
         return per_sample.mean()
 
     def _select_in_step(self, scores: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -220,21 +298,25 @@ class Curator:
                 f"Curator.loss takes one loss per row (B,), got shape {shape}: compute the "
                 "loss with reduction='none'"
             )
+        return self._check_indices(indices, per_sample, "losses")
+
+    def _check_indices(self, indices: torch.Tensor, rows: torch.Tensor, what: str) -> torch.Tensor:
+        """The batch's global indices, one per row of ``rows`` (``what``: losses or labels)."""
         indices = torch.as_tensor(indices)
         if indices.device.type == "meta" or indices.dtype.is_floating_point:
             raise InvalidInput(
                 f"indices must be the batch's global indices as integers on a real device, got "
                 f"{indices.dtype} on {indices.device}: pass the indices the dataset returned"
             )
-        if indices.shape != per_sample.shape:
+        if indices.shape != rows.shape:
             raise InvalidInput(
-                f"{len(per_sample)} losses for {len(indices)} indices: pass the batch's global "
-                "indices, one per loss"
+                f"{len(rows)} {what} for {len(indices)} indices: pass the batch's global "
+                f"indices, one per row"
             )
-        if not same_device(per_sample.device, self.device):
+        if not same_device(rows.device, self.device):
             raise InvalidInput(
-                f"the losses are on {per_sample.device} and the Curator on {self.device}: "
-                f"pass device={str(per_sample.device)!r} to Curator"
+                f"the {what} are on {rows.device} and the Curator on {self.device}: "
+                f"pass device={str(rows.device)!r} to Curator"
             )
         if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= self.size):
             raise InvalidInput(
@@ -262,6 +344,7 @@ class Curator:
             "planner": self.planner.state_dict(),
             "sampler": self.sampler.state_dict(),
             "generator": self.generator.get_state(),
+            "proxy": None if self.proxy is None else self.proxy.state_dict(),
             "method": self.method.name,
             "size": self.size,
             "samples": len(self.indices),
@@ -277,6 +360,8 @@ class Curator:
             )
         self.planner.load_state_dict(state["planner"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.proxy is not None and state.get("proxy"):
+            self.proxy.load_state_dict(state["proxy"])
         if "generator" in state:
             # a checkpoint format may hand it back as an array
             self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8))

@@ -7,10 +7,13 @@
     trainer.fit(module, loader)
 
 and in ``training_step``: ``return curator.loss(F.cross_entropy(out, y, reduction="none"),
-indices)``. The callback plans each epoch, hands InfoBatch every rank's losses at its end,
-logs the epoch's planning statistics, keeps the Curator on the module's device and its state
-in Lightning's checkpoints. Works with ``Trainer(strategy="ddp")``: the process group starts
-inside ``fit``, and the Curator follows it from the first epoch.
+indices)`` (with method ``proxy``, ``kept = curator.select(x, y, indices)`` first, and the
+kept rows' losses; the proxy stays outside the module, so Lightning's DDP leaves it alone and
+the Curator averages its gradients itself). The callback plans each epoch, hands InfoBatch
+every rank's losses at its end, logs the epoch's planning statistics, keeps the Curator on
+the module's device and its state in Lightning's checkpoints. Works with
+``Trainer(strategy="ddp")``: the process group starts inside ``fit``, and the Curator follows
+it from the first epoch.
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ class CuratorCallback(pl.Callback):
             pl_module.log_dict({f"saln/{k}": float(v) for k, v in stats.items()}, sync_dist=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return as_tensors(self.curator.state_dict())
+        state = self.curator.state_dict()
+        return {**as_tensors(state), "proxy": state["proxy"]}  # the proxy's are tensors already
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.curator.load_state_dict(as_arrays(state_dict))
+        proxy = state_dict.get("proxy")
+        self.curator.load_state_dict({**as_arrays(state_dict), "proxy": proxy})
 
 
 def check_trainer(trainer: pl.Trainer, curator: Curator) -> None:

@@ -64,26 +64,25 @@ def selection_grid(examples: dict[str, tuple[Run, dict[str, Any]]], path: Path) 
 
 
 def weights_figure(runs: dict[str, Run], path: Path) -> Path:
-    """Heatmap and histogram of each method's final fully connected layer (best-val model)."""
-    fig, axes = subplots(
-        len(runs),
-        2,
-        figsize=(11, 1.9 * len(runs) + 0.8),
-        squeeze=False,
-        gridspec_kw={"width_ratios": [3, 1]},
-        layout="constrained",
-    )
-    for (heat, hist), (method, run) in zip(axes, runs.items(), strict=True):
+    """Heatmap and histogram of each method's final fully connected layer (best-val model),
+    on one colour scale so the methods' weights compare at a glance."""
+    weights = {}
+    for method, run in runs.items():
         state = torch.load(run.path / "best_model.pt", map_location="cpu", weights_only=True)
-        weight = classifier_weight(state).float().numpy()
-        limit = np.abs(weight).max()
+        weights[method] = classifier_weight(state).float().numpy()
+    limit = max(float(np.abs(w).max()) for w in weights.values()) or 1.0
+    fig, axes = subplots(
+        len(runs), 2, figsize=(11, 1.9 * len(runs) + 0.8), squeeze=False,
+        gridspec_kw={"width_ratios": [3, 1]},
+    )  # fmt: skip
+    for (heat, hist), (method, weight) in zip(axes, weights.items(), strict=True):
         image = heat.imshow(
             weight, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
         )
         heat.set_ylabel(f"{method}\nclass")
-        fig.colorbar(image, ax=heat, fraction=0.03)
-        hist.hist(weight.ravel(), bins=60, color="C0")
+        hist.hist(weight.ravel(), bins=60, color="C0", histtype="stepfilled")
         hist.set_title(f"std {weight.std():.3f}", fontsize=9)
+    fig.colorbar(image, ax=axes[:, 0], fraction=0.02)  # one scale: constrained layout is slow
     axes[-1][0].set_xlabel("input feature")
     axes[-1][1].set_xlabel("weight")
     fig.suptitle(

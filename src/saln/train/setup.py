@@ -35,7 +35,7 @@ from saln.train.epochwise import Planner
 from saln.train.lookahead import Lookahead
 from saln.train.methods import METHODS, Method
 from saln.train.names import check_names
-from saln.train.proxy import ProxyModel
+from saln.train.proxy import ProxyModel, build_proxy
 from saln.train.proxy_pass import Replay, cached_first_pass, first_pass
 from saln.train.reference import reference_losses
 from saln.train.schedules import LearningRates
@@ -286,7 +286,7 @@ def build_run(config: Config, rank: int = 0, world_size: int = 1) -> RunContext:
     lookahead = Lookahead(model, every) if every else None  # after the init: it averages that
     proxy = None
     if method.scored_by == "proxy":
-        proxy = ProxyModel(config, len(bundle.classes), device, keep)
+        proxy = build_proxy(config, len(bundle.classes), device, keep)
         one_off["proxy_init_s"] = proxy.init_from_data(train_data, split.train)
     features = None
     if selector is not None and "features" in selector.needs:
