@@ -14,12 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from saln.io import write_json_atomic
-from saln.report.build import build_report
 from saln.report.sweep import FULL_DIR, write_sweep
-from tools.publish_cifar10 import environments
-
-ENV_KEYS = ("git_sha", "git_dirty", "torch", "python", "platform", "device", "cpu_threads", "gpu")
+from tools.publish_comparison import publish as publish_comparison
 
 
 def publish(sweep: Path, out: Path) -> Path:
@@ -29,9 +25,7 @@ def publish(sweep: Path, out: Path) -> Path:
         sys.exit(f"{sweep} holds no readable sweep.json ({err}): run `saln sweep` there first")
     full = [sweep / FULL_DIR] if FULL_DIR in folders else []
     for name in folders:
-        build_report([sweep / name, *full] if name != FULL_DIR else full, out / name)
-        (out / name / "report.html").unlink(missing_ok=True)  # the markdown and PNGs are the record
-        write_json_atomic(out / name / "env.json", environments(sweep / name, ENV_KEYS))
+        publish_comparison([sweep / name, *full] if name != FULL_DIR else full, out / name)
     return Path(
         write_sweep(out, [(out / name, ratio) for name, ratio in folders.items()])["report"]
     )

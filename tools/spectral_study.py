@@ -30,7 +30,7 @@ from saln.report.sweep import FULL_DIR
 from saln.runs.records import RunLabel
 from tools.infobatch_study import verdict, write_study
 from tools.publish_cifar10 import environments
-from tools.publish_sweep import ENV_KEYS
+from tools.publish_comparison import ENV_KEYS
 
 SWEEPS = ("plain", "coverage")
 GOAL_RATIO = 0.8  # the goal: a model-free selector better than uniform here, p < 0.05
