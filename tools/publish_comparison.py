@@ -27,13 +27,18 @@ def publish(runs: list[Path], out: Path) -> dict[str, Any]:
     return report
 
 
-def main() -> None:
+def folder_and_out(description: str, what: str) -> argparse.Namespace:
+    """A publishing tool's arguments: the folder of runs, and where the results go."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("runs", type=Path, help="a folder `saln compare --out` wrote")
+    parser.add_argument("runs", type=Path, help=what)
     parser.add_argument("out", type=Path, help="where the published results go")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = folder_and_out(__doc__ or "", "a folder `saln compare --out` wrote")
     print(f"wrote {publish([args.runs], args.out)['report']}")
 
 

@@ -9,12 +9,12 @@ the sweep's table, JSON and picture are rebuilt from those published summaries i
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from saln.report.sweep import FULL_DIR, write_sweep
+from tools.publish_comparison import folder_and_out
 from tools.publish_comparison import publish as publish_comparison
 
 
@@ -32,13 +32,8 @@ def publish(sweep: Path, out: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("sweep", type=Path, help="a folder `saln sweep --out` wrote")
-    parser.add_argument("out", type=Path, help="where the published results go")
-    args = parser.parse_args()
-    print(f"wrote {publish(args.sweep, args.out)}")
+    args = folder_and_out(__doc__ or "", "a folder `saln sweep --out` wrote")
+    print(f"wrote {publish(args.runs, args.out)}")
 
 
 if __name__ == "__main__":
