@@ -22,7 +22,8 @@ for every other method, keeps every loaded row, so this loop serves every method
         kept = curator.select(images, labels, indices)    # the proxy scores and learns
         per_sample = F.cross_entropy(model(images[kept]), labels[kept], reduction="none")
         curator.loss(per_sample, indices[kept]).backward()
- Under torchrun each rank gets its own super-batches, and InfoBatch's losses are
+
+Under torchrun each rank gets its own super-batches, and InfoBatch's losses are
 summed over ranks at :meth:`end_epoch`, exactly as in ``saln train``; with
 ``sharded_by="accelerate"`` the sampler yields every process's batches in turn and
 ``accelerator.prepare(loader)`` deals them, to the same rows. :meth:`loss` refuses a batch
