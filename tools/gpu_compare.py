@@ -397,13 +397,13 @@ def main(argv: list[str] | None = None) -> None:
         },
         args.out / "jobs.json",
     )
+    if args.pack is not None:  # first: the archive holds no reports, and must not wait on one
+        pack(args.out, args.pack, conventions)
     for convention in () if args.skip_reports else conventions:
         # a report changes only where a run finished just now
         if any(j.outcome == "done" and j.convention == convention for j in jobs):
             report = build_report([args.out / convention], args.out / convention)
             print(f"report: {report['report']}", flush=True)
-    if args.pack is not None:
-        pack(args.out, args.pack, conventions)
 
 
 if __name__ == "__main__":
