@@ -17,10 +17,11 @@ from saln.runs.records import RunLabel
 from saln.train import METHODS, fit
 from saln.train.methods import for_grid
 
-# The paper's methods, its controls and InfoBatch, in the order reports show them; the
-# repaired spectral selectors and class_stratified are asked for by name.
+# The paper's methods, its controls, InfoBatch and the proxy model, in the order reports show
+# them; the repaired spectral selectors and class_stratified are asked for by name.
 DEFAULT_METHODS = (
     "standard", "standard_matched", "infobatch", "uniform", "saln", "loss", "rho_loss", "jest",
+    "proxy",
 )  # fmt: skip
 
 

@@ -58,6 +58,7 @@ METHOD_ORDER = [
     "loss",
     "rho_loss",
     "jest",
+    "proxy",
 ]
 
 
