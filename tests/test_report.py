@@ -715,3 +715,9 @@ def test_the_report_judges_each_method_against_standards_frontier(synthetic: Pat
     assert p < 0.05
     assert first.endswith(f"Against standard's frontier at its total time: -9.50 points, "
                           f"p = {p:.3f}: below.")  # fmt: skip
+    # The same frontier on another cost: examples trained (60 for every shorter run here).
+    from saln.report import aggregate
+
+    runs = aggregate.load_runs([synthetic])
+    by_examples = aggregate.standard_frontier(runs, lambda r: float(r.summary.examples_trained))
+    assert sorted(by_examples[0]) == [(60.0, 0.80), (60.0, 0.86), (300.0, 0.88)]

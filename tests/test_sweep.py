@@ -60,6 +60,11 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
 
     from tools.publish_sweep import publish
 
+    import saln.experiments.compare
+    import saln.report.build
+
+    # The figures were drawn above: what follows checks tables and what trains again.
+    monkeypatch.setattr(saln.report.build, "draw", lambda runs, out, target: ({}, []))
     published = publish(out, tmp_path / "published").parent
     assert published.joinpath("sweep.md").read_text() == table  # rebuilt from what it publishes
     env = json.loads((published / "ratio-0.9" / "env.json").read_text())
@@ -67,13 +72,9 @@ def test_a_sweep_runs_each_ratio_once_and_its_table_matches_the_runs(
     assert recorded == sorted(p.name for p in (out / "ratio-0.9" / "runs").iterdir())
     assert not (published / "full" / "report.html").exists()
 
-    import saln.experiments.compare
-    import saln.report.build
-
     monkeypatch.setattr(
         saln.experiments.compare, "fit", lambda *a, **k: pytest.fail("retrained a complete run")
     )
-    monkeypatch.setattr(saln.report.build, "draw", lambda runs, out, target: ({}, []))  # drawn
     again = run_sweep(config, [0.5, 0.9], methods, [0, 1], out)
     assert again["rows"] == result["rows"]
 

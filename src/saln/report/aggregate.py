@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -414,12 +415,19 @@ def faster_than(times: list[float], standard: list[float]) -> dict[str, Any]:
 FRONTIER_KEY = "test_acc_best"  # the accuracy a frontier verdict compares
 
 
-def points(runs: list[Run]) -> dict[int, Point]:
-    """Each run's (total time, test accuracy), by seed."""
-    return {r.seed: (r.summary.total_time_s, r.summary.value(FRONTIER_KEY)) for r in runs}
+def total_time(run: Run) -> float:
+    """The cost a frontier verdict charges: one-off costs and selection included."""
+    return run.summary.total_time_s
 
 
-def standard_frontier(runs: RunSet) -> dict[int, list[Point]]:
+def points(runs: list[Run], cost: Callable[[Run], float] = total_time) -> dict[int, Point]:
+    """Each run's (cost, test accuracy), by seed."""
+    return {r.seed: (cost(r), r.summary.value(FRONTIER_KEY)) for r in runs}
+
+
+def standard_frontier(
+    runs: RunSet, cost: Callable[[Run], float] = total_time
+) -> dict[int, list[Point]]:
     """Standard's frontier per seed: its full run and its ``standard_matched@F`` runs; empty
     when the comparison trained no such point."""
     shares = [m for m in runs.methods() if RunLabel.parse(m).fraction is not None]
@@ -427,7 +435,7 @@ def standard_frontier(runs: RunSet) -> dict[int, list[Point]]:
         return {}
     frontier: dict[int, list[Point]] = {}
     for method in ["standard", *shares]:
-        for seed, point in points(runs.of(method)).items():
+        for seed, point in points(runs.of(method), cost).items():
             frontier.setdefault(seed, []).append(point)
     return frontier
 
