@@ -46,6 +46,7 @@ def judge(runs: RunSet) -> dict[str, Any]:
     standard_examples = [r.summary.examples_trained for r in runs.of("standard")]
     if not standard_examples:
         raise SystemExit("no standard runs among the paths: the frontier needs them")
+    frontiers = {name: standard_frontier(runs, cost) for name, cost in COSTS.items()}
     table = {}
     for method in filter(competes, runs.methods()):
         group = runs.of(method)
@@ -55,9 +56,7 @@ def judge(runs: RunSet) -> dict[str, Any]:
             / len(group)
             / (sum(standard_examples) / len(standard_examples)),
             **{
-                f"vs_frontier_by_{name}": frontier_verdict(
-                    points(group, cost), standard_frontier(runs, cost)
-                )
+                f"vs_frontier_by_{name}": frontier_verdict(points(group, cost), frontiers[name])
                 for name, cost in COSTS.items()
             },
         }
