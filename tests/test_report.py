@@ -689,6 +689,35 @@ def test_each_method_is_judged_against_its_budget_matched_control(synthetic: Pat
     ]
 
 
+def test_a_frontier_point_that_trains_a_methods_examples_is_its_budget_control() -> None:
+    """standard_matched@infobatch trains round(examples / rows an epoch) whole epochs: InfoBatch's
+    301,023 examples of 40,000-row epochs are 8, the 0.8 point of a 10-epoch frontier, the
+    same run under another name; a method with a seed the point lacks, or whose seeds round to
+    different epochs, has no twin."""
+    from saln.report.aggregate import Run, RunSet, budget_control, budget_verdict
+
+    def run(method: str, seed: int, examples: int, epochs: int, acc: float) -> Run:
+        zeros = {f.name: 0 for f in fields(RunSummary) if f.default is MISSING}
+        summary = RunSummary(**{**zeros, "method": method, "seed": seed, "epochs": epochs,
+                                "examples_trained": examples, "test_acc_best": acc})  # fmt: skip
+        return Run(Path(f"{method}-{seed}"), {}, summary, [])
+
+    runs = RunSet([
+        *(run("standard", s, 400_000, 10, 0.85) for s in (0, 1)),
+        *(run("standard_matched@0.6", s, 240_000, 6, 0.82) for s in (0, 1)),
+        *(run("standard_matched@0.8", s, 320_000, 8, 0.84 + s / 100) for s in (0, 1)),
+        run("infobatch", 0, 301_023, 10, 0.83), run("infobatch", 1, 318_000, 10, 0.84),
+        run("loss", 0, 301_023, 10, 0.8), run("loss", 2, 301_023, 10, 0.8),
+        run("jest", 0, 301_023, 10, 0.8), run("jest", 1, 280_000, 10, 0.8),
+    ])  # fmt: skip
+    assert budget_control("infobatch", runs) == "standard_matched@0.8"
+    verdict = budget_verdict("infobatch", runs)["vs_budget_control"]
+    assert verdict["difference"] == pytest.approx(0.835 - 0.845)
+    assert budget_control("loss", runs) is None  # seed 2 has no frontier run
+    assert budget_control("jest", runs) is None  # 7.53 and 7.0 epochs: no one point
+    assert budget_control("standard_matched@0.8", runs) is None
+
+
 def test_the_report_judges_each_method_against_standards_frontier(synthetic: Path) -> None:
     """Standard's frontier per seed: (12 s, 0.80), (24 s, 0.86) and its full run (30 s, 0.88;
     36 s, 0.90). saln's 11.5 and 10 s are left of it, held to the 0.80 point: 0.70 and 0.71

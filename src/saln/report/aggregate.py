@@ -273,7 +273,8 @@ def budget_control(method: str, runs: RunSet) -> str | None:
     """The control a method's saving is judged by: standard training with its schedule fully
     decayed over the method's examples. ``standard_matched@METHOD`` where the comparison has
     it, else ``standard_matched`` at the method's filter ratio (the same examples in either
-    batch convention); None for the standard runs themselves, or where neither was run."""
+    batch convention), else the frontier point that is the same run (``frontier_twin``); None
+    for the standard runs themselves, or where none was run."""
     label = RunLabel.parse(method)
     if label.is_reference or label.method == "standard_matched":
         return None
@@ -283,7 +284,29 @@ def budget_control(method: str, runs: RunSet) -> str | None:
     ratio, matched = runs.of(method)[0].summary.filter_ratio, runs.of("standard_matched")
     if ratio and matched and matched[0].config["train"]["filter_ratio"] == ratio:
         return "standard_matched"
+    return frontier_twin(method, runs)
+
+
+def frontier_twin(method: str, runs: RunSet) -> str | None:
+    """The frontier point ``standard_matched@F`` that is ``standard_matched@METHOD`` under
+    another name: on every seed of the method it trained the whole epochs the matched run
+    would train (the method's examples over an epoch's rows, rounded as the trainer rounds)."""
+    group = runs.of(method)
+    for name in runs.methods():
+        if RunLabel.parse(name).fraction is None:
+            continue
+        point = {run.seed: run.summary for run in runs.of(name)}
+        if all(r.seed in point and trains_budget_of(point[r.seed], r.summary) for r in group):
+            return name
     return None
+
+
+def trains_budget_of(point: RunSummary, run: RunSummary) -> bool:
+    """Whether a frontier run trained the epochs a run matched to ``run``'s examples would."""
+    if not point.epochs or not point.examples_trained:
+        return False
+    rows_per_epoch = point.examples_trained / point.epochs
+    return max(1, round(run.examples_trained / rows_per_epoch)) == point.epochs
 
 
 def budget_verdict(method: str, runs: RunSet) -> dict[str, Any]:
