@@ -99,9 +99,8 @@ TABLES: list[tuple[str, list[tuple[str, Cell]]]] = [
     ),
     (
         "Against the budget-matched control: standard training, its schedule fully decayed, on "
-        "the method's examples (a frontier point that trained the same whole epochs is that "
-        "run; test acc of the best-val model; verdict at p < 0.05, two-sided Welch t-test over "
-        "seeds)",
+        "the method's examples (test acc of the best-val model; verdict at p < 0.05, two-sided "
+        "Welch t-test over seeds)",
         [
             ("control", lambda r: r.get("budget_control") or "n/a"),
             ("difference (points)", lambda r: control_cell(r, "difference", "vs_budget_control")),
