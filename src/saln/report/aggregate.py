@@ -18,7 +18,7 @@ from saln.config import ConfigError, from_dict
 from saln.errors import InvalidInput
 from saln.report.frontier import Point, frontier_verdict
 from saln.report.significance import VERDICT_ALPHA, Stat, welch_p_value
-from saln.runs.records import EpochRecord, RunLabel, RunSummary
+from saln.runs.records import EpochRecord, RunLabel, RunSummary, budget_epochs
 from saln.runs.store import RunStore, config_differences
 
 # Settings that must agree for runs to be comparable: same data, same split.
@@ -290,7 +290,7 @@ def budget_control(method: str, runs: RunSet) -> str | None:
 def frontier_twin(method: str, runs: RunSet) -> str | None:
     """The frontier point ``standard_matched@F`` that is ``standard_matched@METHOD`` under
     another name: on every seed of the method it trained the whole epochs the matched run
-    would train (the method's examples over an epoch's rows, rounded as the trainer rounds)."""
+    would train (``budget_epochs`` of the method's examples)."""
     group = runs.of(method)
     for name in runs.methods():
         if RunLabel.parse(name).fraction is None:
@@ -306,7 +306,7 @@ def trains_budget_of(point: RunSummary, run: RunSummary) -> bool:
     if not point.epochs or not point.examples_trained:
         return False
     rows_per_epoch = point.examples_trained / point.epochs
-    return max(1, round(run.examples_trained / rows_per_epoch)) == point.epochs
+    return budget_epochs(run.examples_trained, rows_per_epoch) == point.epochs
 
 
 def budget_verdict(method: str, runs: RunSet) -> dict[str, Any]:

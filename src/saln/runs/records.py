@@ -25,6 +25,12 @@ REFERENCE_METHODS = frozenset({"standard"})
 CONTROL_METHODS = frozenset({"standard_matched", "uniform"})
 
 
+def budget_epochs(examples: int, rows_per_epoch: float) -> int:
+    """Whole epochs ``standard_matched@M`` trains for M's ``examples`` (at least one): the
+    trainer's rule, and the report's for finding that run among the frontier's points."""
+    return max(1, round(examples / rows_per_epoch))
+
+
 @dataclass(frozen=True)
 class RunLabel:
     """The name a run is reported under, typed: ``method``, whose budget it trained

@@ -8,7 +8,7 @@ from typing import Any
 
 from saln.config import Config, ConfigError, graphed_selection
 from saln.registry import Registry
-from saln.runs.records import RunLabel
+from saln.runs.records import RunLabel, budget_epochs
 from saln.selection import SELECTORS, Selector
 from saln.selection.repaired import GraphOptions, StrataOptions
 from saln.selection.schedule import SelectionSchedule
@@ -116,7 +116,7 @@ class Method:
         if t.budget_fraction is not None:
             return max(1, round(t.epochs * t.budget_fraction))
         if t.budget_examples is not None:
-            return max(1, round(t.budget_examples / train_rows))
+            return budget_epochs(t.budget_examples, train_rows)
         return max(1, round(t.epochs * (1 - t.filter_ratio)))
 
 
