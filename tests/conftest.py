@@ -42,6 +42,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(needs_cuda)
 
 
+def one_pixel_png() -> bytes:
+    """A valid PNG of one pixel (PIL's encoder, not matplotlib's renderer)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def figures_rendered_where_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendering a report's PNGs (matplotlib's Agg) is most of what building a report costs and
+    a large share of the suite's time. Tests marked ``figures`` render them; elsewhere every
+    figure is still built, and its file holds a one-pixel PNG instead of the rendering."""
+    if request.node.get_closest_marker("figures"):
+        return
+    from saln.io import write_bytes_atomic
+    from saln.report import plots, visualize
+
+    image = one_pixel_png()
+
+    def stand_in(fig: object, path: Path) -> Path:
+        return write_bytes_atomic(path, image)
+
+    monkeypatch.setattr(plots, "save", stand_in)
+    monkeypatch.setattr(visualize, "save", stand_in)
+
+
 @pytest.fixture(autouse=True)
 def leaves_no_temp_files(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

@@ -130,3 +130,14 @@ def test_a_retired_key_is_refused_from_a_user_and_dropped_from_a_stored_run() ->
         cfg.load(None, {"train.jest_chunks": 4})
     stored = {"train": {"method": "jest", "jest_chunks": 16}}
     assert cfg.from_dict(stored, stored=True) == cfg.from_dict({"train": {"method": "jest"}})
+
+
+def test_only_the_settings_every_method_reads_set_runs_apart() -> None:
+    """A proxy's resolution matters between two proxy runs, not between a proxy run and its
+    uniform control (uniform runs the same at any resolution); the filter ratio always does."""
+    assert ("selection", "proxy_resolution") in cfg.unshared_settings({"proxy", "uniform"})
+    assert ("selection", "proxy_widths") in cfg.unshared_settings({"saln", "uniform"})
+    assert ("selection", "strata") in cfg.unshared_settings({"spectral_strata", "uniform"})
+    assert ("selection", "proxy_resolution") not in cfg.unshared_settings({"proxy"})
+    shared = {("train", "filter_ratio"), ("selection", "k"), ("optim", "lr")}
+    assert not shared & cfg.unshared_settings({"proxy", "uniform"})

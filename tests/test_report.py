@@ -213,6 +213,7 @@ def test_a_comparison_with_uneven_seeds_lists_each_methods_seeds(synthetic: Path
     assert "Seeds differ between methods (standard 0, 1; uniform 0, 1; saln 0)" in text
 
 
+@pytest.mark.figures
 def test_report_files_have_every_table_row_and_plot(synthetic: Path) -> None:
     out = synthetic / "report"
     build_report([synthetic], out, target=0.84)
@@ -300,6 +301,18 @@ def test_a_selector_at_another_setting_than_the_control_gets_no_verdict(syntheti
     assert methods["standard"]["verdict_vs_uniform"] == "better"  # references: as they are
 
 
+def test_a_setting_the_control_does_not_read_leaves_the_verdict(synthetic: Path) -> None:
+    """Neither saln nor uniform reads the proxy's settings: runs that differ only there are
+    still set against each other (they once got "not comparable")."""
+    for run in (synthetic / "runs").glob("saln-seed*"):
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["selection"]["proxy_resolution"] = 16
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    methods = build_report([synthetic], synthetic / "report")["methods"]
+    assert methods["saln"]["vs_uniform"] is not None
+    assert not methods["saln"]["verdict_vs_uniform"].startswith("not comparable")
+
+
 def test_incomplete_runs_are_named_and_left_out(synthetic: Path) -> None:
     (synthetic / "runs" / "saln-seed1" / "summary.json").unlink()
     (synthetic / "runs" / "empty").mkdir()
@@ -379,6 +392,7 @@ def tiny_config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.figures
 def test_compare_end_to_end_then_resume_reruns_nothing_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -435,6 +449,7 @@ window.addEventListener("load", () => {
     CHROMIUM is None and not os.environ.get("CI"),
     reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it",
 )
+@pytest.mark.figures
 def test_html_report_renders_in_headless_chromium(synthetic: Path, tmp_path: Path) -> None:
     assert CHROMIUM is not None, "CI must run this test: .ci/run installs chromium"
     report = build_report([synthetic], synthetic / "report", target=0.84)

@@ -800,6 +800,7 @@ def test_a_run_leaves_the_callers_torch_state_as_it_was(tmp_path: Path) -> None:
     assert not torch.are_deterministic_algorithms_enabled()
 
 
+@pytest.mark.figures
 def test_drawing_a_report_leaves_matplotlib_alone(tmp_path: Path) -> None:
     """No backend switched when the plotting modules load (they once called
     ``matplotlib.use``), no pyplot figure left open by a drawing."""

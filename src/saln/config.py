@@ -10,7 +10,8 @@ import dataclasses
 import difflib
 import math
 import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -23,14 +24,20 @@ class ConfigError(InvalidInput):
     """A config key or value that cannot be used; the message names it and what is valid."""
 
 
-def setting(default: Any, help: str, *, registry: str | None = None) -> Any:
+def setting(
+    default: Any, help: str, *, registry: str | None = None, read_by: tuple[str, ...] = ()
+) -> Any:
     """A config field with its help text and, where its values are names in a registry, which
-    one (``registry``); the CLI builds its flags and help from these. A list default is
-    copied for each config."""
-    metadata = {"help": help, "registry": registry}
+    one (``registry``); the CLI builds its flags and help from these. ``read_by`` names the
+    only methods that read the setting (empty: any method may). A list default is copied for
+    each config."""
+    metadata = {"help": help, "registry": registry, "read_by": read_by}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+PROXY = ("proxy",)  # the methods that read the proxy's settings
 
 
 @dataclass(frozen=True)
@@ -148,22 +155,35 @@ class SelectionConfig:
         "combinatorial (the paper's D - S), normalized, or regularized (D + mean degree)",
         registry="laplacian",
     )
-    strata: int = setting(10, "spectral_strata: strata per batch, at least 2")
+    strata: int = setting(
+        10, "spectral_strata: strata per batch, at least 2", read_by=("spectral_strata",)
+    )
     dims: int = setting(
-        9, "spectral_strata: eigenvectors embedding the rows (1: quantiles of the Fiedler vector)"
+        9,
+        "spectral_strata: eigenvectors embedding the rows (1: quantiles of the Fiedler vector)",
+        read_by=("spectral_strata",),
     )
-    proxy_learner: str = setting("airbench", "proxy: the proxy model's learner", registry="learner")
+    proxy_learner: str = setting(
+        "airbench", "proxy: the proxy model's learner", registry="learner", read_by=PROXY
+    )
     proxy_widths: list[int] | None = setting(  # noqa: RUF009  (a field(), default None)
-        None, "proxy: an airbench proxy's widths (null: a quarter of the learner's, airbench's)"
+        None,
+        "proxy: an airbench proxy's widths (null: a quarter of the learner's, airbench's)",
+        read_by=PROXY,
     )
-    proxy_every: int = setting(4, "proxy: the proxy trains on its kept rows every this many steps")
+    proxy_every: int = setting(
+        4, "proxy: the proxy trains on its kept rows every this many steps", read_by=PROXY
+    )
     proxy_resolution: int | None = setting(
-        None, "proxy: score (and train the proxy) at this many pixels a side (null: the learner's)"
+        None,
+        "proxy: score (and train the proxy) at this many pixels a side (null: the learner's)",
+        read_by=PROXY,
     )
     proxy_pass: str = setting(
         "online",
         "proxy: online (the proxy trains beside the learner) or first (it runs over the seeded "
         "schedule before training, a one-off cost, and its choices are replayed)",
+        read_by=PROXY,
     )
 
     def check(self) -> None:
@@ -423,6 +443,19 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def unshared_settings(methods: Collection[str]) -> frozenset[tuple[str, str]]:
+    """The ``(section, key)`` settings that some of ``methods`` do not read. A method that does
+    not read a setting runs the same whatever its value, so a difference in it does not set
+    that method's runs apart from the others'."""
+    config = Config()
+    return frozenset(
+        (section.name, key.name)
+        for section in fields(config)
+        for key in fields(getattr(config, section.name))
+        if key.metadata.get("read_by") and not set(methods) <= set(key.metadata["read_by"])
+    )
 
 
 def _suggest(name: str, valid: list[str]) -> str:

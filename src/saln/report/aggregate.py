@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saln.config import ConfigError, from_dict
+from saln.config import ConfigError, from_dict, unshared_settings
 from saln.errors import InvalidInput
 from saln.report.frontier import Point, frontier_verdict
 from saln.report.significance import VERDICT_ALPHA, Stat, welch_p_value
@@ -260,13 +260,14 @@ def compare_to_control(
 
 
 def setting_differences(group: list[Run], control: list[Run]) -> list[str]:
-    """How a selecting method's setting differs from the control's beyond method and seed (a
-    verdict compares equals only). The references (standard, standard_matched: filter ratio 0)
-    are set against the control as they are."""
+    """How a selecting method's setting differs from the control's beyond method and seed, in
+    the settings both methods read (a verdict compares equals only). The references
+    (standard, standard_matched: filter ratio 0) are set against the control as they are."""
     if not group[0].summary.filter_ratio:
         return []
     ours, theirs = resolved(group[0].config), resolved(control[0].config)
-    return config_differences(theirs, ours, ignore=SEED | {("train", "method")})
+    unshared = unshared_settings({ours["train"]["method"], theirs["train"]["method"]})
+    return config_differences(theirs, ours, ignore=SEED | unshared | {("train", "method")})
 
 
 def budget_control(method: str, runs: RunSet) -> str | None:
