@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(needs_cuda)
 
 
+@functools.cache
 def one_pixel_png() -> bytes:
     """A valid PNG of one pixel (PIL's encoder, not matplotlib's renderer)."""
     import io

@@ -76,11 +76,12 @@ def mismatch(out: Path) -> dict[str, Any]:
     """Ranks started with different configs: every rank refuses before any work (the same
     error on each, so the group stays usable for the scenarios after it)."""
     lr = 0.05 if distributed.rank() == 0 else 0.1
+    refused = None
     try:
         fit(tiny(out, "uniform", **{"optim.lr": lr}), out / "run")
-    except cfg.ConfigError as refused:
-        return {"refused": str(refused), "wrote": (out / "run" / "metrics.jsonl").exists()}
-    return {"refused": None}
+    except cfg.ConfigError as error:
+        refused = str(error)
+    return {"refused": refused, "wrote": (out / "run" / "metrics.jsonl").exists()}
 
 
 class KillRank1(Callback):

@@ -141,3 +141,19 @@ def test_only_the_settings_every_method_reads_set_runs_apart() -> None:
     assert ("selection", "proxy_resolution") not in cfg.unshared_settings({"proxy"})
     shared = {("train", "filter_ratio"), ("selection", "k"), ("optim", "lr")}
     assert not shared & cfg.unshared_settings({"proxy", "uniform"})
+
+
+def test_every_method_a_setting_names_as_its_reader_is_registered() -> None:
+    """A misspelt ``read_by`` would leave the setting out of every comparison unnoticed."""
+    from dataclasses import fields
+
+    from saln.train import METHODS
+
+    config = cfg.Config()
+    readers = {
+        name
+        for section in fields(config)
+        for key in fields(getattr(config, section.name))
+        for name in key.metadata.get("read_by", ())
+    }
+    assert readers and readers <= set(METHODS.names()), readers - set(METHODS.names())

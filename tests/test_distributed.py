@@ -61,7 +61,9 @@ def test_two_ranks_in_one_process_group(tmp_path: Path) -> None:
     # Mismatched configs are refused at start, on every rank, before anything is written (a
     # rank's error ending the job is test_a_failing_rank_ends_the_job_with_its_error's).
     mismatch = result["mismatch"]
-    assert "ranks [1] were started with a config that differs from rank 0's" in mismatch["refused"]
+    assert "ranks [1] were started with a config that differs from rank 0's" in (
+        mismatch["refused"] or "nothing refused"
+    )
     assert not mismatch["wrote"]
 
 
