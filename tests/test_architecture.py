@@ -119,3 +119,20 @@ def test_imports_go_downwards_only(module: str) -> None:
     allowed = MAY_IMPORT[unit(module)] | {unit(module)}
     upward = sorted(t for t in import_graph()[module] if unit(t) not in allowed)
     assert not upward, f"{module} imports {upward}, above or beside its layer"
+
+
+def test_every_name_the_package_exports_loads_from_its_module() -> None:
+    """``saln``'s names load on first use: each in ``__all__`` resolves to its module's object,
+    and a name it does not export is an AttributeError, as for any module."""
+    import importlib
+
+    import saln
+
+    lazy = [name for name in saln.__all__ if name != "__version__"]
+    assert sorted(lazy) == sorted(saln._MODULE_OF)
+    for name in lazy:
+        home = importlib.import_module(saln._MODULE_OF[name])
+        assert getattr(saln, name) is getattr(home, name), name
+    assert set(saln.__all__) <= set(dir(saln))
+    with pytest.raises(AttributeError, match="no attribute 'fit'"):
+        saln.fit  # noqa: B018

@@ -163,8 +163,6 @@ def test_a_plain_install_runs_from_an_empty_folder(tmp_path: Path) -> None:
     installed = list((env_dir / "lib").glob("python*/site-packages/saln/configs/demo.yaml"))
     assert installed, "the configs are not in the installed package"  # a copy, not the checkout
     saln = str(env_dir / "bin" / "saln")
-    helped = subprocess.run([saln, "compare", "--help"], cwd=empty, env=env, capture_output=True)
-    assert helped.returncode == 0 and b"--methods" in helped.stdout
     trained = subprocess.run(
         [saln, "train", "--config", "demo", "--method", "standard", "--epochs", "1",
          "--no-progress", "--out", "run", "--set", f"features.cache_dir={tmp_path / 'cache'}"],

@@ -226,6 +226,32 @@ def test_batched_colour_ops_match_torchvision(image_batch, ours, theirs, factor)
     assert torch.allclose(ours(image_batch, factors), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [
+        ((3, 8, 8), 16),  # digits, upsampled
+        ((2, 3, 32, 32), 32),  # already square at size: returned as is
+        ((3, 20, 30), 16),  # wide: the long side truncated, then a centre crop
+        ((2, 3, 30, 21), 16),  # tall, a batch
+        ((3, 17, 16), 16),  # the short side already at size: a crop alone
+        ((3, 25, 40), 12),  # a downscale, antialiased
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fit_square_is_torchvisions_resize_and_centre_crop(
+    shape: tuple[int, ...], size: int, dtype: torch.dtype
+) -> None:
+    """Written with torch alone (torchvision costs seconds to import): bit for bit
+    torchvision's short-side resize (bilinear, antialiased) and centre crop."""
+    from saln.data.transforms import fit_square
+
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    expected = TF.center_crop(TF.resize(images, [size], antialias=True), [size, size])
+    got = fit_square(images, size)
+    assert got.shape == expected.shape and got.dtype == dtype
+    assert torch.equal(got, expected)
+
+
 def test_batched_flip_and_rotation_match_torchvision(image_batch: torch.Tensor) -> None:
     mask = torch.tensor([True, False, True, False])
     flipped = gpu.flip(image_batch, mask)

@@ -37,16 +37,15 @@ def test_the_comparison_runs_unattended_and_records_every_run(
         "--out", out, "--config", ROOT / "configs" / "demo.yaml", "--methods", "uniform",
         "--seeds", "0", "--device", "cpu", "--skip-features", "--set", "train.epochs=1",
     ]  # fmt: skip
-    done = script("-m", "tools.gpu_compare", *common, "--parallel", "2", "--deadline", "400")
-    assert done.returncode == 0, done.stderr[-3000:]
+    comparing(*common, "--parallel", "2", "--deadline", "400")  # the runs are subprocesses
     jobs = json.loads((out / "jobs.json").read_text())
     assert [j["outcome"] for j in jobs["jobs"]] == ["done"] * 2
     # "--graphs default" leaves the library's auto, which is off on CPU.
     assert jobs["settings"] == ["train.device=cpu", "train.epochs=1"]
     for convention in ("cifar10_paper", "cifar10_fixed_batch"):
         assert (out / convention / "report.md").exists()
-    # The calls below train nothing: they run in this process, and skip the figures (drawn
-    # above) to check what is trained, packed and published.
+    # The calls below train nothing, and skip the figures to check what is trained, packed
+    # and published.
     monkeypatch.setattr(saln.report.build, "draw", lambda runs, out, target: ({}, []))
     comparing(*common)
     rerun = json.loads((out / "jobs.json").read_text())["jobs"]

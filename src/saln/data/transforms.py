@@ -1,12 +1,20 @@
-"""The paper's augmentation recipe with torchvision.transforms.v2 (the CPU DataLoader path)."""
+"""The paper's augmentation recipe with torchvision.transforms.v2 (the CPU DataLoader path),
+and the one image geometry every loader shares.
+
+torchvision is imported where a transform is built: importing it costs seconds (its ops pull in
+torch's compiler stack), and the resident loaders, which most runs use, need only the geometry.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,9 +35,23 @@ def fit_square(images: torch.Tensor, size: int) -> torch.Tensor:
     """The one image geometry of every loader: resize the short side to ``size`` (bilinear,
     antialiased) and centre-crop a ``size`` x ``size`` square, so a non-square image keeps its
     aspect ratio. ``images``: float (..., C, H, W); a square image is only resized."""
-    if images.shape[-2:] == (size, size):
+    height, width = images.shape[-2:]
+    if (height, width) == (size, size):
         return images
-    return TF.center_crop(TF.resize(images, [size], antialias=True), [size, size])
+    # torchvision's resize rule: the long side scaled by size / short side, truncated.
+    short, long = min(height, width), max(height, width)
+    resized = int(size * long / short)
+    new_height, new_width = (resized, size) if width <= height else (size, resized)
+    if (new_height, new_width) != (height, width):
+        channels, lead = images.shape[-3], images.shape[:-3]
+        flat = images.reshape(-1, channels, height, width)  # interpolate wants (N, C, H, W)
+        flat = F.interpolate(
+            flat, size=[new_height, new_width], mode="bilinear", align_corners=False,
+            antialias=True,
+        )  # fmt: skip
+        images = flat.reshape(*lead, channels, new_height, new_width)
+    top, left = round((new_height - size) / 2), round((new_width - size) / 2)
+    return images[..., top : top + size, left : left + size]
 
 
 class FitSquare(torch.nn.Module):
@@ -46,6 +68,8 @@ class FitSquare(torch.nn.Module):
 def train_transform(image_size: int) -> v2.Compose:
     """Flip, rotation up to 15 degrees, colour jitter, :func:`fit_square` geometry, ImageNet
     normalisation."""
+    from torchvision.transforms import v2
+
     return v2.Compose(
         [
             v2.PILToTensor(),
@@ -61,6 +85,8 @@ def train_transform(image_size: int) -> v2.Compose:
 
 def eval_transform(image_size: int) -> v2.Compose:
     """:func:`fit_square` geometry and ImageNet normalisation, as the resident loader's."""
+    from torchvision.transforms import v2
+
     return v2.Compose(
         [
             v2.PILToTensor(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import platform
 import socket
 import subprocess
@@ -14,12 +15,10 @@ import torch
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    import torchvision
-
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": installed_version("torchvision"),
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "device": str(device),
@@ -30,6 +29,15 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
     return env
+
+
+def installed_version(package: str) -> str | None:
+    """A package's installed version, read from its metadata: importing torchvision only to
+    ask costs seconds."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent
