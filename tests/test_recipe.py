@@ -152,7 +152,10 @@ def test_infobatch_shortened_epochs_see_standards_lr_at_the_same_progress(tmp_pa
     pruned = progress_and_lr(recipe(tmp_path, "infobatch", **settings), tmp_path / "infobatch")
     assert len(pruned) < len(standard)  # epoch 2 is shortened
     progress, lr = np.array(standard).T
-    for at, rate in pruned:
+    # standard's lr is piecewise linear between its steps (epoch 1's, at the triangle's peak,
+    # are the pruned run's own), but flat past its last step: a pruned step can land there
+    # (how many rows InfoBatch keeps depends on the losses, so on the machine's arithmetic)
+    for at, rate in [(at, rate) for at, rate in pruned if at <= progress[-1]]:
         assert rate == pytest.approx(float(np.interp(at, progress, lr)), rel=1e-6)
     assert pruned[-1][0] > 0.9  # and it reaches the schedule's end
     base = coupled_hyperparameters(100.0, 0.01, 0.85, 50)[0]
