@@ -112,15 +112,18 @@ def summary(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="timed runs per side")
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--work", type=Path, default=Path("runs/bench_airbench"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        raise InvalidInput("bench_airbench times both trainers on a GPU, and none is visible")
-    airbench = airbench_module()
+        parser.error("it times both trainers on a GPU, and none is visible: run it on one")
+    try:
+        airbench = airbench_module()
+    except InvalidInput as err:
+        parser.error(str(err))
     work = args.work.resolve()
     root = unpack(args.archive.resolve(), work)
     for split in ("train", "test"):

@@ -125,3 +125,15 @@ def test_an_airbench_reference_model_whitens_from_the_holdout_it_trains_on(
     overrides = {"model.learner": "airbench", "model.widths": [8, 16, 16], "train.epochs": 1}
     ctx = build_run(tiny(tmp_path, "rho_loss", **overrides))
     assert seen == [ctx.split.reference.tolist()] and ctx.ref_losses is not None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the benchmark would run")
+def test_the_side_by_side_refuses_a_machine_without_a_gpu_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks import bench_airbench
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench_airbench.main(["--seeds", "1"])
+    assert exit_info.value.code == 2
+    assert "none is visible: run it on one" in capsys.readouterr().err

