@@ -3,7 +3,8 @@
     python -m tools.publish_sweep runs/cifar10_cpu_sweep docs/results/cifar10_cpu/ratio_sweep
 
 Each ratio's report (markdown, PNGs, summary.json and .csv; no HTML) is rebuilt from its runs
-into OUT/<folder> with an env.json naming the code version, torch and machine of every run, and
+into OUT/<folder> with an env.json naming the code version, torch and machine of every run and
+the runs' records (``tools.publish_comparison``), and
 the sweep's table, JSON and picture are rebuilt from those published summaries into OUT.
 """
 
