@@ -85,6 +85,7 @@ def test_publishing_a_comparison_copies_the_records_of_its_finished_runs(tmp_pat
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "saln-seed0", "uniform-seed0", "uniform-seed1",
     ]  # fmt: skip
+    assert (out / "runs/uniform-seed0/selection_example.json").exists()  # the grid's batch
     assert "| uniform |" in (out / "report.md").read_text()
 
 

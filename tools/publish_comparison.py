@@ -6,10 +6,11 @@
 
 The report (markdown, PNGs, summary.json and .csv; no HTML) is rebuilt from the runs into OUT,
 with an env.json naming the code version, torch and machine of every run. Each finished run's
-record (config.yaml, env.json, metrics.jsonl, summary.json) is copied into OUT/runs/<run>, so
-the published folder holds what its numbers come from. ``--records FOLDER ...`` copies the
-runs of those comparison folders instead: a variant's report, whose folder links to the main
-study's runs, publishes its own runs and leaves the study's where they are published already.
+record (config.yaml, env.json, metrics.jsonl, summary.json, and the one batch's selection
+where the run drew one) is copied into OUT/runs/<run>, so the published folder holds what its
+numbers come from. ``--records FOLDER ...`` copies the runs of those comparison folders
+instead: a variant's report, whose folder links to the main study's runs, publishes its own
+runs and leaves the study's where they are published already.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from saln.report.build import build_report
 from tools.publish_cifar10 import environments
 
 ENV_KEYS = ("git_sha", "git_dirty", "torch", "python", "platform", "device", "cpu_threads", "gpu")
-# what a finished run's numbers come from; checkpoints and caches are its working files
-RECORD_FILES = ("config.yaml", "env.json", "metrics.jsonl", "summary.json")
+# what a finished run's numbers come from (and the one batch a report draws from the images);
+# checkpoints and caches are its working files
+RECORD_FILES = (
+    "config.yaml", "env.json", "metrics.jsonl", "summary.json", "selection_example.json",
+)  # fmt: skip
 
 
 def publish(runs: list[Path], out: Path, records: list[Path] | None = None) -> dict[str, Any]:
