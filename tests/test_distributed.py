@@ -39,7 +39,8 @@ def scenario(
     out.mkdir(parents=True, exist_ok=True)
     done = torchrun([str(HERE / "dist_worker.py"), name, str(out)])
     if ok:
-        assert done.returncode == 0, done.stderr[-3000:]
+        # enough of both streams to see what a rank printed before torchrun's own summary
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-8000:]
         return done, json.loads((out / "result.json").read_text())
     return done, {}
 
