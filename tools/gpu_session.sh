@@ -61,6 +61,7 @@ step() {  # name, seconds, command...: a failed or slow step is logged and the r
   local name=$1 limit=$2
   shift 2
   echo "== $name ($(date +%T))"
+  if [ "$limit" -le 0 ]; then echo "!! $name skipped: no time left"; return; fi
   timeout "$limit" "$@" || echo "!! $name failed or timed out (exit $?)"
 }
 RUNS=benchmarks/results/cifar10_gpu_runs.tar.xz  # complete runs of earlier sessions, committed
